@@ -1,0 +1,35 @@
+"""ntkfast: fast infinite-width NTK/NNGP kernels of fully-connected networks."""
+
+from .gram import GramOperator, kernel, kernel_diag
+from .spec import (
+    ABReLU,
+    Abs,
+    Activation,
+    Cos,
+    Erf,
+    Exp,
+    FourierFeatures,
+    Gaussian,
+    Gelu,
+    Identity,
+    InputMap,
+    LeakyReLU,
+    MLP,
+    Monomial,
+    RandomFourierFeatures,
+    Rbf,
+    RectifiedMonomial,
+    ReLU,
+    Sign,
+    Sin,
+)
+from .tiling import InsufficientMemoryError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABReLU", "Abs", "Activation", "Cos", "Erf", "Exp", "FourierFeatures", "Gaussian", "Gelu",
+    "GramOperator", "Identity", "InputMap", "InsufficientMemoryError", "LeakyReLU", "MLP",
+    "Monomial", "RandomFourierFeatures", "Rbf", "RectifiedMonomial", "ReLU", "Sign", "Sin",
+    "kernel", "kernel_diag",
+]

@@ -1,0 +1,305 @@
+"""Public entry points for kernel matrices: :func:`kernel`, :func:`kernel_diag`, :class:`GramOperator`.
+
+Every call goes validate -> prepare rows (input map, diagonal recursion) -> tile plan ->
+backend inner kernel.  The diagonal of K(X, X) is the exact diagonal recursion, and the lower
+triangle is a copy of the upper one, so K(X, X) is exactly symmetric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator
+
+from . import tiling
+from ._validation import (
+    check_arch,
+    check_array,
+    check_backend,
+    check_get,
+    check_out,
+    check_positive_int,
+    resolve_dtype,
+)
+from .backends import cpu
+from .spec import MLP
+
+__all__ = ["kernel", "kernel_diag", "GramOperator"]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One side of a Gram: features after the input map and the diagonal recursion."""
+
+    features: np.ndarray  # (n, d_in), C-contiguous, working dtype
+    sig: np.ndarray  # (n_steps, n): Sigma(x, x) entering each step
+    nngp: np.ndarray  # (n,) exact diagonal
+    ntk: np.ndarray  # (n,)
+
+
+@dataclass(frozen=True)
+class _Coefficients:
+    code: int
+    params: np.ndarray
+    first: np.ndarray
+    steps: np.ndarray
+
+
+def _coefficients(arch: MLP, d_in: int, dtype: np.dtype) -> _Coefficients:
+    first, steps = arch.layer_coefficients(d_in)
+    return _Coefficients(
+        arch.activation.code,
+        np.asarray(arch.activation.params, dtype=dtype),
+        first.astype(dtype),
+        np.ascontiguousarray(steps, dtype=dtype),
+    )
+
+
+def _prepare(arch: MLP, X: np.ndarray, coef: _Coefficients | None = None):
+    """Apply the input map and run the diagonal recursion for the rows of X."""
+    feats = X if arch.input_map is None else np.ascontiguousarray(arch.input_map.apply(X), X.dtype)
+    if coef is None:
+        coef = _coefficients(arch, feats.shape[1], X.dtype)
+    n = feats.shape[0]
+    sqnorm = np.einsum("ij,ij->i", feats, feats)
+    sig = np.empty((coef.steps.shape[0], n), X.dtype)
+    nngp = np.empty(n, X.dtype)
+    ntk = np.empty(n, X.dtype)
+    cpu.diag_recursion(coef.code, coef.params, coef.first, coef.steps, sqnorm, sig, nngp, ntk)
+    if not (np.isfinite(nngp).all() and np.isfinite(ntk).all() and np.isfinite(sig).all()):
+        raise ValueError(
+            f"the kernel of {arch.activation!r} diverges (or overflows {X.dtype}) for these inputs: "
+            "its expectation is infinite at their variance; scale the inputs or W_std down"
+        )
+    return _Rows(feats, sig, nngp, ntk), coef
+
+
+def _validate(arch, X, Y, dtype):
+    arch = check_arch(arch)
+    dtype = resolve_dtype(dtype, X, Y)
+    X = check_array(X, "X", dtype)
+    Y = None if Y is None else check_array(Y, "Y", dtype, n_features=X.shape[1])
+    return arch, X, Y, dtype
+
+
+def _compute_tile(coef, rx: _Rows, ry: _Rows, i0, i1, j0, j1, G, nngp, ntk, sig_cols):
+    """Inner products into G, then the fused recursion (writing nngp/ntk, which may alias G)."""
+    cpu.gemm(rx.features[i0:i1], ry.features[j0:j1], G)
+    cpu.tile_recursion(
+        coef.code, coef.params, coef.first, coef.steps, G,
+        np.ascontiguousarray(rx.sig[:, i0:i1]), sig_cols,
+        G if nngp is None else nngp, G if ntk is None else ntk,
+        nngp is not None, ntk is not None,
+    )
+
+
+def _symmetrize_diagonal_block(blocks, diag_values):
+    """Exact diagonal and exact symmetry inside a diagonal tile."""
+    for blk, dvals in zip(blocks, diag_values):
+        k = blk.shape[0]
+        lower = np.tri(k, k, -1, dtype=bool)
+        np.copyto(blk, blk.T, where=lower)
+        np.fill_diagonal(blk, dvals)
+
+
+def kernel(
+    arch: MLP,
+    X,
+    Y=None,
+    get: str | tuple[str, ...] = "ntk",
+    *,
+    backend: str = "auto",
+    dtype=None,
+    out=None,
+    progress: bool = False,
+    tile: int | None = None,
+):
+    """Infinite-width NNGP and/or NTK of ``arch`` between the rows of X and Y.
+
+    Parameters
+    ----------
+    arch : MLP
+    X : array-like of shape (n, d)
+    Y : array-like of shape (m, d), default=None
+        ``None`` computes K(X, X): only tiles on and above the diagonal are computed, the rest
+        is mirrored, so the result is exactly symmetric with the exact diagonal.
+    get : {"ntk", "nngp"} or tuple of them, default="ntk"
+        A tuple returns a tuple of arrays in the same order.
+    backend : {"auto", "cpu", "gpu"}, default="auto"
+    dtype : {None, float32, float64}, default=None
+        None: float32 if every input is float32, else float64.
+    out : ndarray, np.memmap or tuple of them, default=None
+        Preallocated output(s) of shape (n, m) and ``dtype``; a memmap lets a Gram larger than
+        memory be written to disk.
+    progress : bool, default=False
+        Show a tqdm progress bar over tiles.
+    tile : int, default=None
+        Tile edge; by default chosen from the memory budget (``ntkfast.tiling``).
+
+    Returns
+    -------
+    ndarray of shape (n, m), or a tuple of them.
+
+    Examples
+    --------
+    >>> import numpy as np, ntkfast as nf
+    >>> X = np.random.default_rng(0).standard_normal((5, 3))
+    >>> K = nf.kernel(nf.MLP(depth=2), X)
+    >>> K.shape, bool(np.array_equal(K, K.T))
+    ((5, 5), True)
+    """
+    names, single = check_get(get)
+    check_backend(backend)
+    tile = check_positive_int(tile, "tile")
+    arch, X, Y, dtype = _validate(arch, X, Y, dtype)
+    symmetric = Y is None
+    rx, coef = _prepare(arch, X)
+    ry = rx if symmetric else _prepare(arch, Y, coef)[0]
+    shape = (X.shape[0], X.shape[0] if symmetric else Y.shape[0])
+    outs = tiling.allocate(shape, dtype, len(names)) if out is None else check_out(out, names, shape, dtype)
+    views = [np.asarray(o) for o in outs]  # plain ndarray views of memmaps for the kernels
+    nngp_out = views[names.index("nngp")] if "nngp" in names else None
+    ntk_out = views[names.index("ntk")] if "ntk" in names else None
+    gram_dest = views[0]
+    diag_values = [rx.nngp if g == "nngp" else rx.ntk for g in names]
+
+    plan = tiling.plan_tiles(shape[0], shape[1], rx.features.shape[1], dtype.itemsize, symmetric, tile)
+    bar = tiling.progress_bar(len(plan), progress, "kernel")
+    sig_cols = {}
+    try:
+        for i0, i1, j0, j1 in plan:
+            if j0 not in sig_cols:
+                sig_cols[j0] = np.ascontiguousarray(ry.sig[:, j0:j1])
+            sub = (slice(i0, i1), slice(j0, j1))
+            _compute_tile(
+                coef, rx, ry, i0, i1, j0, j1, gram_dest[sub],
+                None if nngp_out is None else nngp_out[sub],
+                None if ntk_out is None else ntk_out[sub],
+                sig_cols[j0],
+            )
+            if symmetric and i0 == j0:
+                _symmetrize_diagonal_block([v[sub] for v in views], [d[i0:i1] for d in diag_values])
+            elif symmetric:
+                for v in views:
+                    cpu.mirror(v[sub], v[j0:j1, i0:i1])
+            bar.update()
+    finally:
+        bar.close()
+    for o in outs:
+        if isinstance(o, np.memmap):
+            o.flush()
+    return outs[0] if single else tuple(outs)
+
+
+def kernel_diag(arch: MLP, X, get: str | tuple[str, ...] = "ntk", *, dtype=None):
+    """The diagonal K(x_i, x_i) without forming the matrix (exact closed forms, O(n d)).
+
+    Returns an ndarray of shape (n,), or a tuple of them when ``get`` is a tuple.
+    """
+    names, single = check_get(get)
+    arch, X, _, dtype = _validate(arch, X, None, dtype)
+    rows, _ = _prepare(arch, X)
+    res = tuple(rows.nngp if g == "nngp" else rows.ntk for g in names)
+    return res[0] if single else res
+
+
+class GramOperator(LinearOperator):
+    """The kernel matrix K(X, Y) as a matrix-free :class:`scipy.sparse.linalg.LinearOperator`.
+
+    ``op @ v`` and ``op @ V`` recompute tiles on the fly and never store K: memory is
+    O((n + m) d + tile^2) whatever n.  For Y=None the operator is symmetric and each tile above
+    the diagonal serves both of its mirror images.
+
+    Parameters
+    ----------
+    arch : MLP
+    X : array-like of shape (n, d)
+    Y : array-like of shape (m, d), default=None
+    get : {"ntk", "nngp"}, default="ntk"
+    dtype, backend, tile, progress : as in :func:`kernel`.
+
+    Examples
+    --------
+    >>> import numpy as np, ntkfast as nf
+    >>> X = np.random.default_rng(0).standard_normal((50, 4))
+    >>> op = nf.GramOperator(nf.MLP(depth=2), X)
+    >>> bool(np.allclose(op @ np.ones(50), nf.kernel(nf.MLP(depth=2), X).sum(1)))
+    True
+    """
+
+    def __init__(
+        self,
+        arch: MLP,
+        X,
+        Y=None,
+        get: str = "ntk",
+        *,
+        backend: str = "auto",
+        dtype=None,
+        tile: int | None = None,
+        progress: bool = False,
+    ):
+        names, single = check_get(get)
+        if not single:
+            raise ValueError("get: GramOperator represents one kernel; pass 'ntk' or 'nngp'")
+        check_backend(backend)
+        tile = check_positive_int(tile, "tile")
+        arch, X, Y, dtype = _validate(arch, X, Y, dtype)
+        self.arch = arch
+        self.get = names[0]
+        self.symmetric = Y is None
+        self._rows_x, self._coef = _prepare(arch, X)
+        self._rows_y = self._rows_x if self.symmetric else _prepare(arch, Y, self._coef)[0]
+        n, m = X.shape[0], (X if Y is None else Y).shape[0]
+        self._plan = tiling.plan_tiles(n, m, self._rows_x.features.shape[1], dtype.itemsize, self.symmetric, tile)
+        self.progress = progress
+        super().__init__(dtype=dtype, shape=(n, m))
+
+    def diagonal(self) -> np.ndarray:
+        """Exact diagonal of K(X, X) (square operators only)."""
+        if not self.symmetric:
+            raise ValueError("diagonal: only defined for GramOperator(arch, X) with Y=None")
+        return (self._rows_x.nngp if self.get == "nngp" else self._rows_x.ntk).copy()
+
+    def _matvec(self, v):
+        return self._matmat(np.asarray(v).reshape(-1, 1)).reshape(-1)
+
+    def _matmat(self, V):
+        V = np.asarray(V)
+        if np.iscomplexobj(V):
+            return self._matmat(V.real) + 1j * self._matmat(V.imag)
+        V = np.ascontiguousarray(V, dtype=self.dtype)
+        if not np.isfinite(V).all():
+            raise ValueError("V: contains NaN or inf")
+        out = np.zeros((self.shape[0], V.shape[1]), dtype=self.dtype)
+        t = self._plan.tile
+        scratch = np.empty((t, t), dtype=self.dtype)
+        coef, rx, ry = self._coef, self._rows_x, self._rows_y
+        bar = tiling.progress_bar(len(self._plan), self.progress, "matvec")
+        try:
+            for i0, i1, j0, j1 in self._plan:
+                G = scratch[: i1 - i0, : j1 - j0]
+                want = (G if self.get == "nngp" else None, G if self.get == "ntk" else None)
+                _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, *want,
+                              np.ascontiguousarray(ry.sig[:, j0:j1]))
+                if self.symmetric and i0 == j0:
+                    diag = (rx.nngp if self.get == "nngp" else rx.ntk)[i0:i1]
+                    _symmetrize_diagonal_block([G], [diag])
+                out[i0:i1] += G @ V[j0:j1]
+                if self.symmetric and i0 != j0:
+                    out[j0:j1] += G.T @ V[i0:i1]
+                bar.update()
+        finally:
+            bar.close()
+        return out
+
+    def _adjoint(self):
+        if self.symmetric:
+            return self
+        op = object.__new__(GramOperator)
+        op.__dict__.update(self.__dict__)
+        op._rows_x, op._rows_y = self._rows_y, self._rows_x
+        op._plan = tiling.TilePlan(self.shape[1], self.shape[0], self._plan.tile, False)
+        LinearOperator.__init__(op, dtype=self.dtype, shape=(self.shape[1], self.shape[0]))
+        return op

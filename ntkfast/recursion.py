@@ -1,0 +1,331 @@
+"""Closed-form layer maps of the infinite-width NNGP/NTK recursion, one activation family each.
+
+This module is the single home of the math on the CPU (``backends/cuda/recursion.cuh`` holds
+the same functions for the GPU).  Each family gives, for pre-activation covariances
+``(sxx, syy, sxy)`` of a pair of inputs,
+
+    K    = E[phi(u) phi(v)],   Kdot = E[phi'(u) phi'(v)],   (u, v) ~ N(0, [[sxx, sxy], [sxy, syy]])
+
+and a ``*_diag`` version for ``x == y`` that is exact (no 0/0, no angle).  Functions are plain
+scalar Python compiled by Numba; constants go through :func:`ntkfast._jit.like` so that float32
+inputs stay in float32, and the angle comes from the branch-free :func:`ntkfast._jit.atan2`
+so that the loops calling these functions vectorise.  Conventions (DESIGN.md section 2):
+no arccos of a clipped cosine, no division by norms, finite values for zero variances.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._jit import atan2, like, scalar_jit
+from .spec import ABRELU, ERF, EXP, GAUSSIAN, GELU, MONOMIAL, RECTIFIED_MONOMIAL, SIGN, SIN
+
+_INV_2PI = 1.0 / (2.0 * math.pi)
+
+
+@scalar_jit
+def _angle(sxx, syy, sxy):
+    """(r, theta): r = sqrt(max(sxx syy - sxy^2, 0)), theta = atan2(r, sxy) in [0, pi].
+
+    theta = pi/2 when r = sxy = 0 (a zero-variance input: treated as uncorrelated).
+    """
+    zero = like(sxy, 0.0)
+    r = math.sqrt(max(sxx * syy - sxy * sxy, zero))
+    theta = atan2(r, sxy)
+    degenerate = (r == zero) & (sxy == zero)
+    return r, like(sxy, math.pi / 2) if degenerate else theta
+
+
+# ------------------------------------------------------------------------------ ABReLU family
+@scalar_jit
+def abrelu(a, b, sxx, syy, sxy):
+    """phi = a min(x, 0) + b max(x, 0): K = f r + Kdot sxy, Kdot = (a^2+b^2)/2 - f theta."""
+    r, theta = _angle(sxx, syy, sxy)
+    f = (a - b) * (a - b) * like(sxy, _INV_2PI)
+    kdot = (a * a + b * b) * like(sxy, 0.5) - f * theta
+    return f * r + kdot * sxy, kdot
+
+
+@scalar_jit
+def abrelu_diag(a, b, sxx):
+    h = (a * a + b * b) * like(sxx, 0.5)
+    return h * sxx, h
+
+
+# --------------------------------------------------------------------------------------- Erf
+@scalar_jit
+def erf(a, b, c, sxx, syy, sxy):
+    """phi = a erf(b x) + c (Williams 1997)."""
+    b2 = b * b
+    two = like(sxy, 2.0)
+    sxx, syy, sxy = b2 * sxx, b2 * syy, b2 * sxy
+    p = (like(sxy, 1.0) + two * sxx) * (like(sxy, 1.0) + two * syy)
+    r = math.sqrt(max(p - like(sxy, 4.0) * sxy * sxy, like(sxy, 0.0)))
+    k = like(sxy, 2.0 / math.pi) * atan2(two * sxy, r)
+    kdot = like(sxy, 4.0 / math.pi) / r
+    return a * a * k + c * c, a * a * b2 * kdot
+
+
+@scalar_jit
+def erf_diag(a, b, c, sxx):
+    return erf(a, b, c, sxx, sxx, sxx)
+
+
+# -------------------------------------------------------------------------------------- GELU
+@scalar_jit
+def gelu(sxx, syy, sxy):
+    """phi = x Phi(x) (exact GELU).  With P = (1+sxx)(1+syy), D = P - sxy^2:
+
+    K    = sxy/4 + sxy atan2(sxy, sqrt D)/(2 pi) + (sxx syy + sxy^2 (1 - sxx syy)/P) / (2 pi sqrt D)
+    Kdot = 1/4 + atan2(sxy, sqrt D)/(2 pi) + sxy ((sxx+syy+3) - sxy^2 (sxx+syy+2)/P) / (2 pi D^1.5)
+    (derived with Gaussian integration by parts; checked against quadrature in the tests).
+    """
+    one = like(sxy, 1.0)
+    p = (one + sxx) * (one + syy)
+    c2 = sxy * sxy
+    sq = math.sqrt(max(p - c2, like(sxy, 0.0)))
+    angle = atan2(sxy, sq) * like(sxy, _INV_2PI)
+    quarter = like(sxy, 0.25)
+    k = quarter * sxy + sxy * angle + (sxx * syy + c2 * (one - sxx * syy) / p) * like(
+        sxy, _INV_2PI
+    ) / sq
+    s = sxx + syy
+    kdot = (
+        quarter
+        + angle
+        + sxy * ((s + like(sxy, 3.0)) - c2 * (s + like(sxy, 2.0)) / p)
+        * like(sxy, _INV_2PI)
+        / (sq * sq * sq)
+    )
+    return k, kdot
+
+
+@scalar_jit
+def gelu_diag(sxx):
+    return gelu(sxx, sxx, sxx)
+
+
+# ------------------------------------------------------------------ Sin family (Cos, Rbf too)
+@scalar_jit
+def sin(a, b, c, sxx, syy, sxy):
+    """phi = a sin(b x + c): E[sin A sin B] = (E cos(A-B) - E cos(A+B))/2."""
+    h = like(sxy, -0.5) * b * b
+    minus = math.exp(h * (sxx + syy - like(sxy, 2.0) * sxy))
+    plus = math.cos(like(sxy, 2.0) * c) * math.exp(h * (sxx + syy + like(sxy, 2.0) * sxy))
+    half_a2 = like(sxy, 0.5) * a * a
+    return half_a2 * (minus - plus), half_a2 * b * b * (minus + plus)
+
+
+@scalar_jit
+def sin_diag(a, b, c, sxx):
+    return sin(a, b, c, sxx, sxx, sxx)
+
+
+# -------------------------------------------------------------------------------------- Sign
+@scalar_jit
+def sign(sxx, syy, sxy):
+    """phi = sign(x): K = 1 - 2 theta/pi; Kdot = 0 (the derivative vanishes almost everywhere)."""
+    r, theta = _angle(sxx, syy, sxy)
+    return like(sxy, 1.0) - like(sxy, 2.0 / math.pi) * theta, like(sxy, 0.0)
+
+
+@scalar_jit
+def sign_diag(sxx):
+    return like(sxx, 1.0) if sxx > like(sxx, 0.0) else like(sxx, 0.0), like(sxx, 0.0)
+
+
+# --------------------------------------------------------------------------------------- Exp
+@scalar_jit
+def exp(a, b, sxx, syy, sxy):
+    """phi = a exp(b x): K = a^2 exp(b^2 (sxx + syy + 2 sxy)/2), Kdot = b^2 K."""
+    k = a * a * math.exp(like(sxy, 0.5) * b * b * (sxx + syy + like(sxy, 2.0) * sxy))
+    return k, b * b * k
+
+
+@scalar_jit
+def exp_diag(a, b, sxx):
+    return exp(a, b, sxx, sxx, sxx)
+
+
+# ---------------------------------------------------------------------------------- Gaussian
+@scalar_jit
+def gaussian(a, b, sxx, syy, sxy):
+    """phi = a exp(b x^2): with D = det(I - 2 b Sigma), K = a^2 / sqrt(D), Kdot = 4 a^2 b^2 sxy / D^1.5.
+
+    Finite only while I - 2 b Sigma is positive definite (always for b <= 0); the public
+    functions check the diagonal, which bounds every pair.
+    """
+    one = like(sxy, 1.0)
+    two_b = like(sxy, 2.0) * b
+    det = (one - two_b * sxx) * (one - two_b * syy) - two_b * two_b * sxy * sxy
+    inv_sqrt = one / math.sqrt(max(det, like(sxy, 0.0)))
+    k = a * a * inv_sqrt
+    return k, like(sxy, 4.0) * b * b * sxy * k * inv_sqrt * inv_sqrt
+
+
+@scalar_jit
+def gaussian_diag(a, b, sxx):
+    return gaussian(a, b, sxx, sxx, sxx)
+
+
+# ------------------------------------------------------------------- arc-cosine (rectified) n
+@scalar_jit
+def _arccos_bracket(n, pi_minus_theta, r, c, s):
+    """2 pi E[max(u,0)^n max(v,0)^n] = (pi - theta) Q_n(c, S) + r R_n(c, S), S = sxx syy.
+
+    From Cho & Saul's J_n(theta) with sin = r/sqrt(S), cos = c/sqrt(S), times S^(n/2); the
+    polynomials are homogeneous of degree n, so no division by norms is needed.
+    """
+    if n == 0:
+        q, rr = like(c, 1.0), like(c, 0.0)
+    elif n == 1:
+        q, rr = c, like(c, 1.0)
+    elif n == 2:
+        q, rr = s + like(c, 2.0) * c * c, like(c, 3.0) * c
+    elif n == 3:
+        q = c * (like(c, 6.0) * c * c + like(c, 9.0) * s)
+        rr = like(c, 11.0) * c * c + like(c, 4.0) * s
+    elif n == 4:
+        c2 = c * c
+        q = like(c, 24.0) * c2 * c2 + like(c, 72.0) * c2 * s + like(c, 9.0) * s * s
+        rr = c * (like(c, 50.0) * c2 + like(c, 55.0) * s)
+    else:
+        c2 = c * c
+        q = c * (like(c, 120.0) * c2 * c2 + like(c, 600.0) * c2 * s + like(c, 225.0) * s * s)
+        rr = like(c, 274.0) * c2 * c2 + like(c, 607.0) * c2 * s + like(c, 64.0) * s * s
+    return pi_minus_theta * q + r * rr
+
+
+@scalar_jit
+def rectified_monomial(n, sxx, syy, sxy):
+    """phi = max(x, 0)^n: the arc-cosine kernel of order n; Kdot = n^2 K_{n-1} (0 for n = 0)."""
+    r, theta = _angle(sxx, syy, sxy)
+    pmt = like(sxy, math.pi) - theta
+    s = sxx * syy
+    k = _arccos_bracket(n, pmt, r, sxy, s) * like(sxy, _INV_2PI)
+    if n == 0:
+        return k, like(sxy, 0.0)
+    kdot = like(sxy, n * n * _INV_2PI) * _arccos_bracket(n - 1, pmt, r, sxy, s)
+    return k, kdot
+
+
+@scalar_jit
+def _double_factorial_odd(m):
+    """(2m - 1)!! for m >= 0 (1 for m = 0)."""
+    out = 1
+    for k in range(1, 2 * m, 2):
+        out *= k
+    return out
+
+
+@scalar_jit
+def rectified_monomial_diag(n, sxx):
+    """E[max(u,0)^(2n)] = (2n-1)!!/2 sxx^n exactly; Kdot = n^2 (2n-3)!!/2 sxx^(n-1)."""
+    k = like(sxx, 0.5 * _double_factorial_odd(n)) * sxx**n
+    if n == 0:
+        return k, like(sxx, 0.0)
+    return k, like(sxx, 0.5 * n * n * _double_factorial_odd(n - 1)) * sxx ** (n - 1)
+
+
+# ---------------------------------------------------------------------------------- Monomial
+@scalar_jit
+def _isserlis_coefficient(n, k):
+    """C(n, k)^2 k! ((n - k - 1)!!)^2: the number of pairings with k cross pairs."""
+    binom = 1
+    for i in range(k):
+        binom = binom * (n - i) // (i + 1)
+    fact = 1
+    for i in range(2, k + 1):
+        fact *= i
+    dfact = _double_factorial_odd((n - k) // 2)
+    return binom * binom * fact * dfact * dfact
+
+
+@scalar_jit
+def _isserlis(n, sxx, syy, sxy):
+    """E[u^n v^n] = sum_{k = n mod 2} C(n,k)^2 k! ((n-k-1)!!)^2 sxy^k (sxx syy)^((n-k)/2)."""
+    s = sxx * syy
+    total = like(sxy, 0.0)
+    for k in range(n % 2, n + 1, 2):
+        coef = _isserlis_coefficient(n, k)
+        total += like(sxy, coef) * sxy**k * s ** ((n - k) // 2)
+    return total
+
+
+@scalar_jit
+def monomial(n, sxx, syy, sxy):
+    """phi = x^n: K by Isserlis' theorem, Kdot = n^2 E[u^(n-1) v^(n-1)]."""
+    if n == 0:
+        return like(sxy, 1.0), like(sxy, 0.0)
+    return _isserlis(n, sxx, syy, sxy), like(sxy, n * n) * _isserlis(n - 1, sxx, syy, sxy)
+
+
+@scalar_jit
+def monomial_diag(n, sxx):
+    """E[u^(2n)] = (2n-1)!! sxx^n exactly."""
+    k = like(sxx, _double_factorial_odd(n)) * sxx**n
+    if n == 0:
+        return k, like(sxx, 0.0)
+    return k, like(sxx, n * n * _double_factorial_odd(n - 1)) * sxx ** (n - 1)
+
+
+# ---------------------------------------------------------------------------------- dispatch
+@scalar_jit
+def dual(code, p0, p1, p2, sxx, syy, sxy):
+    """(K, Kdot) of the activation with integer ``code`` and parameters (p0, p1, p2).
+
+    Kernels pass ``code`` as a compile-time literal, so the chain folds to one family.
+    """
+    if code == ABRELU:
+        return abrelu(p0, p1, sxx, syy, sxy)
+    elif code == ERF:
+        return erf(p0, p1, p2, sxx, syy, sxy)
+    elif code == GELU:
+        return gelu(sxx, syy, sxy)
+    elif code == SIN:
+        return sin(p0, p1, p2, sxx, syy, sxy)
+    elif code == SIGN:
+        return sign(sxx, syy, sxy)
+    elif code == EXP:
+        return exp(p0, p1, sxx, syy, sxy)
+    elif code == GAUSSIAN:
+        return gaussian(p0, p1, sxx, syy, sxy)
+    elif code < MONOMIAL:
+        return rectified_monomial(code - RECTIFIED_MONOMIAL, sxx, syy, sxy)
+    else:
+        return monomial(code - MONOMIAL, sxx, syy, sxy)
+
+
+@scalar_jit
+def dual_diag(code, p0, p1, p2, sxx):
+    """(K(x, x), Kdot(x, x)), exact."""
+    if code == ABRELU:
+        return abrelu_diag(p0, p1, sxx)
+    elif code == ERF:
+        return erf_diag(p0, p1, p2, sxx)
+    elif code == GELU:
+        return gelu_diag(sxx)
+    elif code == SIN:
+        return sin_diag(p0, p1, p2, sxx)
+    elif code == SIGN:
+        return sign_diag(sxx)
+    elif code == EXP:
+        return exp_diag(p0, p1, sxx)
+    elif code == GAUSSIAN:
+        return gaussian_diag(p0, p1, sxx)
+    elif code < MONOMIAL:
+        return rectified_monomial_diag(code - RECTIFIED_MONOMIAL, sxx)
+    else:
+        return monomial_diag(code - MONOMIAL, sxx)
+
+
+@scalar_jit
+def step(k, kdot, sigma, theta, res, w2, b2, alpha, beta):
+    """One (activation, Dense) step, given the activation's (K, Kdot).
+
+    Sigma <- res Sigma + W^2 K + b^2
+    Theta <- res Theta + alpha K + beta + W^2 Kdot Theta
+    NTK parameterization: alpha = W^2, beta = b^2; standard: alpha = fan-in, beta = 1 (bias) or 0.
+    res = 1 inside a residual block (the identity branch adds its kernels), else 0.
+    """
+    return res * sigma + w2 * k + b2, res * theta + alpha * k + beta + w2 * kdot * theta

@@ -1,0 +1,534 @@
+"""Architecture spec (:class:`MLP`), activations and input maps.
+
+Every activation is a small frozen object holding its parameters, an integer ``code`` that
+selects its closed-form dual kernel in the compiled recursions (``ntkfast.recursion``), and
+NumPy ``phi``/``dphi`` for finite networks and Monte-Carlo checks.  Families are written once:
+ReLU, LeakyReLU and Abs are parameter choices of :class:`ABReLU`; Cos and Rbf of :class:`Sin`;
+Identity of :class:`Monomial`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import special
+
+# Integer codes understood by ntkfast.recursion.dual / dual_diag.  Monomial families carry their
+# degree in the code so that it is a compile-time constant in the kernels.
+ABRELU, ERF, GELU, SIN, SIGN, EXP, GAUSSIAN = 0, 1, 2, 3, 4, 5, 6
+RECTIFIED_MONOMIAL = 16
+MONOMIAL = 32
+MAX_RECTIFIED_DEGREE = 5
+MAX_MONOMIAL_DEGREE = 8
+
+
+def _real(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _degree(n, name: str, max_n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(n).__name__}")
+    if not 0 <= n <= max_n:
+        raise ValueError(f"{name} must be in 0..{max_n}, got {n}")
+    return int(n)
+
+
+class Activation:
+    """Base class: an elementwise nonlinearity with a closed-form dual kernel."""
+
+    code: int
+    name: str
+
+    @property
+    def params(self) -> tuple[float, float, float]:
+        """Up to three float parameters passed to the compiled dual kernel."""
+        raise NotImplementedError
+
+    def phi(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def dphi(self, x: np.ndarray) -> np.ndarray:
+        """Derivative used by backpropagation (zero where the function is piecewise constant)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ABReLU(Activation):
+    """phi(x) = a * min(x, 0) + b * max(x, 0)."""
+
+    a: float = 0.0
+    b: float = 1.0
+    name: str = field(default="ab_relu", compare=False)
+    code = ABRELU
+
+    def __post_init__(self):
+        object.__setattr__(self, "a", _real(self.a, "a"))
+        object.__setattr__(self, "b", _real(self.b, "b"))
+
+    @property
+    def params(self):
+        return (self.a, self.b, 0.0)
+
+    def phi(self, x):
+        return np.where(x > 0, self.b * x, self.a * x)
+
+    def dphi(self, x):
+        return np.where(x > 0, self.b, self.a).astype(np.result_type(x, float))
+
+
+def ReLU() -> ABReLU:
+    """max(x, 0)."""
+    return ABReLU(0.0, 1.0, name="relu")
+
+
+def LeakyReLU(alpha: float = 0.01) -> ABReLU:
+    """max(x, 0) + alpha * min(x, 0)."""
+    return ABReLU(alpha, 1.0, name="leaky_relu")
+
+
+def Abs() -> ABReLU:
+    """|x|."""
+    return ABReLU(-1.0, 1.0, name="abs")
+
+
+@dataclass(frozen=True)
+class Erf(Activation):
+    """phi(x) = a * erf(b * x) + c."""
+
+    a: float = 1.0
+    b: float = 1.0
+    c: float = 0.0
+    name: str = field(default="erf", compare=False)
+    code = ERF
+
+    def __post_init__(self):
+        for k in "abc":
+            object.__setattr__(self, k, _real(getattr(self, k), k))
+
+    @property
+    def params(self):
+        return (self.a, self.b, self.c)
+
+    def phi(self, x):
+        return self.a * special.erf(self.b * x) + self.c
+
+    def dphi(self, x):
+        return self.a * self.b * 2.0 / math.sqrt(math.pi) * np.exp(-((self.b * x) ** 2))
+
+
+@dataclass(frozen=True)
+class Gelu(Activation):
+    """Exact GELU: phi(x) = x * Phi(x), Phi the standard normal CDF."""
+
+    name: str = field(default="gelu", compare=False)
+    code = GELU
+
+    @property
+    def params(self):
+        return (0.0, 0.0, 0.0)
+
+    def phi(self, x):
+        return x * special.ndtr(x)
+
+    def dphi(self, x):
+        return special.ndtr(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class Sin(Activation):
+    """phi(x) = a * sin(b * x + c)."""
+
+    a: float = 1.0
+    b: float = 1.0
+    c: float = 0.0
+    name: str = field(default="sin", compare=False)
+    code = SIN
+
+    def __post_init__(self):
+        for k in "abc":
+            object.__setattr__(self, k, _real(getattr(self, k), k))
+
+    @property
+    def params(self):
+        return (self.a, self.b, self.c)
+
+    def phi(self, x):
+        return self.a * np.sin(self.b * x + self.c)
+
+    def dphi(self, x):
+        return self.a * self.b * np.cos(self.b * x + self.c)
+
+
+def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Sin:
+    """a * cos(b * x + c), written as a * sin(b * x + c + pi/2)."""
+    return Sin(a, b, _real(c, "c") + math.pi / 2, name="cos")
+
+
+def Rbf(gamma: float = 1.0) -> Sin:
+    """The activation whose NNGP is exp(-gamma * (Sxx + Syy - 2 Sxy)): sqrt(2) sin(sqrt(2 gamma) x + pi/4)."""
+    gamma = _real(gamma, "gamma")
+    if gamma <= 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    return Sin(math.sqrt(2.0), math.sqrt(2.0 * gamma), math.pi / 4, name="rbf")
+
+
+@dataclass(frozen=True)
+class Sign(Activation):
+    """phi(x) = sign(x).  Its derivative is zero almost everywhere, so layers below add no NTK."""
+
+    name: str = field(default="sign", compare=False)
+    code = SIGN
+
+    @property
+    def params(self):
+        return (0.0, 0.0, 0.0)
+
+    def phi(self, x):
+        return np.sign(x)
+
+    def dphi(self, x):
+        return np.zeros_like(x, dtype=np.result_type(x, float))
+
+
+@dataclass(frozen=True)
+class Exp(Activation):
+    """phi(x) = a * exp(b * x)."""
+
+    a: float = 1.0
+    b: float = 1.0
+    name: str = field(default="exp", compare=False)
+    code = EXP
+
+    def __post_init__(self):
+        object.__setattr__(self, "a", _real(self.a, "a"))
+        object.__setattr__(self, "b", _real(self.b, "b"))
+
+    @property
+    def params(self):
+        return (self.a, self.b, 0.0)
+
+    def phi(self, x):
+        return self.a * np.exp(self.b * x)
+
+    def dphi(self, x):
+        return self.a * self.b * np.exp(self.b * x)
+
+
+@dataclass(frozen=True)
+class Gaussian(Activation):
+    """phi(x) = a * exp(b * x**2).  For b > 0 the kernel is finite only while 4 b Sxx < 1."""
+
+    a: float = 1.0
+    b: float = -1.0
+    name: str = field(default="gaussian", compare=False)
+    code = GAUSSIAN
+
+    def __post_init__(self):
+        object.__setattr__(self, "a", _real(self.a, "a"))
+        object.__setattr__(self, "b", _real(self.b, "b"))
+
+    @property
+    def params(self):
+        return (self.a, self.b, 0.0)
+
+    def phi(self, x):
+        return self.a * np.exp(self.b * x * x)
+
+    def dphi(self, x):
+        return 2.0 * self.a * self.b * x * np.exp(self.b * x * x)
+
+
+@dataclass(frozen=True)
+class RectifiedMonomial(Activation):
+    """phi(x) = max(x, 0)**n: the arc-cosine kernel of order n (Cho & Saul 2009), n = 0..5."""
+
+    n: int = 1
+    name: str = field(default="rectified_monomial", compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "n", _degree(self.n, "n", MAX_RECTIFIED_DEGREE))
+
+    @property
+    def code(self):
+        return RECTIFIED_MONOMIAL + self.n
+
+    @property
+    def params(self):
+        return (0.0, 0.0, 0.0)
+
+    def phi(self, x):
+        return np.where(x > 0, np.maximum(x, 0) ** self.n, 0.0)
+
+    def dphi(self, x):
+        if self.n == 0:
+            return np.zeros_like(x, dtype=np.result_type(x, float))
+        return np.where(x > 0, self.n * np.maximum(x, 0) ** (self.n - 1), 0.0)
+
+
+@dataclass(frozen=True)
+class Monomial(Activation):
+    """phi(x) = x**n, n = 0..8."""
+
+    n: int = 1
+    name: str = field(default="monomial", compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "n", _degree(self.n, "n", MAX_MONOMIAL_DEGREE))
+
+    @property
+    def code(self):
+        return MONOMIAL + self.n
+
+    @property
+    def params(self):
+        return (0.0, 0.0, 0.0)
+
+    def phi(self, x):
+        return x**self.n if self.n else np.ones_like(x)
+
+    def dphi(self, x):
+        return self.n * x ** (self.n - 1) if self.n else np.zeros_like(x)
+
+
+def Identity() -> Monomial:
+    """phi(x) = x (a linear network)."""
+    return Monomial(1, name="identity")
+
+
+ACTIVATIONS = {
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "abs": Abs,
+    "ab_relu": ABReLU,
+    "erf": Erf,
+    "gelu": Gelu,
+    "sin": Sin,
+    "cos": Cos,
+    "rbf": Rbf,
+    "sign": Sign,
+    "exp": Exp,
+    "gaussian": Gaussian,
+    "rectified_monomial": RectifiedMonomial,
+    "monomial": Monomial,
+    "identity": Identity,
+}
+
+
+def get_activation(activation: str | Activation) -> Activation:
+    """An :class:`Activation` from a name in ``ACTIVATIONS`` or an activation object."""
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str):
+        key = activation.lower().replace("-", "_")
+        if key not in ACTIVATIONS:
+            raise ValueError(
+                f"activation: unknown name {activation!r}; expected one of {sorted(ACTIVATIONS)}"
+            )
+        return ACTIVATIONS[key]()
+    raise TypeError(
+        f"activation must be a name or an ntkfast activation object, got {type(activation).__name__}"
+    )
+
+
+# ----------------------------------------------------------------------------------- input maps
+class InputMap:
+    """A fixed (untrained) first layer applied to the inputs before the first Dense layer.
+
+    Fourier maps send x (d,) to gamma(x) = [sin(2 pi B x), cos(2 pi B x)] (2m,), so that
+    ``<gamma(x), gamma(y)> = sum_k cos(2 pi b_k . (x - y))``, a stationary input kernel
+    (Tancik et al. 2020).  Subclasses say how B (m, d) is obtained.
+    """
+
+    def matrix(self, d: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def out_dim(self, d: int) -> int:
+        return 2 * self.matrix(d).shape[0]
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        B = self.matrix(X.shape[1]).astype(X.dtype, copy=False)
+        proj = X @ (2.0 * np.pi * B.T).astype(X.dtype, copy=False)
+        return np.concatenate([np.sin(proj), np.cos(proj)], axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class FourierFeatures(InputMap):
+    """Deterministic positional encoding with a given frequency matrix ``B`` of shape (m, d)."""
+
+    B: np.ndarray
+
+    def __post_init__(self):
+        B = np.array(self.B, dtype=np.float64)
+        if B.ndim != 2 or B.size == 0:
+            raise ValueError(f"B must be a non-empty 2-D array (m, d), got shape {B.shape}")
+        if not np.all(np.isfinite(B)):
+            raise ValueError("B must be finite")
+        B.setflags(write=False)
+        object.__setattr__(self, "B", B)
+
+    def __eq__(self, other):
+        return isinstance(other, FourierFeatures) and np.array_equal(self.B, other.B)
+
+    def __hash__(self):
+        return hash((self.B.shape, self.B.tobytes()))
+
+    def __repr__(self):
+        return f"FourierFeatures(B=<{self.B.shape[0]}x{self.B.shape[1]} array>)"
+
+    def matrix(self, d: int) -> np.ndarray:
+        if self.B.shape[1] != d:
+            raise ValueError(f"X has {d} features but FourierFeatures.B expects {self.B.shape[1]}")
+        return self.B
+
+
+@dataclass(frozen=True)
+class RandomFourierFeatures(InputMap):
+    """Fourier features with B ~ N(0, scale**2) of shape (n_features, d), drawn from ``seed``."""
+
+    n_features: int = 256
+    scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.n_features, bool) or not isinstance(self.n_features, numbers.Integral):
+            raise TypeError("n_features must be an integer")
+        if self.n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {self.n_features}")
+        if _real(self.scale, "scale") <= 0:
+            raise ValueError(f"scale must be > 0, got {self.scale}")
+
+    def matrix(self, d: int) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        return self.scale * rng.standard_normal((self.n_features, d))
+
+
+# ----------------------------------------------------------------------------------------- MLP
+@dataclass(frozen=True)
+class MLP:
+    """A fully-connected network, the unit every kernel is computed for.
+
+    ``depth`` times (Dense, activation) then a readout Dense, all with the same ``W_std`` and
+    ``b_std`` (neural-tangents' ``stax`` conventions).  With ``residual=True``: ``h = Dense(x)``,
+    then ``depth`` blocks ``h <- h + Dense(phi(h))``, then ``Dense(phi(h))`` as readout.
+
+    Parameters
+    ----------
+    depth : int, default=1
+        Number of hidden (Dense, activation) pairs (residual blocks when ``residual=True``).
+    activation : str or Activation, default="relu"
+    W_std : float, default=1.0
+    b_std : float or None, default=0.0
+        ``None`` means no bias parameters.
+    parameterization : {"ntk", "standard"}, default="ntk"
+    width : int or tuple of int, default=512
+        Hidden width(s): used by the standard parameterization's NTK and by finite networks.
+    residual : bool, default=False
+    input_map : InputMap or None, default=None
+        A fixed first layer, e.g. :class:`FourierFeatures`.
+
+    Examples
+    --------
+    >>> import ntkfast as nf
+    >>> arch = nf.MLP(depth=3, activation="relu", W_std=1.5, b_std=0.05)
+    >>> arch.n_steps
+    3
+    """
+
+    depth: int = 1
+    activation: str | Activation = "relu"
+    W_std: float = 1.0
+    b_std: float | None = 0.0
+    parameterization: str = "ntk"
+    width: int | tuple[int, ...] = 512
+    residual: bool = False
+    input_map: InputMap | None = None
+
+    def __post_init__(self):
+        if isinstance(self.depth, bool) or not isinstance(self.depth, numbers.Integral):
+            raise TypeError(f"depth must be an integer, got {type(self.depth).__name__}")
+        if self.depth < 0:
+            raise ValueError(f"depth must be >= 0, got {self.depth}")
+        object.__setattr__(self, "depth", int(self.depth))
+        object.__setattr__(self, "activation", get_activation(self.activation))
+        W_std = _real(self.W_std, "W_std")
+        if W_std < 0:
+            raise ValueError(f"W_std must be >= 0, got {W_std}")
+        object.__setattr__(self, "W_std", W_std)
+        if self.b_std is not None:
+            b_std = _real(self.b_std, "b_std")
+            if b_std < 0:
+                raise ValueError(f"b_std must be >= 0 or None, got {b_std}")
+            object.__setattr__(self, "b_std", b_std)
+        if self.parameterization not in ("ntk", "standard"):
+            raise ValueError(
+                f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}"
+            )
+        if not isinstance(self.residual, bool):
+            raise TypeError("residual must be a bool")
+        if self.input_map is not None and not isinstance(self.input_map, InputMap):
+            raise TypeError("input_map must be an ntkfast InputMap (e.g. FourierFeatures) or None")
+        object.__setattr__(self, "width", self._check_width(self.width))
+
+    def _check_width(self, width):
+        if isinstance(width, numbers.Integral) and not isinstance(width, bool):
+            widths = (int(width),)
+        elif isinstance(width, (tuple, list)) and all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) for w in width
+        ):
+            widths = tuple(int(w) for w in width)
+            if len(widths) not in (1, max(self.depth, 1)):
+                raise ValueError(
+                    f"width: expected an int or {self.depth} hidden widths, got {len(widths)}"
+                )
+            if self.residual and len(set(widths)) > 1:
+                raise ValueError("width: residual blocks need one common width")
+        else:
+            raise TypeError(f"width must be an int or a tuple of ints, got {width!r}")
+        if any(w < 1 for w in widths):
+            raise ValueError(f"width must be >= 1, got {width}")
+        return widths[0] if len(widths) == 1 else widths
+
+    @property
+    def hidden_widths(self) -> tuple[int, ...]:
+        """Width of each hidden layer (the fan-in of the Dense layer that follows it)."""
+        n = self.depth + 1 if self.residual else self.depth
+        if isinstance(self.width, int):
+            return (self.width,) * n
+        return self.width if not self.residual else (self.width[0],) * n
+
+    @property
+    def n_steps(self) -> int:
+        """Number of (activation, Dense) steps after the first Dense layer."""
+        return self.depth + 1 if self.residual else self.depth
+
+    def layer_coefficients(self, d_in: int) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients of the affine steps of the recursion (see ``ntkfast.recursion``).
+
+        Returns ``first`` = [w, b, alpha, beta] with Sigma_1 = w <x,y> + b, Theta_1 = alpha <x,y> + beta,
+        and ``steps`` (n_steps, 5) rows [res, W_std**2, b_std**2, alpha, beta] for
+        Sigma <- res*Sigma + W^2 K + b^2, Theta <- res*Theta + alpha K + beta + W^2 Kdot Theta.
+        """
+        w2 = self.W_std**2
+        b2 = 0.0 if self.b_std is None else self.b_std**2
+        if self.parameterization == "ntk":
+            first = np.array([w2 / d_in, b2, w2 / d_in, b2])
+            alphas = [w2] * self.n_steps
+            beta = b2
+        else:
+            beta = 0.0 if self.b_std is None else 1.0
+            first = np.array([w2 / d_in, b2, 1.0, beta])
+            alphas = [float(w) for w in self.hidden_widths]
+        steps = np.zeros((self.n_steps, 5))
+        for k in range(self.n_steps):
+            res = 1.0 if (self.residual and k < self.depth) else 0.0
+            steps[k] = (res, w2, b2, alphas[k], beta)
+        return first, steps

@@ -1,0 +1,123 @@
+"""The tile plan every backend follows: tile sizes from a memory budget, the upper-triangle
+schedule for K(X, X), output allocation (or a caller's ``out=``/memmap), and progress."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+# Tile edge for the fused recursion: a 512 x 512 float64 tile is 2 MiB, near the per-core L2.
+DEFAULT_TILE = 512
+
+
+class InsufficientMemoryError(MemoryError, ValueError):
+    """A request that cannot fit in the memory budget; raised before anything is allocated."""
+
+
+def _parse_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
+    if not m:
+        raise ValueError(f"NTKFAST_MEMORY_BUDGET: cannot parse {text!r} (e.g. '8G' or '500M')")
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def memory_budget() -> int:
+    """Bytes the engine may allocate: ``$NTKFAST_MEMORY_BUDGET`` or 80 % of available memory."""
+    env = os.environ.get("NTKFAST_MEMORY_BUDGET")
+    if env:
+        return _parse_bytes(env)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(0.8 * int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 2**62
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def check_fits(nbytes: int, what: str, alternatives: str) -> None:
+    budget = memory_budget()
+    if nbytes > budget:
+        raise InsufficientMemoryError(
+            f"{what} needs {format_bytes(nbytes)} but the memory budget is {format_bytes(budget)}. "
+            f"{alternatives}"
+        )
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles of an (n, m) output; with ``symmetric`` only blocks on or above the diagonal."""
+
+    n: int
+    m: int
+    tile: int
+    symmetric: bool
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
+        t = self.tile
+        for i0 in range(0, self.n, t):
+            i1 = min(i0 + t, self.n)
+            for j0 in range(i0 if self.symmetric else 0, self.m, t):
+                yield i0, i1, j0, min(j0 + t, self.m)
+
+    def __len__(self) -> int:
+        rows = math.ceil(self.n / self.tile)
+        cols = math.ceil(self.m / self.tile)
+        return rows * (rows + 1) // 2 if self.symmetric else rows * cols
+
+
+def plan_tiles(n: int, m: int, d: int, itemsize: int, symmetric: bool, tile: int | None = None) -> TilePlan:
+    """Choose the tile edge: ``tile`` if given, else the default capped by the memory budget."""
+    if tile is None:
+        tile = DEFAULT_TILE
+        # scratch per tile: the tile itself plus two row buffers per thread; keep it a small
+        # fraction of the budget
+        while tile > 64 and 4 * tile * tile * itemsize > memory_budget() // 8:
+            tile //= 2
+    return TilePlan(n, m, max(1, int(tile)), symmetric)
+
+
+def progress_bar(total: int, enabled: bool, desc: str):
+    """A tqdm bar when ``enabled``, else a no-op with the same ``update``/``close``."""
+    if enabled:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="tile")
+    return _NoProgress()
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def allocate(shape: tuple[int, int], dtype: np.dtype, count: int) -> list[np.ndarray]:
+    nbytes = count * shape[0] * shape[1] * np.dtype(dtype).itemsize
+    check_fits(
+        nbytes,
+        f"{count} kernel matrix(es) of shape {shape} ({np.dtype(dtype).name})",
+        "Pass out= a np.memmap (or lib.format.open_memmap) to write it to disk, use "
+        "ntkfast.GramOperator for matrix-free products, or the Dask backend (ntkfast.distributed).",
+    )
+    return [np.empty(shape, dtype=dtype) for _ in range(count)]
