@@ -107,6 +107,6 @@ def check_out(out, names: tuple[str, ...], shape: tuple[int, int], dtype: np.dty
             raise ValueError(f"out: expected dtype {dtype}, got {o.dtype}")
         if not o.flags.writeable:
             raise ValueError("out: array is read-only")
-        if o.strides[1] != o.itemsize or o.strides[0] < o.shape[1] * o.itemsize:
-            raise ValueError("out: must be row-major (C-contiguous rows)")
+        if not o.flags.c_contiguous:
+            raise ValueError("out: must be C-contiguous (np.empty, np.memmap or lib.format.open_memmap)")
     return list(outs)

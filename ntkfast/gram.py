@@ -66,7 +66,7 @@ def _prepare(arch: MLP, X: np.ndarray, coef: _Coefficients | None = None):
     sig = np.empty((coef.steps.shape[0], n), X.dtype)
     nngp = np.empty(n, X.dtype)
     ntk = np.empty(n, X.dtype)
-    cpu.diag_recursion(coef.code, coef.params, coef.first, coef.steps, sqnorm, sig, nngp, ntk)
+    cpu.recursion_kernels(coef.code).diag(coef.params, coef.first, coef.steps, sqnorm, sig, nngp, ntk)
     if not (np.isfinite(nngp).all() and np.isfinite(ntk).all() and np.isfinite(sig).all()):
         raise ValueError(
             f"the kernel of {arch.activation!r} diverges (or overflows {X.dtype}) for these inputs: "
@@ -83,15 +83,21 @@ def _validate(arch, X, Y, dtype):
     return arch, X, Y, dtype
 
 
-def _compute_tile(coef, rx: _Rows, ry: _Rows, i0, i1, j0, j1, G, nngp, ntk, sig_cols):
-    """Inner products into G, then the fused recursion (writing nngp/ntk, which may alias G)."""
+def _compute_tile(coef, rx: _Rows, ry: _Rows, i0, i1, j0, j1, G, nngp, ntk, offset, sig_cols):
+    """Inner products into the scratch G, then the fused recursion writing the whole-array
+    outputs ``nngp``/``ntk`` (None: not wanted) at ``offset``."""
     cpu.gemm(rx.features[i0:i1], ry.features[j0:j1], G)
-    cpu.tile_recursion(
-        coef.code, coef.params, coef.first, coef.steps, G,
+    cpu.recursion_kernels(coef.code).tile(
+        coef.params, coef.first, coef.steps, G,
         np.ascontiguousarray(rx.sig[:, i0:i1]), sig_cols,
-        G if nngp is None else nngp, G if ntk is None else ntk,
+        G if nngp is None else nngp, G if ntk is None else ntk, offset[0], offset[1],
         nngp is not None, ntk is not None,
     )
+
+
+def _scratch_view(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """A C-contiguous (rows, cols) array inside a per-thread scratch buffer."""
+    return buf.reshape(-1)[: rows * cols].reshape(rows, cols)
 
 
 def _symmetrize_diagonal_block(blocks, diag_values):
@@ -114,6 +120,7 @@ def kernel(
     out=None,
     progress: bool = False,
     tile: int | None = None,
+    n_jobs: int | None = None,
 ):
     """Infinite-width NNGP and/or NTK of ``arch`` between the rows of X and Y.
 
@@ -136,6 +143,8 @@ def kernel(
         Show a tqdm progress bar over tiles.
     tile : int, default=None
         Tile edge; by default chosen from the memory budget (``ntkfast.tiling``).
+    n_jobs : int, default=None
+        Threads working on tiles (None: all available cores).  Results do not depend on it.
 
     Returns
     -------
@@ -152,6 +161,7 @@ def kernel(
     names, single = check_get(get)
     check_backend(backend)
     tile = check_positive_int(tile, "tile")
+    n_jobs = check_positive_int(n_jobs, "n_jobs")
     arch, X, Y, dtype = _validate(arch, X, Y, dtype)
     symmetric = Y is None
     rx, coef = _prepare(arch, X)
@@ -161,31 +171,24 @@ def kernel(
     views = [np.asarray(o) for o in outs]  # plain ndarray views of memmaps for the kernels
     nngp_out = views[names.index("nngp")] if "nngp" in names else None
     ntk_out = views[names.index("ntk")] if "ntk" in names else None
-    gram_dest = views[0]
     diag_values = [rx.nngp if g == "nngp" else rx.ntk for g in names]
 
     plan = tiling.plan_tiles(shape[0], shape[1], rx.features.shape[1], dtype.itemsize, symmetric, tile)
-    bar = tiling.progress_bar(len(plan), progress, "kernel")
-    sig_cols = {}
-    try:
-        for i0, i1, j0, j1 in plan:
-            if j0 not in sig_cols:
-                sig_cols[j0] = np.ascontiguousarray(ry.sig[:, j0:j1])
+    n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
+    scratch = [np.empty((plan.tile, plan.tile), dtype=dtype) for _ in range(n_jobs)]
+    sig_cols = {j0: np.ascontiguousarray(ry.sig[:, j0 : j0 + plan.tile]) for j0 in range(0, shape[1], plan.tile)}
+
+    def work(i0, i1, j0, j1, worker):
+        G = _scratch_view(scratch[worker], i1 - i0, j1 - j0)
+        _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, nngp_out, ntk_out, (i0, j0), sig_cols[j0])
+        if symmetric and i0 == j0:
             sub = (slice(i0, i1), slice(j0, j1))
-            _compute_tile(
-                coef, rx, ry, i0, i1, j0, j1, gram_dest[sub],
-                None if nngp_out is None else nngp_out[sub],
-                None if ntk_out is None else ntk_out[sub],
-                sig_cols[j0],
-            )
-            if symmetric and i0 == j0:
-                _symmetrize_diagonal_block([v[sub] for v in views], [d[i0:i1] for d in diag_values])
-            elif symmetric:
-                for v in views:
-                    cpu.mirror(v[sub], v[j0:j1, i0:i1])
-            bar.update()
-    finally:
-        bar.close()
+            _symmetrize_diagonal_block([v[sub] for v in views], [d[i0:i1] for d in diag_values])
+        elif symmetric:
+            for v in views:
+                cpu.mirror(v, i0, i1, j0, j1)
+
+    tiling.run_tiles(plan, work, n_jobs, progress, "kernel")
     for o in outs:
         if isinstance(o, np.memmap):
             o.flush()
@@ -217,7 +220,7 @@ class GramOperator(LinearOperator):
     X : array-like of shape (n, d)
     Y : array-like of shape (m, d), default=None
     get : {"ntk", "nngp"}, default="ntk"
-    dtype, backend, tile, progress : as in :func:`kernel`.
+    dtype, backend, tile, progress, n_jobs : as in :func:`kernel`.
 
     Examples
     --------
@@ -239,6 +242,7 @@ class GramOperator(LinearOperator):
         dtype=None,
         tile: int | None = None,
         progress: bool = False,
+        n_jobs: int | None = None,
     ):
         names, single = check_get(get)
         if not single:
@@ -254,6 +258,7 @@ class GramOperator(LinearOperator):
         n, m = X.shape[0], (X if Y is None else Y).shape[0]
         self._plan = tiling.plan_tiles(n, m, self._rows_x.features.shape[1], dtype.itemsize, self.symmetric, tile)
         self.progress = progress
+        self.n_jobs = check_positive_int(n_jobs, "n_jobs")
         super().__init__(dtype=dtype, shape=(n, m))
 
     def diagonal(self) -> np.ndarray:
@@ -272,27 +277,26 @@ class GramOperator(LinearOperator):
         V = np.ascontiguousarray(V, dtype=self.dtype)
         if not np.isfinite(V).all():
             raise ValueError("V: contains NaN or inf")
-        out = np.zeros((self.shape[0], V.shape[1]), dtype=self.dtype)
+        n_jobs = self.n_jobs or tiling.default_n_jobs()
         t = self._plan.tile
-        scratch = np.empty((t, t), dtype=self.dtype)
-        coef, rx, ry = self._coef, self._rows_x, self._rows_y
-        bar = tiling.progress_bar(len(self._plan), self.progress, "matvec")
-        try:
-            for i0, i1, j0, j1 in self._plan:
-                G = scratch[: i1 - i0, : j1 - j0]
-                want = (G if self.get == "nngp" else None, G if self.get == "ntk" else None)
-                _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, *want,
-                              np.ascontiguousarray(ry.sig[:, j0:j1]))
-                if self.symmetric and i0 == j0:
-                    diag = (rx.nngp if self.get == "nngp" else rx.ntk)[i0:i1]
-                    _symmetrize_diagonal_block([G], [diag])
-                out[i0:i1] += G @ V[j0:j1]
-                if self.symmetric and i0 != j0:
-                    out[j0:j1] += G.T @ V[i0:i1]
-                bar.update()
-        finally:
-            bar.close()
-        return out
+        # one accumulator per thread: a tile above the diagonal adds to two row blocks
+        outs = [np.zeros((self.shape[0], V.shape[1]), dtype=self.dtype) for _ in range(n_jobs)]
+        scratch = [np.empty((t, t), dtype=self.dtype) for _ in range(n_jobs)]
+        coef, rx, ry, get = self._coef, self._rows_x, self._rows_y, self.get
+
+        def work(i0, i1, j0, j1, worker):
+            G = _scratch_view(scratch[worker], i1 - i0, j1 - j0)
+            want = (G if get == "nngp" else None, G if get == "ntk" else None)
+            _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, *want, (0, 0), np.ascontiguousarray(ry.sig[:, j0:j1]))
+            out = outs[worker]
+            if self.symmetric and i0 == j0:
+                _symmetrize_diagonal_block([G], [(rx.nngp if get == "nngp" else rx.ntk)[i0:i1]])
+            out[i0:i1] += G @ V[j0:j1]
+            if self.symmetric and i0 != j0:
+                out[j0:j1] += G.T @ V[i0:i1]
+
+        tiling.run_tiles(self._plan, work, n_jobs, self.progress, "matvec")
+        return sum(outs[1:], outs[0])
 
     def _adjoint(self):
         if self.symmetric:

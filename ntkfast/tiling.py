@@ -121,3 +121,42 @@ def allocate(shape: tuple[int, int], dtype: np.dtype, count: int) -> list[np.nda
         "ntkfast.GramOperator for matrix-free products, or the Dask backend (ntkfast.distributed).",
     )
     return [np.empty(shape, dtype=dtype) for _ in range(count)]
+
+
+def default_n_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def run_tiles(plan: TilePlan, work, n_jobs: int | None = None, progress: bool = False, desc: str = "tiles"):
+    """Call ``work(i0, i1, j0, j1, worker)`` for every tile of ``plan`` on ``n_jobs`` threads.
+
+    ``worker`` is a small per-thread integer (0 .. n_jobs-1) for per-thread scratch.  BLAS is
+    limited to one thread meanwhile: each tile's GEMM is single-threaded and the tiles run in
+    parallel, which keeps BLAS's spinning workers from starving the recursion.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    n_jobs = default_n_jobs() if n_jobs is None else n_jobs
+    tiles = list(plan)
+    bar = progress_bar(len(tiles), progress, desc)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            if n_jobs == 1 or len(tiles) == 1:
+                for t in tiles:
+                    work(*t, 0)
+                    bar.update()
+                return
+            chunks = [tiles[w::n_jobs] for w in range(n_jobs)]
+
+            def run(worker):
+                for t in chunks[worker]:
+                    work(*t, worker)
+                    bar.update()
+
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                for f in [pool.submit(run, w) for w in range(n_jobs)]:
+                    f.result()
+    finally:
+        bar.close()
