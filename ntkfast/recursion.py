@@ -17,20 +17,32 @@ from __future__ import annotations
 
 import math
 
-from ._jit import atan2, like, scalar_jit
+from ._jit import atan2, is_single, like, scalar_jit
 from .spec import ABRELU, ERF, EXP, GAUSSIAN, GELU, MONOMIAL, RECTIFIED_MONOMIAL, SIGN, SIN
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
 
 
+# sxx syy - sxy^2 below this fraction of sxx syy is rounding noise (the inner products carry
+# relative errors of order sqrt(d) eps): such pairs are taken as parallel.  Without this, exact
+# duplicate rows get theta ~ sqrt(eps), and kernels with a sqrt-type cusp at rho = 1 (sign,
+# ReLU's Kdot) amplify it layer after layer (sign, depth 3: 1e-2 instead of 1e-16).
+_PARALLEL_TOL64 = 1e-12
+_PARALLEL_TOL32 = 1e-5
+
+
 @scalar_jit
 def _angle(sxx, syy, sxy):
-    """(r, theta): r = sqrt(max(sxx syy - sxy^2, 0)), theta = atan2(r, sxy) in [0, pi].
+    """(r, theta): r = sqrt(sxx syy - sxy^2), theta = atan2(r, sxy) in [0, pi].
 
-    theta = pi/2 when r = sxy = 0 (a zero-variance input: treated as uncorrelated).
+    theta = pi/2 when r = sxy = 0 (a zero-variance input: treated as uncorrelated), and r = 0
+    when sxx syy - sxy^2 is within rounding noise of 0 (see ``_PARALLEL_TOL64``).
     """
     zero = like(sxy, 0.0)
-    r = math.sqrt(max(sxx * syy - sxy * sxy, zero))
+    tol = like(sxy, _PARALLEL_TOL32) if is_single(sxy) else like(sxy, _PARALLEL_TOL64)
+    s = sxx * syy
+    det = s - sxy * sxy
+    r = math.sqrt(det) if det > tol * s else zero
     theta = atan2(r, sxy)
     degenerate = (r == zero) & (sxy == zero)
     return r, like(sxy, math.pi / 2) if degenerate else theta
