@@ -84,10 +84,17 @@ class TilePlan:
         return rows * (rows + 1) // 2 if self.symmetric else rows * cols
 
 
-def plan_tiles(n: int, m: int, d: int, itemsize: int, symmetric: bool, tile: int | None = None) -> TilePlan:
-    """Choose the tile edge: ``tile`` if given, else the default capped by the memory budget."""
+MIN_TILE = 128
+
+
+def plan_tiles(
+    n: int, m: int, d: int, itemsize: int, symmetric: bool, tile: int | None = None, n_jobs: int | None = None
+) -> TilePlan:
+    """Choose the tile edge: ``tile`` if given; else the default, made smaller (not below
+    ``MIN_TILE``) so that every thread gets a few tiles, and capped by the memory budget."""
     if tile is None:
-        tile = DEFAULT_TILE
+        jobs = default_n_jobs() if n_jobs is None else n_jobs
+        tile = min(DEFAULT_TILE, max(MIN_TILE, math.ceil(max(n, m) / (2 * jobs))))
         # scratch per tile: the tile itself plus two row buffers per thread; keep it a small
         # fraction of the budget
         while tile > 64 and 4 * tile * tile * itemsize > memory_budget() // 8:

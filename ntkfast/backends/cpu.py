@@ -61,6 +61,14 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             ntk[i] = t
 
     @serial_kernel_jit
+    def layer_row(p0, p1, p2, sxx, syy, s, t, res, w2, b2, alpha, beta):
+        """One step for a row of pairs, in place.  A function of its own on purpose: LLVM
+        vectorises this loop here, but not when it is inlined in ``tile`` (f64: 4.6x slower)."""
+        for j in range(s.shape[0]):
+            k, kdot = dual(code, p0, p1, p2, sxx, syy[j], s[j])
+            s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)
+
+    @serial_kernel_jit
     def tile(params, first, steps, G, sig_rows, sig_cols, nngp, ntk, i0, j0, get_nngp, get_ntk):
         """Kernel(s) of a tile from its inner products G (bi, bj), all layers fused in cache.
 
@@ -82,13 +90,8 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 s[j] = f0 * g + f1
                 t[j] = f2 * g + f3
             for layer in range(steps.shape[0]):
-                sxx = sig_rows[layer, i]
-                syy = sig_cols[layer]
                 c = steps[layer]
-                res, w2, b2, alpha, beta = c[0], c[1], c[2], c[3], c[4]
-                for j in range(bj):
-                    k, kdot = dual(code, p0, p1, p2, sxx, syy[j], s[j])
-                    s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)
+                layer_row(p0, p1, p2, sig_rows[layer, i], sig_cols[layer], s, t, c[0], c[1], c[2], c[3], c[4])
             if get_nngp:
                 row = nngp[i0 + i]
                 for j in range(bj):
@@ -98,7 +101,7 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 for j in range(bj):
                     row[j0 + j] = t[j]
 
-    return SimpleNamespace(diag=diag, tile=tile)
+    return SimpleNamespace(diag=diag, tile=tile, layer_row=layer_row)
 
 
 @serial_kernel_jit
