@@ -2,6 +2,7 @@
 
 from .gram import GramOperator, kernel, kernel_diag
 from .spec import (
+    MLP,
     ABReLU,
     Abs,
     Activation,
@@ -14,7 +15,6 @@ from .spec import (
     Identity,
     InputMap,
     LeakyReLU,
-    MLP,
     Monomial,
     RandomFourierFeatures,
     Rbf,
@@ -28,8 +28,28 @@ from .tiling import InsufficientMemoryError
 __version__ = "0.1.0"
 
 __all__ = [
-    "ABReLU", "Abs", "Activation", "Cos", "Erf", "Exp", "FourierFeatures", "Gaussian", "Gelu",
-    "GramOperator", "Identity", "InputMap", "InsufficientMemoryError", "LeakyReLU", "MLP",
-    "Monomial", "RandomFourierFeatures", "Rbf", "RectifiedMonomial", "ReLU", "Sign", "Sin",
-    "kernel", "kernel_diag",
+    "ABReLU",
+    "Abs",
+    "Activation",
+    "Cos",
+    "Erf",
+    "Exp",
+    "FourierFeatures",
+    "Gaussian",
+    "Gelu",
+    "GramOperator",
+    "Identity",
+    "InputMap",
+    "InsufficientMemoryError",
+    "LeakyReLU",
+    "MLP",
+    "Monomial",
+    "RandomFourierFeatures",
+    "Rbf",
+    "RectifiedMonomial",
+    "ReLU",
+    "Sign",
+    "Sin",
+    "kernel",
+    "kernel_diag",
 ]

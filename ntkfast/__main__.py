@@ -30,9 +30,13 @@ def demo() -> None:
     elapsed = time.perf_counter() - t0
     print(f"NTK Gram {K_train.shape} + {K_test.shape} in {elapsed:.3f} s")
     diag = kernel_diag(arch, X_train)
-    print(f"diag exact: {np.array_equal(np.diag(K_train), diag)}, symmetric: {np.array_equal(K_train, K_train.T)}")
+    print(
+        f"diag exact: {np.array_equal(np.diag(K_train), diag)}, symmetric: {np.array_equal(K_train, K_train.T)}"
+    )
     eig = np.linalg.eigvalsh(K_train)
-    print(f"spectrum: lambda_max {eig[-1]:.4g}, lambda_min {eig[0]:.4g}, condition number {eig[-1] / eig[0]:.3g}")
+    print(
+        f"spectrum: lambda_max {eig[-1]:.4g}, lambda_min {eig[0]:.4g}, condition number {eig[-1] / eig[0]:.3g}"
+    )
 
     # kernel regression on centred one-hot targets (t = inf of a wide network trained by gradient flow)
     Y = np.eye(10)[y_train] - 0.1

@@ -35,8 +35,8 @@ def gram_ratios(cases=GRAM_CASES, dtypes=(np.float64, np.float32), repeat: int =
         for n, d in cases:
             X = rng.standard_normal((n, d)).astype(dtype)
             out = np.empty((n, n), dtype)
-            t_kernel = best_time(lambda: kernel(arch, X, out=out), repeat)
-            t_gemm = best_time(lambda: np.matmul(X, X.T, out=out), repeat)
+            t_kernel = best_time(lambda X=X, out=out: kernel(arch, X, out=out), repeat)
+            t_gemm = best_time(lambda X=X, out=out: np.matmul(X, X.T, out=out), repeat)
             rate = n * n * arch.n_steps / t_kernel / 1e6
             rows.append((np.dtype(dtype).name, n, d, t_kernel, t_gemm, t_kernel / t_gemm, rate))
     return rows
@@ -45,6 +45,8 @@ def gram_ratios(cases=GRAM_CASES, dtypes=(np.float64, np.float32), repeat: int =
 def main(quick: bool = False) -> None:
     cases = ((1000, 784), (1500, 8)) if quick else GRAM_CASES
     print(f"ReLU NTK, depth {ARCH.depth}, W_std {ARCH.W_std}, b_std {ARCH.b_std}: kernel(X) vs X @ X.T")
-    print(f"{'dtype':>8} {'n':>6} {'d':>5} {'kernel s':>9} {'X@X.T s':>9} {'ratio':>6} {'M entry-layers/s':>17}")
+    print(
+        f"{'dtype':>8} {'n':>6} {'d':>5} {'kernel s':>9} {'X@X.T s':>9} {'ratio':>6} {'M entry-layers/s':>17}"
+    )
     for dt, n, d, tk, tg, ratio, rate in gram_ratios(cases):
         print(f"{dt:>8} {n:>6} {d:>5} {tk:>9.4f} {tg:>9.4f} {ratio:>6.2f} {rate:>17.0f}")

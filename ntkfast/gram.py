@@ -88,10 +88,18 @@ def _compute_tile(coef, rx: _Rows, ry: _Rows, i0, i1, j0, j1, G, nngp, ntk, offs
     outputs ``nngp``/``ntk`` (None: not wanted) at ``offset``."""
     cpu.gemm(rx.features[i0:i1], ry.features[j0:j1], G)
     cpu.recursion_kernels(coef.code).tile(
-        coef.params, coef.first, coef.steps, G,
-        np.ascontiguousarray(rx.sig[:, i0:i1]), sig_cols,
-        G if nngp is None else nngp, G if ntk is None else ntk, offset[0], offset[1],
-        nngp is not None, ntk is not None,
+        coef.params,
+        coef.first,
+        coef.steps,
+        G,
+        np.ascontiguousarray(rx.sig[:, i0:i1]),
+        sig_cols,
+        G if nngp is None else nngp,
+        G if ntk is None else ntk,
+        offset[0],
+        offset[1],
+        nngp is not None,
+        ntk is not None,
     )
 
 
@@ -174,9 +182,13 @@ def kernel(
     diag_values = [rx.nngp if g == "nngp" else rx.ntk for g in names]
 
     n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
-    plan = tiling.plan_tiles(shape[0], shape[1], rx.features.shape[1], dtype.itemsize, symmetric, tile, n_jobs)
+    plan = tiling.plan_tiles(
+        shape[0], shape[1], rx.features.shape[1], dtype.itemsize, symmetric, tile, n_jobs
+    )
     scratch = [np.empty((plan.tile, plan.tile), dtype=dtype) for _ in range(n_jobs)]
-    sig_cols = {j0: np.ascontiguousarray(ry.sig[:, j0 : j0 + plan.tile]) for j0 in range(0, shape[1], plan.tile)}
+    sig_cols = {
+        j0: np.ascontiguousarray(ry.sig[:, j0 : j0 + plan.tile]) for j0 in range(0, shape[1], plan.tile)
+    }
 
     def work(i0, i1, j0, j1, worker):
         G = _scratch_view(scratch[worker], i1 - i0, j1 - j0)
@@ -289,7 +301,9 @@ class GramOperator(LinearOperator):
         def work(i0, i1, j0, j1, worker):
             G = _scratch_view(scratch[worker], i1 - i0, j1 - j0)
             want = (G if get == "nngp" else None, G if get == "ntk" else None)
-            _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, *want, (0, 0), np.ascontiguousarray(ry.sig[:, j0:j1]))
+            _compute_tile(
+                coef, rx, ry, i0, i1, j0, j1, G, *want, (0, 0), np.ascontiguousarray(ry.sig[:, j0:j1])
+            )
             out = outs[worker]
             if self.symmetric and i0 == j0:
                 _symmetrize_diagonal_block([G], [(rx.nngp if get == "nngp" else rx.ntk)[i0:i1]])

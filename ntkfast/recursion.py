@@ -98,16 +98,12 @@ def gelu(sxx, syy, sxy):
     sq = math.sqrt(max(p - c2, like(sxy, 0.0)))
     angle = atan2(sxy, sq) * like(sxy, _INV_2PI)
     quarter = like(sxy, 0.25)
-    k = quarter * sxy + sxy * angle + (sxx * syy + c2 * (one - sxx * syy) / p) * like(
-        sxy, _INV_2PI
-    ) / sq
+    k = quarter * sxy + sxy * angle + (sxx * syy + c2 * (one - sxx * syy) / p) * like(sxy, _INV_2PI) / sq
     s = sxx + syy
     kdot = (
         quarter
         + angle
-        + sxy * ((s + like(sxy, 3.0)) - c2 * (s + like(sxy, 2.0)) / p)
-        * like(sxy, _INV_2PI)
-        / (sq * sq * sq)
+        + sxy * ((s + like(sxy, 3.0)) - c2 * (s + like(sxy, 2.0)) / p) * like(sxy, _INV_2PI) / (sq * sq * sq)
     )
     return k, kdot
 

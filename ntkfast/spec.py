@@ -469,9 +469,7 @@ class MLP:
                 raise ValueError(f"b_std must be >= 0 or None, got {b_std}")
             object.__setattr__(self, "b_std", b_std)
         if self.parameterization not in ("ntk", "standard"):
-            raise ValueError(
-                f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}"
-            )
+            raise ValueError(f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}")
         if not isinstance(self.residual, bool):
             raise TypeError("residual must be a bool")
         if self.input_map is not None and not isinstance(self.input_map, InputMap):
@@ -486,9 +484,7 @@ class MLP:
         ):
             widths = tuple(int(w) for w in width)
             if len(widths) not in (1, max(self.depth, 1)):
-                raise ValueError(
-                    f"width: expected an int or {self.depth} hidden widths, got {len(widths)}"
-                )
+                raise ValueError(f"width: expected an int or {self.depth} hidden widths, got {len(widths)}")
             if self.residual and len(set(widths)) > 1:
                 raise ValueError("width: residual blocks need one common width")
         else:
