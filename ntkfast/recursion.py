@@ -32,6 +32,17 @@ _PARALLEL_TOL32 = 1e-5
 
 
 @scalar_jit
+def _det(sxx, syy, sxy):
+    """max(sxx syy - sxy^2, 0): the determinant of the pair covariance, clamped at rounding level.
+
+    Formulas below expand det(I + c Sigma) as 1 + c (sxx + syy) + c^2 det(Sigma) rather than
+    multiplying out, so nothing cancels between large terms (erf at variance 1e8 in float32
+    otherwise divides by zero).
+    """
+    return max(sxx * syy - sxy * sxy, like(sxy, 0.0))
+
+
+@scalar_jit
 def _angle(sxx, syy, sxy):
     """(r, theta): r = sqrt(sxx syy - sxy^2), theta = atan2(r, sxy) in [0, pi].
 
@@ -60,8 +71,11 @@ def abrelu(a, b, sxx, syy, sxy):
 
 @scalar_jit
 def abrelu_diag(a, b, sxx):
-    h = (a * a + b * b) * like(sxx, 0.5)
-    return h * sxx, h
+    """theta = 0 exactly; a zero variance takes the off-diagonal convention theta = pi/2."""
+    if sxx > like(sxx, 0.0):
+        h = (a * a + b * b) * like(sxx, 0.5)
+        return h * sxx, h
+    return abrelu(a, b, sxx, sxx, sxx)
 
 
 # --------------------------------------------------------------------------------------- Erf
@@ -71,8 +85,8 @@ def erf(a, b, c, sxx, syy, sxy):
     b2 = b * b
     two = like(sxy, 2.0)
     sxx, syy, sxy = b2 * sxx, b2 * syy, b2 * sxy
-    p = (like(sxy, 1.0) + two * sxx) * (like(sxy, 1.0) + two * syy)
-    r = math.sqrt(max(p - like(sxy, 4.0) * sxy * sxy, like(sxy, 0.0)))
+    # r^2 = (1 + 2 sxx)(1 + 2 syy) - 4 sxy^2 >= 1
+    r = math.sqrt(like(sxy, 1.0) + two * (sxx + syy) + like(sxy, 4.0) * _det(sxx, syy, sxy))
     k = like(sxy, 2.0 / math.pi) * atan2(two * sxy, r)
     kdot = like(sxy, 4.0 / math.pi) / r
     return a * a * k + c * c, a * a * b2 * kdot
@@ -95,7 +109,7 @@ def gelu(sxx, syy, sxy):
     one = like(sxy, 1.0)
     p = (one + sxx) * (one + syy)
     c2 = sxy * sxy
-    sq = math.sqrt(max(p - c2, like(sxy, 0.0)))
+    sq = math.sqrt(one + sxx + syy + _det(sxx, syy, sxy))  # sqrt(D), D = P - sxy^2 >= 1
     angle = atan2(sxy, sq) * like(sxy, _INV_2PI)
     quarter = like(sxy, 0.25)
     k = quarter * sxy + sxy * angle + (sxx * syy + c2 * (one - sxx * syy) / p) * like(sxy, _INV_2PI) / sq
@@ -165,7 +179,7 @@ def gaussian(a, b, sxx, syy, sxy):
     """
     one = like(sxy, 1.0)
     two_b = like(sxy, 2.0) * b
-    det = (one - two_b * sxx) * (one - two_b * syy) - two_b * two_b * sxy * sxy
+    det = one - two_b * (sxx + syy) + two_b * two_b * _det(sxx, syy, sxy)
     inv_sqrt = one / math.sqrt(max(det, like(sxy, 0.0)))
     k = a * a * inv_sqrt
     return k, like(sxy, 4.0) * b * b * sxy * k * inv_sqrt * inv_sqrt
@@ -228,7 +242,12 @@ def _double_factorial_odd(m):
 
 @scalar_jit
 def rectified_monomial_diag(n, sxx):
-    """E[max(u,0)^(2n)] = (2n-1)!!/2 sxx^n exactly; Kdot = n^2 (2n-3)!!/2 sxx^(n-1)."""
+    """E[max(u,0)^(2n)] = (2n-1)!!/2 sxx^n exactly; Kdot = n^2 (2n-3)!!/2 sxx^(n-1).
+
+    A zero variance takes the off-diagonal convention (theta = pi/2), as for ABReLU.
+    """
+    if not sxx > like(sxx, 0.0):
+        return rectified_monomial(n, sxx, sxx, sxx)
     k = like(sxx, 0.5 * _double_factorial_odd(n)) * sxx**n
     if n == 0:
         return k, like(sxx, 0.0)

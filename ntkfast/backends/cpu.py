@@ -64,6 +64,8 @@ def recursion_kernels(code: int) -> SimpleNamespace:
     def layer_row(p0, p1, p2, sxx, syy, s, t, res, w2, b2, alpha, beta):
         """One step for a row of pairs, in place.  A function of its own on purpose: LLVM
         vectorises this loop here, but not when it is inlined in ``tile`` (f64: 4.6x slower)."""
+        if fingerprint < 0:
+            return
         for j in range(s.shape[0]):
             k, kdot = dual(code, p0, p1, p2, sxx, syy[j], s[j])
             s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)

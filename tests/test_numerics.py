@@ -1,0 +1,64 @@
+"""The elementary pieces: branch-free atan2, dtype-generic constants, float32 paths."""
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+from ntkfast import _jit
+from ntkfast.recursion import _angle, abrelu, dual, dual_diag
+
+
+def test_atan2_full_accuracy_float64():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(20000) * 10.0 ** rng.uniform(-30, 30, 20000)
+    x = rng.standard_normal(20000) * 10.0 ** rng.uniform(-30, 30, 20000)
+    special = [(0.0, 1.0), (0.0, -1.0), (1.0, 0.0), (-1.0, 0.0), (0.0, 0.0), (1.0, 1.0), (3.0, -3.0)]
+    ours = np.array([_jit.atan2(a, b) for a, b in zip(y, x)] + [_jit.atan2(a, b) for a, b in special])
+    ref = np.arctan2(np.r_[y, [a for a, _ in special]], np.r_[x, [b for _, b in special]])
+    ulp = np.abs(ours - ref) / np.spacing(np.abs(ref) + 1e-300)
+    assert ulp.max() <= 4
+
+
+def test_atan2_float32():
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal(5000).astype(np.float32)
+    x = rng.standard_normal(5000).astype(np.float32)
+    ours = np.array([_jit.atan2(a, b) for a, b in zip(y, x)])
+    ref = np.arctan2(y.astype(np.float64), x.astype(np.float64))
+    assert np.max(np.abs(ours - ref) / np.abs(ref)) < 4e-7
+
+
+def test_like_keeps_float32():
+    @numba.njit
+    def tenth(x):
+        return _jit.like(x, 0.1)
+
+    assert tenth(np.float32(1.0)) == float(np.float32(0.1)) != 0.1
+    assert tenth(1.0) == 0.1
+    assert _jit.like(np.float32(1.0), 0.1) == 0.1  # plain Python: the constant itself
+    # the plain Python reference (py_func) gives the float64 formula
+    k, kdot = abrelu.py_func(0.0, 1.0, 1.0, 2.0, 0.5)
+    np.testing.assert_allclose((k, kdot), abrelu(0.0, 1.0, 1.0, 2.0, 0.5), rtol=1e-15)
+
+
+def test_angle_conventions():
+    r, theta = _angle(0.0, 0.0, 0.0)  # zero variance: uncorrelated by convention
+    assert r == 0.0 and theta == math.pi / 2
+    assert _angle(2.0, 2.0, 2.0) == (0.0, 0.0)
+    assert _angle(2.0, 2.0, -2.0) == (0.0, math.pi)
+    # within rounding noise of parallel: snapped
+    assert _angle(1.0, 1.0, 1.0 - 1e-15)[1] == 0.0
+    # a resolvable small angle is kept: 1 - rho = 5e-9 -> theta = 1e-4
+    r, theta = _angle(1.0, 1.0, math.cos(1e-4))
+    assert theta == pytest.approx(1e-4, rel=1e-6)
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 3, 4, 5, 6, 16, 17, 18, 19, 20, 21, 32, 33, 34, 35, 36, 40])
+def test_diag_equals_general_formula_at_x_equals_y(code):
+    p = (0.3, 0.7, 0.2) if code in (1, 3) else (-0.2, 1.1, 0.0) if code == 0 else (1.0, -0.5, 0.0)
+    for s in (0.0, 1e-8, 0.37, 2.5, 40.0):
+        got = dual_diag(code, *p, s)
+        ref = dual(code, *p, s, s, s)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-300)
