@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -155,10 +156,17 @@ def run_tiles(plan: TilePlan, work, n_jobs: int | None = None, progress: bool = 
                     work(*t, 0)
                     bar.update()
                 return
-            chunks = [tiles[w::n_jobs] for w in range(n_jobs)]
+            # threads pull the next tile from a shared iterator: tiles differ in cost (edges,
+            # diagonal blocks), so a static split leaves a core idle at the end
+            queue = iter(tiles)
+            lock = threading.Lock()
 
             def run(worker):
-                for t in chunks[worker]:
+                while True:
+                    with lock:
+                        t = next(queue, None)
+                    if t is None:
+                        return
                     work(*t, worker)
                     bar.update()
 
