@@ -36,6 +36,14 @@ class _Rows:
     sig: np.ndarray  # (n_steps, n): Sigma(x, x) entering each step
     nngp: np.ndarray  # (n,) exact diagonal
     ntk: np.ndarray  # (n,)
+    # float32 only: the same rows in float64, to recompute nearly parallel pairs
+    features64: np.ndarray | None = None
+    sig64: np.ndarray | None = None
+
+
+# float32 pairs with 1 - rho^2 below this at the first layer are recomputed in float64: with
+# it the float32 error stays below ~2e-5 relative near theta = 0 (5e-4 without).
+_REFINE_TOL32 = 1e-3
 
 
 @dataclass(frozen=True)
@@ -44,16 +52,30 @@ class _Coefficients:
     params: np.ndarray
     first: np.ndarray
     steps: np.ndarray
+    float64: _Coefficients | None = None  # the same in float64, for float32 refinement
 
 
 def _coefficients(arch: MLP, d_in: int, dtype: np.dtype) -> _Coefficients:
     first, steps = arch.layer_coefficients(d_in)
-    return _Coefficients(
+    coef = _Coefficients(
         arch.activation.code,
         np.asarray(arch.activation.params, dtype=dtype),
         first.astype(dtype),
         np.ascontiguousarray(steps, dtype=dtype),
     )
+    if dtype == np.float32 and steps.shape[0] > 0:
+        return _Coefficients(coef.code, coef.params, coef.first, coef.steps, _coefficients(arch, d_in, np.float64))
+    return coef
+
+
+def _diag(coef: _Coefficients, feats: np.ndarray):
+    n = feats.shape[0]
+    sqnorm = np.einsum("ij,ij->i", feats, feats)
+    sig = np.empty((coef.steps.shape[0], n), feats.dtype)
+    nngp = np.empty(n, feats.dtype)
+    ntk = np.empty(n, feats.dtype)
+    cpu.recursion_kernels(coef.code).diag(coef.params, coef.first, coef.steps, sqnorm, sig, nngp, ntk)
+    return sig, nngp, ntk
 
 
 def _prepare(arch: MLP, X: np.ndarray, coef: _Coefficients | None = None):
@@ -61,18 +83,16 @@ def _prepare(arch: MLP, X: np.ndarray, coef: _Coefficients | None = None):
     feats = X if arch.input_map is None else np.ascontiguousarray(arch.input_map.apply(X), X.dtype)
     if coef is None:
         coef = _coefficients(arch, feats.shape[1], X.dtype)
-    n = feats.shape[0]
-    sqnorm = np.einsum("ij,ij->i", feats, feats)
-    sig = np.empty((coef.steps.shape[0], n), X.dtype)
-    nngp = np.empty(n, X.dtype)
-    ntk = np.empty(n, X.dtype)
-    cpu.recursion_kernels(coef.code).diag(coef.params, coef.first, coef.steps, sqnorm, sig, nngp, ntk)
+    sig, nngp, ntk = _diag(coef, feats)
     if not (np.isfinite(nngp).all() and np.isfinite(ntk).all() and np.isfinite(sig).all()):
         raise ValueError(
             f"the kernel of {arch.activation!r} diverges (or overflows {X.dtype}) for these inputs: "
             "its expectation is infinite at their variance; scale the inputs or W_std down"
         )
-    return _Rows(feats, sig, nngp, ntk), coef
+    if coef.float64 is None:
+        return _Rows(feats, sig, nngp, ntk), coef
+    feats64 = feats.astype(np.float64)
+    return _Rows(feats, sig, nngp, ntk, feats64, _diag(coef.float64, feats64)[0]), coef
 
 
 def _validate(arch, X, Y, dtype):
@@ -85,22 +105,26 @@ def _validate(arch, X, Y, dtype):
 
 def _compute_tile(coef, rx: _Rows, ry: _Rows, i0, i1, j0, j1, G, nngp, ntk, offset, sig_cols):
     """Inner products into the scratch G, then the fused recursion writing the whole-array
-    outputs ``nngp``/``ntk`` (None: not wanted) at ``offset``."""
+    outputs ``nngp``/``ntk`` (None: not wanted) at ``offset``.  In float32, pairs too close to
+    parallel for float32 are then recomputed in float64."""
     cpu.gemm(rx.features[i0:i1], ry.features[j0:j1], G)
-    cpu.recursion_kernels(coef.code).tile(
-        coef.params,
-        coef.first,
-        coef.steps,
-        G,
-        np.ascontiguousarray(rx.sig[:, i0:i1]),
-        sig_cols,
-        G if nngp is None else nngp,
-        G if ntk is None else ntk,
-        offset[0],
-        offset[1],
-        nngp is not None,
-        ntk is not None,
-    )
+    kernels = cpu.recursion_kernels(coef.code)
+    get = (nngp is not None, ntk is not None)
+    nngp = G if nngp is None else nngp  # placeholders for outputs not asked for (never written)
+    ntk = G if ntk is None else ntk
+    refine = coef.float64 is not None
+    if refine:  # before the tile kernel: the outputs may overwrite G
+        w, b = coef.first[0], coef.first[1]
+        ii, jj = cpu.near_parallel(G, w, b, rx.sig[0, i0:i1], sig_cols[0], G.dtype.type(_REFINE_TOL32))
+    rows_sig = np.ascontiguousarray(rx.sig[:, i0:i1])
+    kernels.tile(coef.params, coef.first, coef.steps, G, rows_sig, sig_cols, nngp, ntk, *offset, *get)
+    if refine and len(ii):
+        c64 = coef.float64
+        kernels.pairs(
+            c64.params, c64.first, c64.steps, rx.features64[i0:i1], ry.features64[j0:j1],
+            np.ascontiguousarray(rx.sig64[:, i0:i1]), np.ascontiguousarray(ry.sig64[:, j0:j1]),
+            ii, jj, nngp, ntk, *offset, *get,
+        )  # fmt: skip
 
 
 def _scratch_view(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:

@@ -103,7 +103,61 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 for j in range(bj):
                     row[j0 + j] = t[j]
 
-    return SimpleNamespace(diag=diag, tile=tile, layer_row=layer_row)
+    @serial_kernel_jit
+    def pairs(params, first, steps, X, Y, sig_x, sig_y, ii, jj, nngp, ntk, i0, j0, get_nngp, get_ntk):
+        """Recompute the entries (ii[k], jj[k]) of a tile from rows X[ii], Y[jj], in the dtype of X.
+
+        Used in float64 for the nearly parallel pairs of a float32 tile (``near_parallel``).
+        """
+        if fingerprint < 0:
+            return
+        p0, p1, p2 = params[0], params[1], params[2]
+        for k in range(ii.shape[0]):
+            i = ii[k]
+            j = jj[k]
+            g = X.dtype.type(0.0)
+            for q in range(X.shape[1]):
+                g += X[i, q] * Y[j, q]
+            s = first[0] * g + first[1]
+            t = first[2] * g + first[3]
+            for layer in range(steps.shape[0]):
+                c = steps[layer]
+                kk, kdot = dual(code, p0, p1, p2, sig_x[layer, i], sig_y[layer, j], s)
+                s, t = step(kk, kdot, s, t, c[0], c[1], c[2], c[3], c[4])
+            if get_nngp:
+                nngp[i0 + i, j0 + j] = s
+            if get_ntk:
+                ntk[i0 + i, j0 + j] = t
+
+    return SimpleNamespace(diag=diag, tile=tile, layer_row=layer_row, pairs=pairs)
+
+
+@serial_kernel_jit
+def near_parallel(G, w, b, sig_x, sig_y, tau):
+    """Indices (i, j) whose first-layer covariance (w G + b) is within ``tau`` of singular.
+
+    For these pairs float32 cannot resolve the angle: 1 - rho^2 < tau, where the inner
+    products' rounding already moves 1 - rho^2 by ~sqrt(d) 1e-7.
+    """
+    bi, bj = G.shape
+    count = 0
+    for i in range(bi):
+        for j in range(bj):
+            s = w * G[i, j] + b
+            S = sig_x[i] * sig_y[j]
+            count += S - s * s <= tau * S
+    ii = np.empty(count, np.int64)
+    jj = np.empty(count, np.int64)
+    k = 0
+    for i in range(bi):
+        for j in range(bj):
+            s = w * G[i, j] + b
+            S = sig_x[i] * sig_y[j]
+            if S - s * s <= tau * S:
+                ii[k] = i
+                jj[k] = j
+                k += 1
+    return ii, jj
 
 
 @serial_kernel_jit
