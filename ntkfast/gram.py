@@ -105,20 +105,20 @@ def _validate(arch, X, Y, dtype):
 
 def _compute_tile(coef, rx: _Rows, ry: _Rows, i0, i1, j0, j1, G, nngp, ntk, offset, sig_cols):
     """Inner products into the scratch G, then the fused recursion writing the whole-array
-    outputs ``nngp``/``ntk`` (None: not wanted) at ``offset``.  In float32, pairs too close to
-    parallel for float32 are then recomputed in float64."""
+    outputs ``nngp``/``ntk`` (None: not wanted; neither may alias G) at ``offset``.  In float32,
+    pairs too close to parallel for float32 are then recomputed in float64."""
     cpu.gemm(rx.features[i0:i1], ry.features[j0:j1], G)
     kernels = cpu.recursion_kernels(coef.code)
     get = (nngp is not None, ntk is not None)
     nngp = G if nngp is None else nngp  # placeholders for outputs not asked for (never written)
     ntk = G if ntk is None else ntk
     refine = coef.float64 is not None
-    if refine:  # before the tile kernel: the outputs may overwrite G
-        w, b = coef.first[0], coef.first[1]
-        ii, jj = cpu.near_parallel(G, w, b, rx.sig[0, i0:i1], sig_cols[0], G.dtype.type(_REFINE_TOL32))
+    tau = G.dtype.type(_REFINE_TOL32 if refine else -np.inf)
     rows_sig = np.ascontiguousarray(rx.sig[:, i0:i1])
-    kernels.tile(coef.params, coef.first, coef.steps, G, rows_sig, sig_cols, nngp, ntk, *offset, *get)
-    if refine and len(ii):
+    flagged = kernels.tile(coef.params, coef.first, coef.steps, G, rows_sig, sig_cols, nngp, ntk, *offset, *get, tau)
+    if flagged:  # rare: near-duplicate rows, and the diagonal of diagonal tiles
+        w, b = coef.first[0], coef.first[1]
+        ii, jj = cpu.near_parallel(G, w, b, rows_sig[0], sig_cols[0], tau)
         c64 = coef.float64
         kernels.pairs(
             c64.params, c64.first, c64.steps, rx.features64[i0:i1], ry.features64[j0:j1],
@@ -319,21 +319,22 @@ class GramOperator(LinearOperator):
         t = self._plan.tile
         # one accumulator per thread: a tile above the diagonal adds to two row blocks
         outs = [np.zeros((self.shape[0], V.shape[1]), dtype=self.dtype) for _ in range(n_jobs)]
-        scratch = [np.empty((t, t), dtype=self.dtype) for _ in range(n_jobs)]
+        scratch = [np.empty((2, t, t), dtype=self.dtype) for _ in range(n_jobs)]
         coef, rx, ry, get = self._coef, self._rows_x, self._rows_y, self.get
 
         def work(i0, i1, j0, j1, worker):
-            G = _scratch_view(scratch[worker], i1 - i0, j1 - j0)
-            want = (G if get == "nngp" else None, G if get == "ntk" else None)
+            G = _scratch_view(scratch[worker][0], i1 - i0, j1 - j0)
+            K = _scratch_view(scratch[worker][1], i1 - i0, j1 - j0)
+            want = (K if get == "nngp" else None, K if get == "ntk" else None)
             _compute_tile(
                 coef, rx, ry, i0, i1, j0, j1, G, *want, (0, 0), np.ascontiguousarray(ry.sig[:, j0:j1])
             )
             out = outs[worker]
             if self.symmetric and i0 == j0:
-                _symmetrize_diagonal_block([G], [(rx.nngp if get == "nngp" else rx.ntk)[i0:i1]])
-            out[i0:i1] += G @ V[j0:j1]
+                _symmetrize_diagonal_block([K], [(rx.nngp if get == "nngp" else rx.ntk)[i0:i1]])
+            out[i0:i1] += K @ V[j0:j1]
             if self.symmetric and i0 != j0:
-                out[j0:j1] += G.T @ V[i0:i1]
+                out[j0:j1] += K.T @ V[i0:i1]
 
         tiling.run_tiles(self._plan, work, n_jobs, self.progress, "matvec")
         return sum(outs[1:], outs[0])

@@ -108,16 +108,16 @@ def gelu(sxx, syy, sxy):
     """
     one = like(sxy, 1.0)
     p = (one + sxx) * (one + syy)
-    c2 = sxy * sxy
+    q = sxy * sxy / p  # in [0, 1): keeps the products below finite in float32 at large variances
     sq = math.sqrt(one + sxx + syy + _det(sxx, syy, sxy))  # sqrt(D), D = P - sxy^2 >= 1
     angle = atan2(sxy, sq) * like(sxy, _INV_2PI)
     quarter = like(sxy, 0.25)
-    k = quarter * sxy + sxy * angle + (sxx * syy + c2 * (one - sxx * syy) / p) * like(sxy, _INV_2PI) / sq
+    k = quarter * sxy + sxy * angle + (sxx * syy + q * (one - sxx * syy)) * like(sxy, _INV_2PI) / sq
     s = sxx + syy
     kdot = (
         quarter
         + angle
-        + sxy * ((s + like(sxy, 3.0)) - c2 * (s + like(sxy, 2.0)) / p) * like(sxy, _INV_2PI) / (sq * sq * sq)
+        + sxy * ((s + like(sxy, 3.0)) - q * (s + like(sxy, 2.0))) * like(sxy, _INV_2PI) / (sq * sq * sq)
     )
     return k, kdot
 
@@ -130,12 +130,26 @@ def gelu_diag(sxx):
 # ------------------------------------------------------------------ Sin family (Cos, Rbf too)
 @scalar_jit
 def sin(a, b, c, sxx, syy, sxy):
-    """phi = a sin(b x + c): E[sin A sin B] = (E cos(A-B) - E cos(A+B))/2."""
-    h = like(sxy, -0.5) * b * b
-    minus = math.exp(h * (sxx + syy - like(sxy, 2.0) * sxy))
-    plus = math.cos(like(sxy, 2.0) * c) * math.exp(h * (sxx + syy + like(sxy, 2.0) * sxy))
+    """phi = a sin(b x + c): E[sin A sin B] = (E cos(A-B) - E cos(A+B))/2.
+
+    With e- = exp(-b^2 (sxx + syy - 2 sxy)/2), e+ = exp(-b^2 (sxx + syy + 2 sxy)/2):
+    K = a^2/2 (e- - cos(2c) e+),  Kdot = a^2 b^2/2 (e- + cos(2c) e+), written as
+    e- -+ cos(2c) e+ = (e- - e+) + 2 {sin^2 c, cos^2 c} e+ with e- - e+ = -e- expm1(-2 b^2 sxy),
+    so that small variances do not cancel (sin at inputs of size 1e-6 otherwise loses every digit).
+    """
+    b2 = b * b
+    h = like(sxy, -0.5) * b2
+    e_minus = math.exp(h * (sxx + syy - like(sxy, 2.0) * sxy))
+    e_plus = math.exp(h * (sxx + syy + like(sxy, 2.0) * sxy))
+    x = like(sxy, -2.0) * b2 * sxy
+    # e- - e+ = -e- expm1(x): accurate for small |x|; for large |x| the plain difference is (and
+    # expm1 could overflow against an underflowed e-)
+    diff = -e_minus * math.expm1(x) if abs(x) < like(sxy, 0.5) else e_minus - e_plus
+    sc = math.sin(c)
+    cc = math.cos(c)
+    two = like(sxy, 2.0)
     half_a2 = like(sxy, 0.5) * a * a
-    return half_a2 * (minus - plus), half_a2 * b * b * (minus + plus)
+    return half_a2 * (diff + two * sc * sc * e_plus), half_a2 * b2 * (diff + two * cc * cc * e_plus)
 
 
 @scalar_jit

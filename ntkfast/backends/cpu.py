@@ -71,13 +71,16 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)
 
     @serial_kernel_jit
-    def tile(params, first, steps, G, sig_rows, sig_cols, nngp, ntk, i0, j0, get_nngp, get_ntk):
+    def tile(params, first, steps, G, sig_rows, sig_cols, nngp, ntk, i0, j0, get_nngp, get_ntk, tau):
         """Kernel(s) of a tile from its inner products G (bi, bj), all layers fused in cache.
 
         Writes ``nngp[i0 + i, j0 + j]`` and/or ``ntk[...]`` (whole C-contiguous outputs, so every
         array the loops touch has unit stride).  ``sig_rows`` (L, bi) and ``sig_cols`` (L, bj)
         hold the diagonal Sigma's entering each step.  The outputs may alias ``G`` (with zero
         offsets): each row is read completely before it is written.
+
+        Returns how many pairs have a first-layer 1 - rho^2 <= ``tau`` (see ``near_parallel``;
+        ``tau = -inf`` counts none), counted in the same pass.
         """
         if fingerprint < 0:
             return
@@ -86,11 +89,21 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         f0, f1, f2, f3 = first[0], first[1], first[2], first[3]
         s = np.empty(bj, G.dtype)
         t = np.empty(bj, G.dtype)
+        flagged = 0
+        if steps.shape[0] == 0:  # a linear kernel has no angle to resolve
+            tau = -np.inf
+            sig_rows = np.ones((1, bi), G.dtype)
+            sig_cols = np.ones((1, bj), G.dtype)
+        first_cols = sig_cols[0]
         for i in range(bi):
+            first_row = sig_rows[0, i]
             for j in range(bj):
                 g = G[i, j]
-                s[j] = f0 * g + f1
+                sij = f0 * g + f1
+                s[j] = sij
                 t[j] = f2 * g + f3
+                S = first_row * first_cols[j]
+                flagged += S - sij * sij <= tau * S
             for layer in range(steps.shape[0]):
                 c = steps[layer]
                 layer_row(p0, p1, p2, sig_rows[layer, i], sig_cols[layer], s, t, c[0], c[1], c[2], c[3], c[4])
@@ -102,6 +115,7 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 row = ntk[i0 + i]
                 for j in range(bj):
                     row[j0 + j] = t[j]
+        return flagged
 
     @serial_kernel_jit
     def pairs(params, first, steps, X, Y, sig_x, sig_y, ii, jj, nngp, ntk, i0, j0, get_nngp, get_ntk):
