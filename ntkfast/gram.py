@@ -103,7 +103,7 @@ def _validate(arch, X, Y, dtype):
     return arch, X, Y, dtype
 
 
-def _compute_tile(coef, rx: _Rows, ry: _Rows, i0, i1, j0, j1, G, nngp, ntk, offset, sig_cols):
+def _compute_tile(coef, rx: _Rows, ry: _Rows, i0, i1, j0, j1, G, nngp, ntk, offset, sig_cols, diagonal=False):
     """Inner products into the scratch G, then the fused recursion writing the whole-array
     outputs ``nngp``/``ntk`` (None: not wanted; neither may alias G) at ``offset``.  In float32,
     pairs too close to parallel for float32 are then recomputed in float64."""
@@ -118,7 +118,7 @@ def _compute_tile(coef, rx: _Rows, ry: _Rows, i0, i1, j0, j1, G, nngp, ntk, offs
     flagged = kernels.tile(coef.params, coef.first, coef.steps, G, rows_sig, sig_cols, nngp, ntk, *offset, *get, tau)
     if flagged:  # rare: near-duplicate rows, and the diagonal of diagonal tiles
         w, b = coef.first[0], coef.first[1]
-        ii, jj = cpu.near_parallel(G, w, b, rows_sig[0], sig_cols[0], tau)
+        ii, jj = cpu.near_parallel(G, w, b, rows_sig[0], sig_cols[0], tau, diagonal)
         c64 = coef.float64
         kernels.pairs(
             c64.params, c64.first, c64.steps, rx.features64[i0:i1], ry.features64[j0:j1],
@@ -194,6 +194,8 @@ def kernel(
     check_backend(backend)
     tile = check_positive_int(tile, "tile")
     n_jobs = check_positive_int(n_jobs, "n_jobs")
+    if Y is X:  # the same array twice: use the symmetric schedule
+        Y = None
     arch, X, Y, dtype = _validate(arch, X, Y, dtype)
     symmetric = Y is None
     rx, coef = _prepare(arch, X)
@@ -216,7 +218,8 @@ def kernel(
 
     def work(i0, i1, j0, j1, worker):
         G = _scratch_view(scratch[worker], i1 - i0, j1 - j0)
-        _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, nngp_out, ntk_out, (i0, j0), sig_cols[j0])
+        diagonal = symmetric and i0 == j0
+        _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, nngp_out, ntk_out, (i0, j0), sig_cols[j0], diagonal)
         if symmetric and i0 == j0:
             sub = (slice(i0, i1), slice(j0, j1))
             _symmetrize_diagonal_block([v[sub] for v in views], [d[i0:i1] for d in diag_values])
@@ -326,9 +329,9 @@ class GramOperator(LinearOperator):
             G = _scratch_view(scratch[worker][0], i1 - i0, j1 - j0)
             K = _scratch_view(scratch[worker][1], i1 - i0, j1 - j0)
             want = (K if get == "nngp" else None, K if get == "ntk" else None)
-            _compute_tile(
-                coef, rx, ry, i0, i1, j0, j1, G, *want, (0, 0), np.ascontiguousarray(ry.sig[:, j0:j1])
-            )
+            sig_cols = np.ascontiguousarray(ry.sig[:, j0:j1])
+            diagonal = self.symmetric and i0 == j0
+            _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, *want, (0, 0), sig_cols, diagonal)
             out = outs[worker]
             if self.symmetric and i0 == j0:
                 _symmetrize_diagonal_block([K], [(rx.nngp if get == "nngp" else rx.ntk)[i0:i1]])

@@ -147,11 +147,12 @@ def recursion_kernels(code: int) -> SimpleNamespace:
 
 
 @serial_kernel_jit
-def near_parallel(G, w, b, sig_x, sig_y, tau):
+def near_parallel(G, w, b, sig_x, sig_y, tau, skip_diagonal):
     """Indices (i, j) whose first-layer covariance (w G + b) is within ``tau`` of singular.
 
     For these pairs float32 cannot resolve the angle: 1 - rho^2 < tau, where the inner
-    products' rounding already moves 1 - rho^2 by ~sqrt(d) 1e-7.
+    products' rounding already moves 1 - rho^2 by ~sqrt(d) 1e-7.  ``skip_diagonal`` leaves out
+    i == j (a symmetric Gram's diagonal, which gets its exact values anyway).
     """
     bi, bj = G.shape
     count = 0
@@ -159,7 +160,7 @@ def near_parallel(G, w, b, sig_x, sig_y, tau):
         for j in range(bj):
             s = w * G[i, j] + b
             S = sig_x[i] * sig_y[j]
-            count += S - s * s <= tau * S
+            count += (S - s * s <= tau * S) and not (skip_diagonal and i == j)
     ii = np.empty(count, np.int64)
     jj = np.empty(count, np.int64)
     k = 0
@@ -167,7 +168,7 @@ def near_parallel(G, w, b, sig_x, sig_y, tau):
         for j in range(bj):
             s = w * G[i, j] + b
             S = sig_x[i] * sig_y[j]
-            if S - s * s <= tau * S:
+            if S - s * s <= tau * S and not (skip_diagonal and i == j):
                 ii[k] = i
                 jj[k] = j
                 k += 1
