@@ -208,9 +208,7 @@ def kernel(
     diag_values = [rx.nngp if g == "nngp" else rx.ntk for g in names]
 
     n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
-    plan = tiling.plan_tiles(
-        shape[0], shape[1], rx.features.shape[1], dtype.itemsize, symmetric, tile, n_jobs
-    )
+    plan = tiling.plan_tiles(shape[0], shape[1], dtype.itemsize, symmetric, tile, n_jobs)
     scratch = [np.empty((plan.tile, plan.tile), dtype=dtype) for _ in range(n_jobs)]
     sig_cols = {
         j0: np.ascontiguousarray(ry.sig[:, j0 : j0 + plan.tile]) for j0 in range(0, shape[1], plan.tile)
@@ -297,9 +295,7 @@ class GramOperator(LinearOperator):
         n, m = X.shape[0], (X if Y is None else Y).shape[0]
         self.progress = progress
         self.n_jobs = check_positive_int(n_jobs, "n_jobs")
-        self._plan = tiling.plan_tiles(
-            n, m, self._rows_x.features.shape[1], dtype.itemsize, self.symmetric, tile, self.n_jobs
-        )
+        self._plan = tiling.plan_tiles(n, m, dtype.itemsize, self.symmetric, tile, self.n_jobs)
         super().__init__(dtype=dtype, shape=(n, m))
 
     def diagonal(self) -> np.ndarray:

@@ -89,7 +89,7 @@ MIN_TILE = 128
 
 
 def plan_tiles(
-    n: int, m: int, d: int, itemsize: int, symmetric: bool, tile: int | None = None, n_jobs: int | None = None
+    n: int, m: int, itemsize: int, symmetric: bool, tile: int | None = None, n_jobs: int | None = None
 ) -> TilePlan:
     """Choose the tile edge: ``tile`` if given; else the default, made smaller (not below
     ``MIN_TILE``) so that every thread gets a few tiles, and capped by the memory budget."""
@@ -125,8 +125,8 @@ def allocate(shape: tuple[int, int], dtype: np.dtype, count: int) -> list[np.nda
     check_fits(
         nbytes,
         f"{count} kernel matrix(es) of shape {shape} ({np.dtype(dtype).name})",
-        "Pass out= a np.memmap (or lib.format.open_memmap) to write it to disk, use "
-        "ntkfast.GramOperator for matrix-free products, or the Dask backend (ntkfast.distributed).",
+        "Pass out= a np.memmap (or np.lib.format.open_memmap) to write it to disk, or use "
+        "ntkfast.GramOperator for matrix-free products that never store it.",
     )
     return [np.empty(shape, dtype=dtype) for _ in range(count)]
 
