@@ -24,8 +24,13 @@ KERNEL_OPTIONS = dict(SCALAR_OPTIONS, parallel=True)
 
 
 def scalar_jit(func):
-    """Compile a scalar formula for use inside kernels (inlined by LLVM)."""
-    return numba.njit(**SCALAR_OPTIONS)(func)
+    """Compile a scalar formula for use inside kernels.
+
+    ``inline="always"`` inlines it in Numba's IR: left to LLVM's cost model, the float64 ABReLU
+    step (with its 12-term atan polynomial) stayed a call, and a call stops the loop from
+    vectorising (84 M/s instead of ~350 M/s per core).
+    """
+    return numba.njit(inline="always", **SCALAR_OPTIONS)(func)
 
 
 def kernel_jit(func):
