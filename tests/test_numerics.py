@@ -68,7 +68,8 @@ def test_diag_equals_general_formula_at_x_equals_y(code):
 @pytest.mark.parametrize("name", ["relu", "erf", "gelu"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_recursion_loop_vectorises(name, dtype):
-    """The per-row recursion loop compiles to SIMD code (LLVM vector types in the optimised IR).
+    """The tile kernel's recursion loop compiles to SIMD code (vector types in the optimised IR),
+    with every recursion function inlined (a call inside the loop would stop vectorisation).
 
     The exp-based families (sin, cos, rbf, exp, gaussian) call libm's exp and stay scalar.
     """
@@ -77,12 +78,17 @@ def test_recursion_loop_vectorises(name, dtype):
     from ntkfast.backends import cpu
 
     act = spec.get_activation(name)
-    row = cpu.recursion_kernels(act.code).layer_row
-    fresh = numba.njit(**dict(SCALAR_OPTIONS, cache=False))(row.py_func)  # cached code cannot be inspected
-    z = dtype(0)
-    a = np.ones(64, dtype)
-    fresh(*(dtype(p) for p in act.params), dtype(1), a, a.copy(), a.copy(), z, z, z, z, z)
+    tile = cpu.recursion_kernels(act.code).tile
+    fresh = numba.njit(**dict(SCALAR_OPTIONS, cache=False))(tile.py_func)  # cached code cannot be inspected
+    n = 16
+    G = np.ones((n, n), dtype)
+    sig = np.ones((1, n), dtype)
+    params = np.asarray(act.params, dtype)
+    first = np.ones(4, dtype)
+    steps = np.ones((1, 5), dtype)
+    fresh(params, first, steps, G, sig, sig, G.copy(), G.copy(), 0, 0, True, True, dtype(-np.inf))
     ir = "\n".join(fresh.inspect_llvm().values())
-    width = "double" if dtype == np.float64 else "float"
-    assert re.search(rf"<\d+ x {width}>", ir), "the recursion loop did not vectorise"
+    # the only square root is in the recursion loop: a vector sqrt means that loop vectorised
+    bits = 64 if dtype == np.float64 else 32
+    assert re.search(rf"@llvm\.sqrt\.v\d+f{bits}\(", ir), "the recursion loop did not vectorise"
     assert not re.search(r"call i32 @_ZN7ntkfast9recursion", ir), "a recursion function was not inlined"
