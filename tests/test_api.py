@@ -319,3 +319,24 @@ def test_memory_refused_up_front(monkeypatch, rng):
 def test_gpu_backend_not_available_is_clear(rng):
     with pytest.raises(NotImplementedError, match="backend='cpu'"):
         nf.kernel(ARCH, rng.standard_normal((3, 2)), backend="gpu")
+
+
+def test_depth_one_kernels_match_cho_saul_and_williams(rng):
+    """Whole-kernel identities at depth 1 (no bias, W_std = 1), written independently here."""
+    X, Y = rng.standard_normal((6, 5)), rng.standard_normal((4, 5))
+    d = X.shape[1]
+    nx, ny = np.linalg.norm(X, axis=1)[:, None], np.linalg.norm(Y, axis=1)[None, :]
+    cos = np.clip(X @ Y.T / (nx * ny), -1, 1)
+    theta = np.arccos(cos)
+    # Cho & Saul (2009): k_1(x, y) = |x||y| (sin t + (pi - t) cos t) / pi; NNGP = k_1 / (2 d)
+    cho_saul = nx * ny * (np.sin(theta) + (np.pi - theta) * cos) / np.pi
+    relu = nf.MLP(depth=1, activation="relu", W_std=1.0, b_std=None)
+    np.testing.assert_allclose(nf.kernel(relu, X, Y, get="nngp"), cho_saul / (2 * d), rtol=1e-12)
+    # NTK = NNGP + (pi - t)/(2 pi) <x, y>/d
+    ntk = cho_saul / (2 * d) + (np.pi - theta) / (2 * np.pi) * (X @ Y.T) / d
+    np.testing.assert_allclose(nf.kernel(relu, X, Y), ntk, rtol=1e-12)
+    # Williams (1997): E[erf(u) erf(v)] = (2/pi) arcsin(2 s_xy / sqrt((1 + 2 s_xx)(1 + 2 s_yy)))
+    sxy, sxx, syy = X @ Y.T / d, nx**2 / d, ny**2 / d
+    williams = 2 / np.pi * np.arcsin(2 * sxy / np.sqrt((1 + 2 * sxx) * (1 + 2 * syy)))
+    erf = nf.MLP(depth=1, activation="erf", W_std=1.0, b_std=None)
+    np.testing.assert_allclose(nf.kernel(erf, X, Y, get="nngp"), williams, rtol=1e-12)
