@@ -210,14 +210,12 @@ def kernel(
     n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
     plan = tiling.plan_tiles(shape[0], shape[1], dtype.itemsize, symmetric, tile, n_jobs)
     scratch = [np.empty((plan.tile, plan.tile), dtype=dtype) for _ in range(n_jobs)]
-    sig_cols = {
-        j0: np.ascontiguousarray(ry.sig[:, j0 : j0 + plan.tile]) for j0 in range(0, shape[1], plan.tile)
-    }
 
     def work(i0, i1, j0, j1, worker):
         G = _scratch_view(scratch[worker], i1 - i0, j1 - j0)
         diagonal = symmetric and i0 == j0
-        _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, nngp_out, ntk_out, (i0, j0), sig_cols[j0], diagonal)
+        sig_cols = np.ascontiguousarray(ry.sig[:, j0:j1])
+        _compute_tile(coef, rx, ry, i0, i1, j0, j1, G, nngp_out, ntk_out, (i0, j0), sig_cols, diagonal)
         if symmetric and i0 == j0:
             sub = (slice(i0, i1), slice(j0, j1))
             _symmetrize_diagonal_block([v[sub] for v in views], [d[i0:i1] for d in diag_values])

@@ -65,7 +65,12 @@ def check_fits(nbytes: int, what: str, alternatives: str) -> None:
 
 @dataclass(frozen=True)
 class TilePlan:
-    """Tiles of an (n, m) output; with ``symmetric`` only blocks on or above the diagonal."""
+    """Tiles of an (n, m) output; with ``symmetric`` only blocks on or above the diagonal.
+
+    Diagonal blocks of a symmetric plan are split recursively (down to ``DIAGONAL_TILE``) into
+    two diagonal halves and the off-diagonal quarter between them, so the wasted lower
+    triangle of a diagonal tile shrinks from tile^2 / 2 to DIAGONAL_TILE^2 / 2 per sub-block.
+    """
 
     n: int
     m: int
@@ -76,13 +81,26 @@ class TilePlan:
         t = self.tile
         for i0 in range(0, self.n, t):
             i1 = min(i0 + t, self.n)
-            for j0 in range(i0 if self.symmetric else 0, self.m, t):
+            if self.symmetric:
+                yield from _diagonal_tiles(i0, i1)
+            for j0 in range(i0 + t if self.symmetric else 0, self.m, t):
                 yield i0, i1, j0, min(j0 + t, self.m)
 
     def __len__(self) -> int:
-        rows = math.ceil(self.n / self.tile)
-        cols = math.ceil(self.m / self.tile)
-        return rows * (rows + 1) // 2 if self.symmetric else rows * cols
+        return sum(1 for _ in self)
+
+
+DIAGONAL_TILE = 128
+
+
+def _diagonal_tiles(a: int, b: int) -> Iterator[tuple[int, int, int, int]]:
+    if b - a <= DIAGONAL_TILE:
+        yield a, b, a, b
+        return
+    mid = (a + b) // 2
+    yield from _diagonal_tiles(a, mid)
+    yield a, mid, mid, b
+    yield from _diagonal_tiles(mid, b)
 
 
 MIN_TILE = 128
@@ -147,7 +165,8 @@ def run_tiles(plan: TilePlan, work, n_jobs: int | None = None, progress: bool = 
     from threadpoolctl import threadpool_limits
 
     n_jobs = default_n_jobs() if n_jobs is None else n_jobs
-    tiles = list(plan)
+    # largest tiles first: the small ones left at the end even out the threads' finishing times
+    tiles = sorted(plan, key=lambda t: (t[1] - t[0]) * (t[3] - t[2]), reverse=True)
     bar = progress_bar(len(tiles), progress, desc)
     try:
         with threadpool_limits(limits=1, user_api="blas"):
