@@ -19,26 +19,23 @@ FASTMATH = frozenset({"contract", "nsz"})
 
 # error_model="numpy": division by zero gives inf/nan instead of raising, so no status
 # checks sit inside the vectorised loops.
-SCALAR_OPTIONS = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True, nogil=True)
-KERNEL_OPTIONS = dict(SCALAR_OPTIONS, parallel=True)
+JIT_OPTIONS = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True, nogil=True)
+PARALLEL_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 
 
-def scalar_jit(func):
-    """Compile a scalar formula for use inside kernels, where LLVM inlines it.
+def jit(func):
+    """Compile serially: scalar formulas (LLVM inlines them into the kernels) and tile kernels.
 
-    (Numba's ``inline="always"`` would force that, but it makes every kernel compile 2.6x slower,
-    12 s instead of 4.6 s cold, and the kernels vectorise without it: tests/test_numerics.py.)
+    (Numba's ``inline="always"`` would force the inlining, but it makes every kernel compile 2.6x
+    slower, 12 s instead of 4.6 s cold, and the kernels vectorise without it: see
+    tests/test_numerics.py.)
     """
-    return numba.njit(**SCALAR_OPTIONS)(func)
+    return numba.njit(**JIT_OPTIONS)(func)
 
 
-def kernel_jit(func):
-    """Compile a parallel array kernel."""
-    return numba.njit(**KERNEL_OPTIONS)(func)
-
-
-def serial_kernel_jit(func):
-    return numba.njit(**SCALAR_OPTIONS)(func)
+def parallel_jit(func):
+    """Compile a kernel whose ``prange`` loops run on Numba's threads."""
+    return numba.njit(**PARALLEL_OPTIONS)(func)
 
 
 def like(x, c):
@@ -90,7 +87,7 @@ _ATAN32 = (0.999999981391, -0.333327880717, 0.19974148569, -0.138491018407, 0.07
 _TAN_PI_8 = 0.41421356237309504880
 
 
-@scalar_jit
+@jit
 def _atan_reduced(q):
     z = q * q
     if is_single(q):
@@ -115,7 +112,7 @@ def _atan_reduced(q):
     return q * p
 
 
-@scalar_jit
+@jit
 def atan2(y, x):
     """Branch-free, full-accuracy ``atan2`` (LLVM vectorises it; ``math.atan2`` is a libm call).
 

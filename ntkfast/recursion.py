@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from ._jit import atan2, is_single, like, scalar_jit
+from ._jit import atan2, is_single, jit, like
 from .spec import ABRELU, ERF, EXP, GAUSSIAN, GELU, MONOMIAL, RECTIFIED_MONOMIAL, SIGN, SIN
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
@@ -31,7 +31,7 @@ _PARALLEL_TOL64 = 1e-12
 _PARALLEL_TOL32 = 1e-5
 
 
-@scalar_jit
+@jit
 def _det(sxx, syy, sxy):
     """max(sxx syy - sxy^2, 0): the determinant of the pair covariance, clamped at rounding level.
 
@@ -42,7 +42,7 @@ def _det(sxx, syy, sxy):
     return max(sxx * syy - sxy * sxy, like(sxy, 0.0))
 
 
-@scalar_jit
+@jit
 def _angle(sxx, syy, sxy):
     """(r, theta): r = sqrt(sxx syy - sxy^2), theta = atan2(r, sxy) in [0, pi].
 
@@ -60,7 +60,7 @@ def _angle(sxx, syy, sxy):
 
 
 # ------------------------------------------------------------------------------ ABReLU family
-@scalar_jit
+@jit
 def abrelu(a, b, sxx, syy, sxy):
     """phi = a min(x, 0) + b max(x, 0): K = f r + Kdot sxy, Kdot = (a^2+b^2)/2 - f theta."""
     r, theta = _angle(sxx, syy, sxy)
@@ -69,7 +69,7 @@ def abrelu(a, b, sxx, syy, sxy):
     return f * r + kdot * sxy, kdot
 
 
-@scalar_jit
+@jit
 def abrelu_diag(a, b, sxx):
     """theta = 0 exactly; a zero variance takes the off-diagonal convention theta = pi/2."""
     if sxx > like(sxx, 0.0):
@@ -79,7 +79,7 @@ def abrelu_diag(a, b, sxx):
 
 
 # --------------------------------------------------------------------------------------- Erf
-@scalar_jit
+@jit
 def erf(a, b, c, sxx, syy, sxy):
     """phi = a erf(b x) + c (Williams 1997)."""
     b2 = b * b
@@ -92,13 +92,13 @@ def erf(a, b, c, sxx, syy, sxy):
     return a * a * k + c * c, a * a * b2 * kdot
 
 
-@scalar_jit
+@jit
 def erf_diag(a, b, c, sxx):
     return erf(a, b, c, sxx, sxx, sxx)
 
 
 # -------------------------------------------------------------------------------------- GELU
-@scalar_jit
+@jit
 def gelu(sxx, syy, sxy):
     """phi = x Phi(x) (exact GELU).  With P = (1+sxx)(1+syy), D = P - sxy^2:
 
@@ -122,13 +122,13 @@ def gelu(sxx, syy, sxy):
     return k, kdot
 
 
-@scalar_jit
+@jit
 def gelu_diag(sxx):
     return gelu(sxx, sxx, sxx)
 
 
 # ------------------------------------------------------------------ Sin family (Cos, Rbf too)
-@scalar_jit
+@jit
 def sin(a, b, c, sxx, syy, sxy):
     """phi = a sin(b x + c): E[sin A sin B] = (E cos(A-B) - E cos(A+B))/2.
 
@@ -152,39 +152,39 @@ def sin(a, b, c, sxx, syy, sxy):
     return half_a2 * (diff + two * sc * sc * e_plus), half_a2 * b2 * (diff + two * cc * cc * e_plus)
 
 
-@scalar_jit
+@jit
 def sin_diag(a, b, c, sxx):
     return sin(a, b, c, sxx, sxx, sxx)
 
 
 # -------------------------------------------------------------------------------------- Sign
-@scalar_jit
+@jit
 def sign(sxx, syy, sxy):
     """phi = sign(x): K = 1 - 2 theta/pi; Kdot = 0 (the derivative vanishes almost everywhere)."""
     r, theta = _angle(sxx, syy, sxy)
     return like(sxy, 1.0) - like(sxy, 2.0 / math.pi) * theta, like(sxy, 0.0)
 
 
-@scalar_jit
+@jit
 def sign_diag(sxx):
     return like(sxx, 1.0) if sxx > like(sxx, 0.0) else like(sxx, 0.0), like(sxx, 0.0)
 
 
 # --------------------------------------------------------------------------------------- Exp
-@scalar_jit
+@jit
 def exp(a, b, sxx, syy, sxy):
     """phi = a exp(b x): K = a^2 exp(b^2 (sxx + syy + 2 sxy)/2), Kdot = b^2 K."""
     k = a * a * math.exp(like(sxy, 0.5) * b * b * (sxx + syy + like(sxy, 2.0) * sxy))
     return k, b * b * k
 
 
-@scalar_jit
+@jit
 def exp_diag(a, b, sxx):
     return exp(a, b, sxx, sxx, sxx)
 
 
 # ---------------------------------------------------------------------------------- Gaussian
-@scalar_jit
+@jit
 def gaussian(a, b, sxx, syy, sxy):
     """phi = a exp(b x^2): with D = det(I - 2 b Sigma), K = a^2 / sqrt(D), Kdot = 4 a^2 b^2 sxy / D^1.5.
 
@@ -199,13 +199,13 @@ def gaussian(a, b, sxx, syy, sxy):
     return k, like(sxy, 4.0) * b * b * sxy * k * inv_sqrt * inv_sqrt
 
 
-@scalar_jit
+@jit
 def gaussian_diag(a, b, sxx):
     return gaussian(a, b, sxx, sxx, sxx)
 
 
 # ------------------------------------------------------------------- arc-cosine (rectified) n
-@scalar_jit
+@jit
 def _arccos_bracket(n, pi_minus_theta, r, c, s):
     """2 pi E[max(u,0)^n max(v,0)^n] = (pi - theta) Q_n(c, S) + r R_n(c, S), S = sxx syy.
 
@@ -232,7 +232,7 @@ def _arccos_bracket(n, pi_minus_theta, r, c, s):
     return pi_minus_theta * q + r * rr
 
 
-@scalar_jit
+@jit
 def rectified_monomial(n, sxx, syy, sxy):
     """phi = max(x, 0)^n: the arc-cosine kernel of order n; Kdot = n^2 K_{n-1} (0 for n = 0)."""
     r, theta = _angle(sxx, syy, sxy)
@@ -245,7 +245,7 @@ def rectified_monomial(n, sxx, syy, sxy):
     return k, kdot
 
 
-@scalar_jit
+@jit
 def _double_factorial_odd(m):
     """(2m - 1)!! for m >= 0 (1 for m = 0)."""
     out = 1
@@ -254,7 +254,7 @@ def _double_factorial_odd(m):
     return out
 
 
-@scalar_jit
+@jit
 def rectified_monomial_diag(n, sxx):
     """E[max(u,0)^(2n)] = (2n-1)!!/2 sxx^n exactly; Kdot = n^2 (2n-3)!!/2 sxx^(n-1).
 
@@ -269,7 +269,7 @@ def rectified_monomial_diag(n, sxx):
 
 
 # ---------------------------------------------------------------------------------- Monomial
-@scalar_jit
+@jit
 def _isserlis_coefficient(n, k):
     """C(n, k)^2 k! ((n - k - 1)!!)^2: the number of pairings with k cross pairs."""
     binom = 1
@@ -282,7 +282,7 @@ def _isserlis_coefficient(n, k):
     return binom * binom * fact * dfact * dfact
 
 
-@scalar_jit
+@jit
 def _isserlis(n, sxx, syy, sxy):
     """E[u^n v^n] = sum_{k = n mod 2} C(n,k)^2 k! ((n-k-1)!!)^2 sxy^k (sxx syy)^((n-k)/2)."""
     s = sxx * syy
@@ -293,7 +293,7 @@ def _isserlis(n, sxx, syy, sxy):
     return total
 
 
-@scalar_jit
+@jit
 def monomial(n, sxx, syy, sxy):
     """phi = x^n: K by Isserlis' theorem, Kdot = n^2 E[u^(n-1) v^(n-1)]."""
     if n == 0:
@@ -301,7 +301,7 @@ def monomial(n, sxx, syy, sxy):
     return _isserlis(n, sxx, syy, sxy), like(sxy, n * n) * _isserlis(n - 1, sxx, syy, sxy)
 
 
-@scalar_jit
+@jit
 def monomial_diag(n, sxx):
     """E[u^(2n)] = (2n-1)!! sxx^n exactly."""
     k = like(sxx, _double_factorial_odd(n)) * sxx**n
@@ -311,7 +311,7 @@ def monomial_diag(n, sxx):
 
 
 # ---------------------------------------------------------------------------------- dispatch
-@scalar_jit
+@jit
 def dual(code, p0, p1, p2, sxx, syy, sxy):
     """(K, Kdot) of the activation with integer ``code`` and parameters (p0, p1, p2).
 
@@ -337,7 +337,7 @@ def dual(code, p0, p1, p2, sxx, syy, sxy):
         return monomial(code - MONOMIAL, sxx, syy, sxy)
 
 
-@scalar_jit
+@jit
 def dual_diag(code, p0, p1, p2, sxx):
     """(K(x, x), Kdot(x, x)), exact."""
     if code == ABRELU:
@@ -360,7 +360,7 @@ def dual_diag(code, p0, p1, p2, sxx):
         return monomial_diag(code - MONOMIAL, sxx)
 
 
-@scalar_jit
+@jit
 def step(k, kdot, sigma, theta, res, w2, b2, alpha, beta):
     """One (activation, Dense) step, given the activation's (K, Kdot).
 

@@ -74,12 +74,12 @@ def test_recursion_loop_vectorises(name, dtype):
     The exp-based families (sin, cos, rbf, exp, gaussian) call libm's exp and stay scalar.
     """
     from ntkfast import spec
-    from ntkfast._jit import SCALAR_OPTIONS
+    from ntkfast._jit import JIT_OPTIONS
     from ntkfast.backends import cpu
 
     act = spec.get_activation(name)
     tile = cpu.recursion_kernels(act.code).tile
-    fresh = numba.njit(**dict(SCALAR_OPTIONS, cache=False))(tile.py_func)  # cached code cannot be inspected
+    fresh = numba.njit(**dict(JIT_OPTIONS, cache=False))(tile.py_func)  # cached code cannot be inspected
     n = 16
     G = np.ones((n, n), dtype)
     sig = np.ones((1, n), dtype)

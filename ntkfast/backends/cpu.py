@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import prange
 
-from .._jit import kernel_jit, serial_kernel_jit
+from .._jit import jit, parallel_jit
 from ..recursion import dual, dual_diag, step
 
 
@@ -43,7 +43,7 @@ def recursion_kernels(code: int) -> SimpleNamespace:
     """The ``diag`` and ``tile`` kernels specialised for one activation code."""
     fingerprint = _math_fingerprint()
 
-    @kernel_jit
+    @parallel_jit
     def diag(params, first, steps, sqnorm, sig, nngp, ntk):
         """Recursion for x == y: sig[l, i] = Sigma(x_i, x_i) entering step l, and the outputs."""
         if fingerprint < 0:  # never true; ties the cache entry to the math's source
@@ -60,7 +60,7 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             nngp[i] = s
             ntk[i] = t
 
-    @serial_kernel_jit
+    @jit
     def layer_row(p0, p1, p2, sxx, syy, s, t, res, w2, b2, alpha, beta):
         """One step for a row of pairs, in place.  A function of its own on purpose: LLVM
         vectorises this loop here, but not when it is inlined in ``tile`` (f64: 4.6x slower)."""
@@ -70,7 +70,7 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             k, kdot = dual(code, p0, p1, p2, sxx, syy[j], s[j])
             s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)
 
-    @serial_kernel_jit
+    @jit
     def tile(params, first, steps, G, sig_rows, sig_cols, nngp, ntk, i0, j0, get_nngp, get_ntk, tau):
         """Kernel(s) of a tile from its inner products G (bi, bj), all layers fused in cache.
 
@@ -117,7 +117,7 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                     row[j0 + j] = t[j]
         return flagged
 
-    @serial_kernel_jit
+    @jit
     def pairs(params, first, steps, X, Y, sig_x, sig_y, ii, jj, nngp, ntk, i0, j0, get_nngp, get_ntk):
         """Recompute the entries (ii[k], jj[k]) of a tile from rows X[ii], Y[jj], in the dtype of X.
 
@@ -146,7 +146,7 @@ def recursion_kernels(code: int) -> SimpleNamespace:
     return SimpleNamespace(diag=diag, tile=tile, layer_row=layer_row, pairs=pairs)
 
 
-@serial_kernel_jit
+@jit
 def near_parallel(G, w, b, sig_x, sig_y, tau, skip_diagonal):
     """Indices (i, j) whose first-layer covariance (w G + b) is within ``tau`` of singular.
 
@@ -175,7 +175,7 @@ def near_parallel(G, w, b, sig_x, sig_y, tau, skip_diagonal):
     return ii, jj
 
 
-@serial_kernel_jit
+@jit
 def mirror(A, i0, i1, j0, j1):
     """A[j0:j1, i0:i1] = A[i0:i1, j0:j1].T in cache-sized blocks (a symmetric Gram's lower part)."""
     block = 32
