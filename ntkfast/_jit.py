@@ -20,7 +20,6 @@ FASTMATH = frozenset({"contract", "nsz"})
 # error_model="numpy": division by zero gives inf/nan instead of raising, so no status
 # checks sit inside the vectorised loops.
 JIT_OPTIONS = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True, nogil=True)
-PARALLEL_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 
 
 def jit(func):
@@ -32,10 +31,6 @@ def jit(func):
     """
     return numba.njit(**JIT_OPTIONS)(func)
 
-
-def parallel_jit(func):
-    """Compile a kernel whose ``prange`` loops run on Numba's threads."""
-    return numba.njit(**PARALLEL_OPTIONS)(func)
 
 
 def like(x, c):

@@ -3,6 +3,7 @@ schedule for K(X, X), output allocation (or a caller's ``out=``/memmap), and pro
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -153,6 +154,14 @@ def default_n_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, found once (a lookup costs ~0.5 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def run_tiles(plan: TilePlan, work, n_jobs: int | None = None, progress: bool = False, desc: str = "tiles"):
     """Call ``work(i0, i1, j0, j1, worker)`` for every tile of ``plan`` on ``n_jobs`` threads.
 
@@ -162,14 +171,12 @@ def run_tiles(plan: TilePlan, work, n_jobs: int | None = None, progress: bool = 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
     n_jobs = default_n_jobs() if n_jobs is None else n_jobs
     # largest tiles first: the small ones left at the end even out the threads' finishing times
     tiles = sorted(plan, key=lambda t: (t[1] - t[0]) * (t[3] - t[2]), reverse=True)
     bar = progress_bar(len(tiles), progress, desc)
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             if n_jobs == 1 or len(tiles) == 1:
                 for t in tiles:
                     work(*t, 0)

@@ -19,9 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from numba import prange
 
-from .._jit import jit, parallel_jit
+from .._jit import jit
 from ..recursion import dual, dual_diag, step
 
 
@@ -43,13 +42,16 @@ def recursion_kernels(code: int) -> SimpleNamespace:
     """The ``diag`` and ``tile`` kernels specialised for one activation code."""
     fingerprint = _math_fingerprint()
 
-    @parallel_jit
+    @jit
     def diag(params, first, steps, sqnorm, sig, nngp, ntk):
-        """Recursion for x == y: sig[l, i] = Sigma(x_i, x_i) entering step l, and the outputs."""
+        """Recursion for x == y: sig[l, i] = Sigma(x_i, x_i) entering step l, and the outputs.
+
+        O(n L) and serial: Numba's parallel launch costs more than it saves here (1.7 ms for
+        n = 1000 while BLAS threads are spinning)."""
         if fingerprint < 0:  # never true; ties the cache entry to the math's source
             return
         p0, p1, p2 = params[0], params[1], params[2]
-        for i in prange(sqnorm.shape[0]):
+        for i in range(sqnorm.shape[0]):
             s = first[0] * sqnorm[i] + first[1]
             t = first[2] * sqnorm[i] + first[3]
             for layer in range(steps.shape[0]):
