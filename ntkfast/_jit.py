@@ -32,7 +32,6 @@ def jit(func):
     return numba.njit(**JIT_OPTIONS)(func)
 
 
-
 def like(x, c):
     """The constant ``c`` in the floating type of ``x``.
 
