@@ -1,5 +1,6 @@
 """ntkfast: fast infinite-width NTK/NNGP kernels of fully-connected networks."""
 
+from .finite import FiniteMLP, TrainingDivergedError, TrainResult, monte_carlo_kernel
 from .gram import GramOperator, kernel, kernel_diag
 from .spec import (
     MLP,
@@ -34,6 +35,7 @@ __all__ = [
     "Cos",
     "Erf",
     "Exp",
+    "FiniteMLP",
     "FourierFeatures",
     "Gaussian",
     "Gelu",
@@ -50,6 +52,9 @@ __all__ = [
     "ReLU",
     "Sign",
     "Sin",
+    "TrainResult",
+    "TrainingDivergedError",
     "kernel",
     "kernel_diag",
+    "monte_carlo_kernel",
 ]
