@@ -52,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="the default: NTK kernel regression on the bundled digits data")
     bench = sub.add_parser("bench", help="time the kernel against a bare X @ X.T in this process")
     bench.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    bench.add_argument("--spectrum", action="store_true", help="top-50 eigenpairs: matrix-free eigsh vs dense eigh")
     args = parser.parse_args(argv)
     if args.command == "bench":
         from .bench import main as bench_main
 
-        bench_main(quick=args.quick)
+        bench_main(quick=args.quick, spectrum=args.spectrum)
     else:
         demo()
     return 0
