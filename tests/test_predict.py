@@ -195,3 +195,21 @@ def test_bad_inputs(problem):
     K_bad = (V * np.r_[-1e-14, lam[1:]]) @ V.T
     res = spectrum.analyze(0.5 * (K_bad + K_bad.T), y=y)
     assert np.isfinite(res.loss(np.array([0.0, 10.0]))).all() and res.eigenvalues.min() >= 0
+
+
+def test_plots(problem, tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    K, _, y, *_ = problem
+    res = spectrum.analyze(K, y=y)
+    fig, axes = plt.subplots(1, 3)
+    res.plot_spectrum(axes[0])
+    res.plot_alignment(axes[1])
+    t = np.linspace(0, 100, 20)
+    res.plot_loss(t, measured=res.loss(t), ax=axes[2])
+    fig.savefig(tmp_path / "spectrum.png")
+    assert (tmp_path / "spectrum.png").stat().st_size > 1000
+    assert len(axes[0].lines[0].get_xdata()) == len(K)
+    plt.close(fig)
