@@ -105,6 +105,31 @@ def max_learning_rate(K_train, n_outputs: int = 1, momentum: float = 0.0) -> flo
     return 2.0 * (1.0 + momentum) * K.shape[0] * n_outputs / lam_max
 
 
+def _flow_gain(lam: np.ndarray, lr_t_over_n: float) -> np.ndarray:
+    """(1 - exp(-lr lam t / N)) / lam per mode, with its limit lr t / N at lam = 0 (t = inf: 1/lam, 0)."""
+    positive = lam > 0
+    safe = np.where(positive, lam, 1.0)
+    if np.isinf(lr_t_over_n):
+        return np.where(positive, 1.0 / safe, 0.0)
+    return np.where(positive, -np.expm1(-lam * lr_t_over_n) / safe, lr_t_over_n)
+
+
+def _outputs(y, V, proj, Kt, ft0, decays, gains, lead_shape, squeeze, return_train):
+    """Train outputs y - V diag(decay) V^T (y - f0) and test outputs f0(x) + Kt V diag(gain) V^T (y - f0),
+    one (decay, gain) pair of per-mode vectors per time."""
+    train = np.stack([y - V @ (d[:, None] * proj) for d in decays]).reshape(lead_shape + y.shape)
+    test = None
+    if Kt is not None:
+        test = np.stack([ft0 + Kt @ (V @ (g[:, None] * proj)) for g in gains])
+        test = test.reshape(lead_shape + (Kt.shape[0], y.shape[1]))
+    if squeeze:
+        train = train[..., 0]
+        test = None if test is None else test[..., 0]
+    if Kt is None:
+        return train
+    return (train, test) if return_train else test
+
+
 # ---------------------------------------------------------------------------------- dynamics
 def gradient_descent_mse(
     K_train,
@@ -153,33 +178,19 @@ def gradient_descent_mse(
 
     if times.ndim == 0 and np.isinf(times):
         coef = scipy.linalg.cho_solve(scipy.linalg.cho_factor(K), r0)
-        train = y.copy()
         test = None if Kt is None else ft0 + Kt @ coef
-    else:
-        lam, V = _eigh(K)
-        proj = V.T @ r0  # (n, k)
-        flat = times.reshape(-1)
-        trains, tests = [], []
-        for s in flat:
-            if np.isinf(s):
-                decay = np.where(lam > 0, 0.0, 1.0)
-                gain = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), 0.0)
-            else:
-                x = -lr * lam * s / N
-                decay = np.exp(x)
-                # (1 - exp(-lr lam t/N)) / lam, with its limit lr t / N at lam = 0
-                gain = np.where(lam > 0, -np.expm1(x) / np.where(lam > 0, lam, 1.0), lr * s / N)
-            trains.append(y - V @ (decay[:, None] * proj))
-            if Kt is not None:
-                tests.append(ft0 + Kt @ (V @ (gain[:, None] * proj)))
-        train = np.stack(trains).reshape(times.shape + y.shape)
-        test = None if Kt is None else np.stack(tests).reshape(times.shape + (Kt.shape[0], y.shape[1]))
-    if squeeze:
-        train = train[..., 0]
-        test = None if test is None else test[..., 0]
-    if Kt is None:
-        return train
-    return (train, test) if return_train else test
+        train = y.copy()
+        if squeeze:
+            train = train[:, 0]
+            test = None if test is None else test[:, 0]
+        if Kt is None:
+            return train
+        return (train, test) if return_train else test
+    lam, V = _eigh(K)
+    flat = times.reshape(-1)
+    decays = [np.exp(-lr * lam * s / N) if np.isfinite(s) else (lam <= 0).astype(float) for s in flat]
+    gains = [_flow_gain(lam, lr * s / N) for s in flat]
+    return _outputs(y, V, V.T @ r0, Kt, ft0, decays, gains, times.shape, squeeze, return_train)
 
 
 def gradient_descent(
@@ -229,21 +240,10 @@ def gradient_descent(
                 factors[s] = cur.copy()
             nxt = (1.0 + momentum - lr * lam / N) * cur - momentum * prev if s > 0 else (1.0 - lr * lam / N) * cur
             prev, cur = cur, nxt
-    trains, tests = [], []
     pinv = np.where(lam > 1e-12 * max(lam.max(), 1e-300), 1.0 / np.where(lam > 0, lam, 1.0), 0.0)
-    for s in flat:
-        fac = factors[int(s)]
-        trains.append(y - V @ (fac[:, None] * proj))
-        if Kt is not None:
-            tests.append(ft0 + Kt @ (V @ (((1.0 - fac) * pinv)[:, None] * proj)))
-    train = np.stack(trains).reshape(s_arr.shape + y.shape)
-    test = None if Kt is None else np.stack(tests).reshape(s_arr.shape + (Kt.shape[0], y.shape[1]))
-    if squeeze:
-        train = train[..., 0]
-        test = None if test is None else test[..., 0]
-    if Kt is None:
-        return train
-    return (train, test) if return_train else test
+    decays = [factors[int(s)] for s in flat]
+    gains = [(1.0 - f) * pinv for f in decays]
+    return _outputs(y, V, proj, Kt, ft0, decays, gains, s_arr.shape, squeeze, return_train)
 
 
 # ------------------------------------------------------------------------------ GP inference
@@ -296,12 +296,8 @@ def gp_inference(
         times = _times(t)
         if times.ndim != 0:
             raise ValueError("t: gp_inference takes one time")
-        if np.isinf(times):
-            gain = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), 0.0)
-        else:
-            x = -_positive(lr, "lr") * lam * float(times) / y.size
-            gain = np.where(lam > 0, -np.expm1(x) / np.where(lam > 0, lam, 1.0), -x / np.where(lam > 0, lam, 1.0))
-        M = (V * gain) @ V.T
+        scale = np.inf if np.isinf(times) else _positive(lr, "lr") * float(times) / y.size
+        M = (V * _flow_gain(lam, scale)) @ V.T
         A = Kt @ M  # Theta_tX M
         mean = A @ y
         cov = None

@@ -4,26 +4,14 @@ The ``track_ratio_to_gemm`` benchmarks record our time over a bare ``X @ X.T`` o
 measured in the same process, the figure that does not depend on the machine's speed.
 """
 
-import time
-
 import numpy as np
 
 import ntkfast as nf
-
-ARCH = nf.MLP(depth=3, activation="relu", W_std=1.5, b_std=0.05)
+from ntkfast.bench import ARCH, best_time
 
 
 def _data(n, d, dtype="float64", seed=0):
     return np.random.default_rng(seed).standard_normal((n, d)).astype(dtype)
-
-
-def _best(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 class TimeGram:
@@ -45,8 +33,8 @@ class TimeGram:
         np.matmul(self.X, self.X.T, out=self.out)
 
     def track_ratio_to_gemm(self, n, d, dtype):
-        ours = _best(lambda: nf.kernel(ARCH, self.X, out=self.out))
-        gemm = _best(lambda: np.matmul(self.X, self.X.T, out=self.out))
+        ours = best_time(lambda: nf.kernel(ARCH, self.X, out=self.out))
+        gemm = best_time(lambda: np.matmul(self.X, self.X.T, out=self.out))
         return ours / gemm
 
     track_ratio_to_gemm.unit = "ratio"
