@@ -329,6 +329,15 @@ class FiniteMLP:
         fy = fx if Y is None else self.apply(Y)
         return fx @ fy.T / self.out_dim
 
+    def _max_ntk_eigenvalue(self, X: np.ndarray) -> float:
+        """lambda_max of the full (n k, n k) empirical NTK; for n k > 4000 that of the traced kernel
+        (the full one is close to I_k (x) traced for a wide network)."""
+        n, k = X.shape[0], self.out_dim
+        if n * k <= 4000:
+            full = self.empirical_ntk(X, trace_outputs=False).transpose(0, 2, 1, 3).reshape(n * k, n * k)
+            return _top_eigenvalue(full)
+        return _top_eigenvalue(self.empirical_ntk(X))
+
     # -------------------------------------------------------------------------------- training
     def train(self, X, y, lr: float, steps: int, *, max_loss_growth: float = 1e6) -> TrainResult:
         """Full-batch gradient descent on the MSE loss 1/(2N) ||f(X) - y||^2, N = n * out_dim.
@@ -360,7 +369,7 @@ class FiniteMLP:
             resid = out - y
             losses[step] = 0.5 * np.sum(resid * resid) / N
             if not np.isfinite(losses[step]) or losses[step] > max_loss_growth * max(losses[0], 1e-300):
-                lam = np.linalg.eigvalsh(self.empirical_ntk(X) * self.out_dim)[-1]
+                lam = self._max_ntk_eigenvalue(X)
                 raise TrainingDivergedError(
                     f"gradient descent diverged at step {step} (loss {losses[step]:.3g}) with lr={lr}; "
                     f"the largest stable learning rate is 2N / lambda_max = {2 * N / lam:.4g}"
@@ -374,6 +383,13 @@ class FiniteMLP:
                 if b is not None:
                     b -= (lr * layer.b_scale) * d.sum(axis=0)
         return TrainResult(net, losses)
+
+
+def _top_eigenvalue(theta: np.ndarray) -> float:
+    import scipy.linalg
+
+    n = len(theta)
+    return float(scipy.linalg.eigh(theta, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0])
 
 
 def _ntk_block(fx, fy, trace_outputs: bool, has_bias: bool) -> np.ndarray:
