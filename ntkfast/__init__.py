@@ -1,6 +1,6 @@
 """ntkfast: fast infinite-width NTK/NNGP kernels of fully-connected networks."""
 
-from . import predict, spectrum
+from . import predict, solvers, spectrum
 from .finite import FiniteMLP, TrainingDivergedError, TrainResult, monte_carlo_kernel
 from .gram import GramOperator, kernel, kernel_diag
 from .spec import (
@@ -59,5 +59,6 @@ __all__ = [
     "kernel_diag",
     "monte_carlo_kernel",
     "predict",
+    "solvers",
     "spectrum",
 ]
