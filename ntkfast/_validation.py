@@ -78,9 +78,7 @@ def check_backend(backend) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "gpu":
-        raise NotImplementedError(
-            "backend='gpu': the CuPy backend is not part of this build yet; use backend='cpu'"
-        )
+        raise NotImplementedError("backend='gpu': the CuPy backend is not part of this build yet; use backend='cpu'")
     return "cpu"
 
 
@@ -90,6 +88,12 @@ def check_positive_int(value, name: str, allow_none: bool = True):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     return int(value)
+
+
+def check_positive_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def check_out(out, names: tuple[str, ...], shape: tuple[int, int], dtype: np.dtype) -> list[np.ndarray]:

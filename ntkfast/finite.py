@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_arch, check_array
+from ._validation import check_arch, check_array, check_positive_float, check_positive_int
 from .spec import MLP
 from .tiling import check_fits, memory_budget
 
@@ -74,12 +74,12 @@ class FiniteMLP:
 
     def __init__(self, arch: MLP, out_dim: int = 1, seed: int = 0, in_dim: int | None = None):
         self.arch = check_arch(arch)
-        self.out_dim = _positive_int(out_dim, "out_dim")
+        self.out_dim = check_positive_int(out_dim, "out_dim", allow_none=False)
         self.seed = seed
         self._params: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._in_dim = None
         if in_dim is not None:
-            self._init_params(_positive_int(in_dim, "in_dim"))
+            self._init_params(check_positive_int(in_dim, "in_dim", allow_none=False))
 
     # ------------------------------------------------------------------------------ structure
     def _feature_dim(self, in_dim: int) -> int:
@@ -355,8 +355,7 @@ class FiniteMLP:
             raise ValueError(f"y: expected shape ({X.shape[0]}, {self.out_dim}), got {y.shape}")
         if not np.isfinite(y).all():
             raise ValueError("y: contains NaN or inf")
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0 or not math.isfinite(lr):
-            raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
+        lr = check_positive_float(lr, "lr")
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
             raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
         net = FiniteMLP.from_params(self.arch, [(W.copy(), None if b is None else b.copy()) for W, b in self.params])
@@ -411,12 +410,6 @@ def _ntk_block(fx, fy, trace_outputs: bool, has_bias: bool) -> np.ndarray:
     return total
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def monte_carlo_kernel(
     arch: MLP,
     X,
@@ -436,7 +429,7 @@ def monte_carlo_kernel(
     arch = check_arch(arch)
     if get not in ("nngp", "ntk"):
         raise ValueError(f"get: expected 'nngp' or 'ntk', got {get!r}")
-    n_samples = _positive_int(n_samples, "n_samples")
+    n_samples = check_positive_int(n_samples, "n_samples", allow_none=False)
     if width is not None:
         arch = MLP(
             arch.depth,
@@ -444,7 +437,7 @@ def monte_carlo_kernel(
             arch.W_std,
             arch.b_std,
             arch.parameterization,
-            _positive_int(width, "width"),
+            check_positive_int(width, "width", allow_none=False),
             arch.residual,
             arch.input_map,
         )

@@ -8,10 +8,10 @@ Tiny negative eigenvalues from round-off are clipped to zero (a zero mode is sim
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import scipy.linalg
+
+from ._validation import check_positive_float
 
 __all__ = ["gradient_descent_mse", "gradient_descent", "gp_inference", "max_learning_rate"]
 
@@ -52,12 +52,6 @@ def _check_test(K_test_train, n_train: int):
     return Kt
 
 
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def _times(t):
     arr = np.asarray(t, dtype=np.float64)
     if np.isnan(arr).any() or (arr < 0).any():
@@ -65,13 +59,16 @@ def _times(t):
     return arr
 
 
-def _regularize(K, diag_reg: float, absolute: bool) -> np.ndarray:
+def diag_regularizer(diag: np.ndarray, diag_reg: float, absolute: bool = False) -> float:
+    """The ridge added to the diagonal: ``diag_reg * mean(diag)``, or ``diag_reg`` if ``absolute``."""
     if diag_reg < 0 or not np.isfinite(diag_reg):
         raise ValueError(f"diag_reg: expected a finite number >= 0, got {diag_reg!r}")
-    if diag_reg == 0:
-        return K
-    scale = 1.0 if absolute else np.mean(np.diag(K))
-    return K + diag_reg * scale * np.eye(len(K))
+    return float(diag_reg * (1.0 if absolute else np.mean(diag)))
+
+
+def _regularize(K, diag_reg: float, absolute: bool) -> np.ndarray:
+    reg = diag_regularizer(np.diag(K), diag_reg, absolute)
+    return K if reg == 0 else K + reg * np.eye(len(K))
 
 
 def _initial(f0, shape, name: str) -> np.ndarray:
@@ -114,6 +111,17 @@ def _flow_gain(lam: np.ndarray, lr_t_over_n: float) -> np.ndarray:
     return np.where(positive, -np.expm1(-lam * lr_t_over_n) / safe, lr_t_over_n)
 
 
+def _setup(K_train, y_train, K_test_train, lr, diag_reg, absolute, fx_train_0, fx_test_0):
+    """Checked inputs shared by the dynamics: (K + reg, Kt, y (n, k), 1-D y?, lr, f0, f0(x))."""
+    K, y, squeeze = _check_train(K_train, y_train)
+    Kt = _check_test(K_test_train, len(K))
+    lr = check_positive_float(lr, "lr")
+    K = _regularize(K, diag_reg, absolute)
+    f0 = _initial(fx_train_0, y.shape, "fx_train_0")
+    ft0 = None if Kt is None else _initial(fx_test_0, (Kt.shape[0], y.shape[1]), "fx_test_0")
+    return K, Kt, y, squeeze, lr, f0, ft0
+
+
 def _outputs(y, V, proj, Kt, ft0, decays, gains, lead_shape, squeeze, return_train):
     """Train outputs y - V diag(decay) V^T (y - f0) and test outputs f0(x) + Kt V diag(gain) V^T (y - f0),
     one (decay, gain) pair of per-mode vectors per time."""
@@ -122,6 +130,11 @@ def _outputs(y, V, proj, Kt, ft0, decays, gains, lead_shape, squeeze, return_tra
     if Kt is not None:
         test = np.stack([ft0 + Kt @ (V @ (g[:, None] * proj)) for g in gains])
         test = test.reshape(lead_shape + (Kt.shape[0], y.shape[1]))
+    return _finish(train, test, Kt, squeeze, return_train)
+
+
+def _finish(train, test, Kt, squeeze, return_train):
+    """Drop the output axis for 1-D y; return what the caller asked for."""
     if squeeze:
         train = train[..., 0]
         test = None if test is None else test[..., 0]
@@ -166,26 +179,15 @@ def gradient_descent_mse(
     -------
     ndarray of shape (m, k) (or (T, m, k) for an array of times); y's shape is kept for 1-D y.
     """
-    K, y, squeeze = _check_train(K_train, y_train)
-    Kt = _check_test(K_test_train, len(K))
-    lr = _positive(lr, "lr")
+    K, Kt, y, squeeze, lr, f0, ft0 = _setup(
+        K_train, y_train, K_test_train, lr, diag_reg, diag_reg_absolute_scale, fx_train_0, fx_test_0
+    )
     times = _times(t)
-    K = _regularize(K, diag_reg, diag_reg_absolute_scale)
     N = y.size
-    f0 = _initial(fx_train_0, y.shape, "fx_train_0")
     r0 = y - f0
-    ft0 = None if Kt is None else _initial(fx_test_0, (Kt.shape[0], y.shape[1]), "fx_test_0")
-
     if times.ndim == 0 and np.isinf(times):
         coef = scipy.linalg.cho_solve(scipy.linalg.cho_factor(K), r0)
-        test = None if Kt is None else ft0 + Kt @ coef
-        train = y.copy()
-        if squeeze:
-            train = train[:, 0]
-            test = None if test is None else test[:, 0]
-        if Kt is None:
-            return train
-        return (train, test) if return_train else test
+        return _finish(y.copy(), None if Kt is None else ft0 + Kt @ coef, Kt, squeeze, return_train)
     lam, V = _eigh(K)
     flat = times.reshape(-1)
     decays = [np.exp(-lr * lam * s / N) if np.isfinite(s) else (lam <= 0).astype(float) for s in flat]
@@ -213,18 +215,15 @@ def gradient_descent(
     ``Theta(x, X) Theta^-1`` times the train outputs' change (updates stay in the span of the
     train gradients).  ``steps`` may be an int or an array of ints (leading axis of the result).
     """
-    K, y, squeeze = _check_train(K_train, y_train)
-    Kt = _check_test(K_test_train, len(K))
-    lr = _positive(lr, "lr")
+    K, Kt, y, squeeze, lr, f0, ft0 = _setup(
+        K_train, y_train, K_test_train, lr, diag_reg, diag_reg_absolute_scale, fx_train_0, fx_test_0
+    )
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum: expected 0 <= momentum < 1, got {momentum!r}")
     s_arr = np.asarray(steps)
     if not np.issubdtype(s_arr.dtype, np.integer) or (s_arr < 0).any():
         raise ValueError(f"steps: expected integers >= 0, got {steps!r}")
-    K = _regularize(K, diag_reg, diag_reg_absolute_scale)
     N = y.size
-    f0 = _initial(fx_train_0, y.shape, "fx_train_0")
-    ft0 = None if Kt is None else _initial(fx_test_0, (Kt.shape[0], y.shape[1]), "fx_test_0")
     lam, V = _eigh(K)
     proj = V.T @ (y - f0)
     flat = s_arr.reshape(-1)
@@ -296,7 +295,7 @@ def gp_inference(
         times = _times(t)
         if times.ndim != 0:
             raise ValueError("t: gp_inference takes one time")
-        scale = np.inf if np.isinf(times) else _positive(lr, "lr") * float(times) / y.size
+        scale = np.inf if np.isinf(times) else check_positive_float(lr, "lr") * float(times) / y.size
         M = (V * _flow_gain(lam, scale)) @ V.T
         A = Kt @ M  # Theta_tX M
         mean = A @ y

@@ -88,8 +88,9 @@ class _NTKBase(BaseEstimator):
         self.arch_ = self._check_params()
         self.X_fit_ = X
         K = self._gram(X).astype(np.float64)
-        reg = self.diag_reg * np.mean(np.diag(K))
-        K[np.diag_indices_from(K)] += reg
+        K[np.diag_indices_from(K)] += predict.diag_regularizer(np.diag(K), self.diag_reg)
+        # the NNGP posterior variance (predict(return_std=True)) needs the training Gram again
+        self._train_gram = K.copy() if self.kernel == "nngp" else None
         self.y_mean_ = Y.mean(axis=0)
         Yc = Y - self.y_mean_
         if np.isinf(self.t) and self.solver in ("auto", "cholesky"):
@@ -104,18 +105,18 @@ class _NTKBase(BaseEstimator):
     def _eigh_coef(self, K, Yc):
         lam, V = np.linalg.eigh(K)
         lam = np.clip(lam, 0.0, None)
-        N = Yc.size
-        if np.isinf(self.t):
-            gain = np.where(lam > 1e-12 * lam.max(), 1.0 / np.where(lam > 0, lam, 1.0), 0.0)
-        else:
-            gain = np.where(lam > 0, -np.expm1(-self.lr * lam * self.t / N) / np.where(lam > 0, lam, 1.0),
-                            self.lr * self.t / N)  # fmt: skip
+        if np.isinf(self.t):  # pseudo-inverse: modes at round-off level are not fitted
+            lam = np.where(lam > 1e-12 * lam.max(), lam, 0.0)
+        gain = predict._flow_gain(lam, self.lr * self.t / Yc.size)
         return V @ (gain[:, None] * (V.T @ Yc))
 
-    def _decision(self, X):
+    def _test_gram(self, X):
         check_is_fitted(self, "dual_coef_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self._gram(X, self.X_fit_).astype(np.float64) @ self.dual_coef_ + self.y_mean_
+        return X, self._gram(X, self.X_fit_).astype(np.float64)
+
+    def _decision(self, X):
+        return self._test_gram(X)[1] @ self.dual_coef_ + self.y_mean_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -153,16 +154,14 @@ class NTKRegressor(RegressorMixin, _NTKBase):
 
     def predict(self, X, return_std: bool = False):
         """Predictions; ``return_std=True`` (NNGP kernel only) also gives the posterior std."""
-        out = self._decision(X)
+        X, Kx = self._test_gram(X)
+        out = Kx @ self.dual_coef_ + self.y_mean_
         mean = out[:, 0] if self._single_output else out
         if not return_std:
             return mean
         if self.kernel != "nngp":
             raise ValueError("return_std: a posterior variance is defined for kernel='nngp'")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        Kx = self._gram(X, self.X_fit_).astype(np.float64)
-        K = self._gram(self.X_fit_).astype(np.float64)
-        K[np.diag_indices_from(K)] += self.diag_reg * np.mean(np.diag(K))
+        K = self._train_gram
         _, cov = predict.gp_inference(K, np.zeros(len(K)), Kx, kernel(self.arch_, X, get="nngp"))
         return mean, np.sqrt(np.clip(np.diag(cov), 0.0, None))
 

@@ -14,6 +14,8 @@ import numpy as np
 import scipy.linalg
 from scipy.sparse.linalg import LinearOperator
 
+from .predict import diag_regularizer
+
 __all__ = ["CGResult", "ConvergenceWarning", "cholesky_solve", "conjugate_gradient"]
 
 
@@ -40,19 +42,13 @@ def _targets(y, n: int) -> tuple[np.ndarray, bool]:
     return Y.reshape(n, -1), Y.ndim == 1
 
 
-def _reg(diag: np.ndarray, diag_reg: float, absolute: bool) -> float:
-    if not np.isfinite(diag_reg) or diag_reg < 0:
-        raise ValueError(f"diag_reg: expected a finite number >= 0, got {diag_reg!r}")
-    return float(diag_reg * (1.0 if absolute else np.mean(diag)))
-
-
 def cholesky_solve(K, y, diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False) -> np.ndarray:
     """Exact kernel ridge coefficients by a Cholesky factorisation (in place on a copy of K)."""
     K = np.array(K, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1] or not np.isfinite(K).all():
         raise ValueError(f"K: expected a finite square matrix, got shape {K.shape}")
     Y, squeeze = _targets(y, len(K))
-    K[np.diag_indices_from(K)] += _reg(np.diag(K), diag_reg, diag_reg_absolute_scale)
+    K[np.diag_indices_from(K)] += diag_regularizer(np.diag(K), diag_reg, diag_reg_absolute_scale)
     alpha = scipy.linalg.cho_solve(scipy.linalg.cho_factor(K, overwrite_a=True), Y)
     return alpha[:, 0] if squeeze else alpha
 
@@ -87,7 +83,7 @@ def conjugate_gradient(
         raise ValueError("preconditioner='jacobi' needs op.diagonal(); pass preconditioner=None")
     if preconditioner not in ("jacobi", None):
         raise ValueError(f"preconditioner: expected 'jacobi' or None, got {preconditioner!r}")
-    reg = _reg(diag if diag is not None else np.ones(1), diag_reg, diag_reg_absolute_scale)
+    reg = diag_regularizer(diag if diag is not None else np.ones(1), diag_reg, diag_reg_absolute_scale)
     if diag is None and diag_reg and not diag_reg_absolute_scale:
         raise ValueError("diag_reg: a relative regulariser needs op.diagonal(); use diag_reg_absolute_scale=True")
     inv_m = 1.0 / (diag + reg) if preconditioner == "jacobi" else None

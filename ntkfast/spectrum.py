@@ -15,6 +15,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg as spla
 
+from ._validation import check_positive_float
+
 __all__ = ["SpectrumResult", "analyze", "fourier_feature_spectra"]
 
 
@@ -235,8 +237,8 @@ def analyze(
         energy = float(np.sum(Y * Y))
     if lr is None:
         lr = n * n_out / lam[0]
-    elif isinstance(lr, bool) or not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
+    else:
+        lr = check_positive_float(lr, "lr")
     return SpectrumResult(lam, V, n, n_out, float(lr), y_proj, energy, method)
 
 
