@@ -370,3 +370,117 @@ def step(k, kdot, sigma, theta, res, w2, b2, alpha, beta):
     res = 1 inside a residual block (the identity branch adds its kernels), else 0.
     """
     return res * sigma + w2 * k + b2, res * theta + alpha * k + beta + w2 * kdot * theta
+
+
+# ------------------------------------------------------------------ derivatives (float64 only)
+# For hyper-parameter gradients (``ntkfast.sklearn.NTKKernel``): each ``*_grad`` returns
+# (K, Kdot, dK/dsxx, dK/dsyy, dK/dsxy, dKdot/dsxx, dKdot/dsyy, dKdot/dsxy).  dK/dsxy = Kdot is
+# Price's theorem (except for sign, whose Kdot = 0 is the almost-everywhere convention).
+# Where r = 0 (parallel pairs, zero variances) the Kdot partials of the angle families are
+# singular, but a change of W_std or b_std keeps such a pair parallel (rho = 1 is a fixed point
+# of every layer), so the derivative along it is 0: the partials are set to 0 there.
+GRADIENT_CODES = (ABRELU, ERF, SIN, SIGN, EXP, GAUSSIAN, MONOMIAL + 1)
+
+
+@jit
+def abrelu_grad(a, b, sxx, syy, sxy):
+    r, theta = _angle(sxx, syy, sxy)
+    f = (a - b) * (a - b) * _INV_2PI
+    kdot = (a * a + b * b) * 0.5 - f * theta
+    k = f * r + kdot * sxy
+    if r > 0.0:  # then sxx, syy > 0
+        g = f / r
+        return k, kdot, 0.5 * f * r / sxx, 0.5 * f * r / syy, kdot, -0.5 * g * sxy / sxx, -0.5 * g * sxy / syy, g
+    return k, kdot, 0.0, 0.0, kdot, 0.0, 0.0, 0.0
+
+
+@jit
+def erf_grad(a, b, c, sxx, syy, sxy):
+    b2 = b * b
+    sxx, syy, sxy = b2 * sxx, b2 * syy, b2 * sxy
+    r2 = 1.0 + 2.0 * (sxx + syy) + 4.0 * _det(sxx, syy, sxy)
+    r = math.sqrt(r2)
+    k = (2.0 / math.pi) * atan2(2.0 * sxy, r)
+    kdot = (4.0 / math.pi) / r
+    # partials in the scaled variables, then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
+    kx = -kdot * sxy / (1.0 + 2.0 * sxx)
+    ky = -kdot * sxy / (1.0 + 2.0 * syy)
+    dx = -kdot * (1.0 + 2.0 * syy) / r2
+    dy = -kdot * (1.0 + 2.0 * sxx) / r2
+    dxy = 4.0 * kdot * sxy / r2
+    a2 = a * a
+    s1 = a2 * b2
+    s2 = s1 * b2
+    return a2 * k + c * c, s1 * kdot, s1 * kx, s1 * ky, s1 * kdot, s2 * dx, s2 * dy, s2 * dxy
+
+
+@jit
+def sin_grad(a, b, c, sxx, syy, sxy):
+    # K and Kdot are combinations of exp(-b^2 (sxx + syy -+ 2 sxy)/2)
+    k, kdot = sin(a, b, c, sxx, syy, sxy)
+    b2 = b * b
+    return k, kdot, -0.5 * b2 * k, -0.5 * b2 * k, kdot, -0.5 * b2 * kdot, -0.5 * b2 * kdot, b2 * b2 * k
+
+
+@jit
+def sign_grad(sxx, syy, sxy):
+    r, theta = _angle(sxx, syy, sxy)
+    k = 1.0 - (2.0 / math.pi) * theta
+    if r > 0.0:
+        g = (2.0 / math.pi) / r  # dK/dsxy = -(2/pi) dtheta/dsxy
+        return k, 0.0, -0.5 * g * sxy / sxx, -0.5 * g * sxy / syy, g, 0.0, 0.0, 0.0
+    return k, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+
+
+@jit
+def exp_grad(a, b, sxx, syy, sxy):
+    k, kdot = exp(a, b, sxx, syy, sxy)
+    b2 = b * b
+    return k, kdot, 0.5 * b2 * k, 0.5 * b2 * k, kdot, 0.5 * b2 * kdot, 0.5 * b2 * kdot, b2 * kdot
+
+
+@jit
+def gaussian_grad(a, b, sxx, syy, sxy):
+    k, kdot = gaussian(a, b, sxx, syy, sxy)
+    two_b = 2.0 * b
+    det = 1.0 - two_b * (sxx + syy) + two_b * two_b * _det(sxx, syy, sxy)
+    # dK = -K dD / (2 D), with D = det(I - 2 b Sigma)
+    d_x = -two_b + two_b * two_b * syy
+    d_y = -two_b + two_b * two_b * sxx
+    d_xy = -2.0 * two_b * two_b * sxy
+    inv = 1.0 / det
+    dxy = 4.0 * b * b * k * inv - 1.5 * kdot * d_xy * inv
+    kx, ky = -0.5 * k * d_x * inv, -0.5 * k * d_y * inv
+    return k, kdot, kx, ky, kdot, -1.5 * kdot * d_x * inv, -1.5 * kdot * d_y * inv, dxy
+
+
+@jit
+def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
+    """(K, Kdot) and their partial derivatives in (sxx, syy, sxy); ``code`` in ``GRADIENT_CODES``."""
+    if code == ABRELU:
+        return abrelu_grad(p0, p1, sxx, syy, sxy)
+    elif code == ERF:
+        return erf_grad(p0, p1, p2, sxx, syy, sxy)
+    elif code == SIN:
+        return sin_grad(p0, p1, p2, sxx, syy, sxy)
+    elif code == SIGN:
+        return sign_grad(sxx, syy, sxy)
+    elif code == EXP:
+        return exp_grad(p0, p1, sxx, syy, sxy)
+    elif code == GAUSSIAN:
+        return gaussian_grad(p0, p1, sxx, syy, sxy)
+    else:  # identity: K = sxy, Kdot = 1
+        return sxy, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
+
+
+@jit
+def dual_diag_grad(code, p0, p1, p2, sxx):
+    """(K(x, x), Kdot(x, x)) and their derivatives in sxx along the diagonal."""
+    if code == ABRELU:  # K = (a^2 + b^2)/2 sxx, Kdot constant
+        k, kdot = abrelu_diag(p0, p1, sxx)
+        return k, kdot, 0.5 * (p0 * p0 + p1 * p1), 0.0
+    elif code == SIGN:  # constant in sxx > 0
+        k, kdot = sign_diag(sxx)
+        return k, kdot, 0.0, 0.0
+    k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, sxx, sxx)
+    return k, kdot, kx + ky + kxy, dx + dy + dxy

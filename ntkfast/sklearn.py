@@ -1,4 +1,6 @@
-"""scikit-learn estimators on the infinite-width kernels: :class:`NTKRegressor`, :class:`NTKClassifier`.
+"""scikit-learn estimators on the infinite-width kernels (:class:`NTKRegressor`, :class:`NTKClassifier`)
+and the kernels themselves for Gaussian processes and other kernel methods (:class:`NTKKernel`,
+:class:`NNGPKernel`).
 
 A fitted regressor is kernel regression with the NTK (``t = inf``, the function an infinitely wide
 network trained by gradient flow converges to) or the output at a finite training time ``t``
@@ -11,16 +13,20 @@ import numbers
 
 import numpy as np
 import scipy.linalg
+import scipy.optimize
+import scipy.special
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import predict
-from .gram import kernel
+from .gram import kernel, kernel_diag
+from .kernel_grad import kernel_with_gradient
 from .spec import MLP
 
-__all__ = ["NTKRegressor", "NTKClassifier"]
+__all__ = ["NTKRegressor", "NTKClassifier", "NTKKernel", "NNGPKernel"]
 
 
 class _NTKBase(BaseEstimator):
@@ -83,32 +89,53 @@ class _NTKBase(BaseEstimator):
     def _gram(self, X, Y=None):
         return kernel(self.arch_, X, Y, get=self.kernel, dtype=self.dtype, backend=self.backend, n_jobs=self.n_jobs)
 
-    def _fit_targets(self, X, Y):
-        """Solve for the dual coefficients of centred targets Y (n, k)."""
+    def _fit_targets(self, X, Y, loo: bool = False):
+        """Solve for the dual coefficients of centred targets Y (n, k).
+
+        With ``loo``, also the leave-one-out predictions at the training points, ``loo_`` (n, k),
+        in closed form from the same factorisation (exact for kernel ridge; the linear-smoother
+        formula (f_i - H_ii y_i) / (1 - H_ii) at finite t).
+        """
         self.arch_ = self._check_params()
         self.X_fit_ = X
         K = self._gram(X).astype(np.float64)
-        K[np.diag_indices_from(K)] += predict.diag_regularizer(np.diag(K), self.diag_reg)
+        reg = predict.diag_regularizer(np.diag(K), self.diag_reg)
+        K[np.diag_indices_from(K)] += reg
         # the NNGP posterior variance (predict(return_std=True)) needs the training Gram again
         self._train_gram = K.copy() if self.kernel == "nngp" else None
         self.y_mean_ = Y.mean(axis=0)
         Yc = Y - self.y_mean_
         if np.isinf(self.t) and self.solver in ("auto", "cholesky"):
             try:
-                self.dual_coef_ = scipy.linalg.cho_solve(scipy.linalg.cho_factor(K), Yc)
+                factor = scipy.linalg.cho_factor(K, overwrite_a=not loo)
+                self.dual_coef_ = scipy.linalg.cho_solve(factor, Yc)
+                if loo:  # y_i - f_{-i}(x_i) = alpha_i / [(K + reg)^-1]_ii
+                    inverse, info = scipy.linalg.lapack.dpotri(*factor)
+                    self.loo_ = Y - self.dual_coef_ / np.diag(inverse)[:, None]
+                return self
             except np.linalg.LinAlgError:  # semi-definite after all: fall back to eigh
-                self.dual_coef_ = self._eigh_coef(K, Yc)
-        else:
-            self.dual_coef_ = self._eigh_coef(K, Yc)
+                K[np.diag_indices_from(K)] = self._train_diag(X) + reg
+        self.dual_coef_ = self._eigh_coef(K, Yc, reg, loo)
         return self
 
-    def _eigh_coef(self, K, Yc):
+    def _train_diag(self, X):
+        return kernel_diag(self.arch_, X, get=self.kernel, dtype=self.dtype).astype(np.float64)
+
+    def _eigh_coef(self, K, Yc, reg=0.0, loo=False):
         lam, V = np.linalg.eigh(K)
         lam = np.clip(lam, 0.0, None)
         if np.isinf(self.t):  # pseudo-inverse: modes at round-off level are not fitted
             lam = np.where(lam > 1e-12 * lam.max(), lam, 0.0)
         gain = predict._flow_gain(lam, self.lr * self.t / Yc.size)
-        return V @ (gain[:, None] * (V.T @ Yc))
+        coef = V @ (gain[:, None] * (V.T @ Yc))
+        if loo:  # train predictions f = H Yc, H = V diag((lam - reg) gain) V^T
+            h = np.clip(lam - reg, 0.0, None) * gain
+            f = V @ (h[:, None] * (V.T @ Yc))
+            H_ii = np.einsum("ij,j,ij->i", V, h, V)
+            keep = 1.0 - H_ii > 1e-10  # an interpolated point has no leave-one-out information
+            loo_c = np.where(keep[:, None], (f - H_ii[:, None] * Yc) / np.where(keep, 1.0 - H_ii, 1.0)[:, None], f)
+            self.loo_ = loo_c + self.y_mean_
+        return coef
 
     def _test_gram(self, X):
         check_is_fitted(self, "dual_coef_")
@@ -169,8 +196,19 @@ class NTKRegressor(RegressorMixin, _NTKBase):
 class NTKClassifier(ClassifierMixin, _NTKBase):
     """Classification by NTK kernel regression on centred one-hot targets (Arora et al. 2020).
 
-    ``predict_proba`` is the softmax of the decision values at temperature ``temperature_`` = 1:
-    it orders classes like ``predict`` but is not calibrated (a fitted temperature is not done yet).
+    ``predict_proba`` is the softmax of the per-class decision values divided by a temperature,
+    ``temperature_``, fitted at ``fit`` by minimising the log-loss of the leave-one-out decision
+    values (computed in closed form from the kernel regression's own factorisation, so the
+    temperature is not fitted on interpolated training outputs).  It orders classes like ``predict``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from ntkfast.sklearn import NTKClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = NTKClassifier().fit(X, y)
+    >>> clf.predict_proba(X[:1]).shape
+    (1, 3)
     """
 
     def fit(self, X, y):
@@ -183,8 +221,8 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
             raise ValueError(f"y: needs at least 2 classes, got {len(self.classes_)} class")
         if Y.shape[1] == 1:  # binary: two columns, as for multiclass
             Y = np.hstack([1.0 - Y, Y])
-        self._fit_targets(X, Y)
-        self.temperature_ = 1.0
+        self._fit_targets(X, Y, loo=True)
+        self.temperature_ = _fit_temperature(self.loo_, Y.argmax(axis=1))
         return self
 
     def decision_function(self, X):
@@ -196,7 +234,134 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         return self.classes_[np.argmax(d, axis=1)]
 
     def predict_proba(self, X):
-        d = self._decision(X) / self.temperature_
-        d = d - d.max(axis=1, keepdims=True)
-        e = np.exp(d)
-        return e / e.sum(axis=1, keepdims=True)
+        """Softmax of the decision values over ``temperature_``, shape (n_samples, n_classes)."""
+        return scipy.special.softmax(self._decision(X) / self.temperature_, axis=1)
+
+
+def _fit_temperature(decision: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the mean log-loss of softmax(decision / T) at ``labels``."""
+    rows = np.arange(len(labels))
+
+    def log_loss(log_T):
+        return -np.mean(scipy.special.log_softmax(decision / np.exp(log_T), axis=1)[rows, labels])
+
+    # decision values live on the scale of the one-hot targets: T in [1e-3, 1e3] is ample
+    return float(np.exp(scipy.optimize.minimize_scalar(log_loss, bounds=(-7.0, 7.0), method="bounded").x))
+
+
+class _InfiniteWidthKernel(Kernel):
+    """A Gaussian-process kernel: the NNGP or NTK of an MLP, with W_std and b_std as hyper-parameters.
+
+    ``depth``, ``activation`` and ``parameterization`` are structure, not hyper-parameters.  The
+    gradient in (log W_std, log b_std) is analytic, computed in the same pass as K (see
+    ``ntkfast.kernel_grad``).
+    """
+
+    _get = "ntk"
+
+    def __init__(
+        self,
+        depth: int = 3,
+        activation="relu",
+        W_std: float = 1.4,
+        b_std: float = 0.1,
+        parameterization: str = "ntk",
+        W_std_bounds=(1e-2, 1e1),
+        b_std_bounds=(1e-5, 1e1),
+    ):
+        self.depth = depth
+        self.activation = activation
+        self.W_std = W_std
+        self.b_std = b_std
+        self.parameterization = parameterization
+        self.W_std_bounds = W_std_bounds
+        self.b_std_bounds = b_std_bounds
+
+    @property
+    def hyperparameter_W_std(self) -> Hyperparameter:
+        return Hyperparameter("W_std", "numeric", self.W_std_bounds)
+
+    @property
+    def hyperparameter_b_std(self) -> Hyperparameter:
+        return Hyperparameter("b_std", "numeric", self.b_std_bounds)
+
+    def _arch(self) -> MLP:
+        return MLP(
+            depth=self.depth,
+            activation=self.activation,
+            W_std=self.W_std,
+            b_std=self.b_std,
+            parameterization=self.parameterization,
+        )
+
+    def __call__(self, X, Y=None, eval_gradient: bool = False):
+        """K(X, Y); with ``eval_gradient`` also dK/dtheta of shape (n, n, n_free_hyperparameters).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples_X, n_features)
+        Y : ndarray of shape (n_samples_Y, n_features), default=None
+            None: K(X, X).
+        eval_gradient : bool, default=False
+            Also return the gradient in the log of the non-fixed hyper-parameters (only for Y=None).
+        """
+        arch = self._arch()
+        if not eval_gradient:
+            return kernel(arch, X, Y, get=self._get, dtype=np.float64)
+        if Y is not None:
+            raise ValueError("Gradient can only be evaluated when Y is None.")
+        K, dK = kernel_with_gradient(arch, X, get=self._get)
+        free = [i for i, h in enumerate(self.hyperparameters) if not h.fixed]  # W_std, b_std order
+        return K, dK[:, :, free]
+
+    def diag(self, X) -> np.ndarray:
+        """The diagonal of K(X, X), without the matrix."""
+        return kernel_diag(self._arch(), X, get=self._get)
+
+    def is_stationary(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(depth={self.depth}, activation={self.activation!r}, "
+            f"W_std={self.W_std:.3g}, b_std={self.b_std:.3g})"
+        )
+
+
+class NTKKernel(_InfiniteWidthKernel):
+    """The infinite-width NTK of an MLP as a scikit-learn kernel.
+
+    Use it in :class:`~sklearn.gaussian_process.GaussianProcessRegressor` (hyper-parameters W_std and
+    b_std are optimised with an analytic gradient), :class:`~sklearn.kernel_ridge.KernelRidge` or
+    :class:`~sklearn.svm.SVC` (called on whole arrays), and in sums and products with other kernels.
+
+    Parameters
+    ----------
+    depth : int, default=3
+        Hidden layers.
+    activation : str or activation object, default="relu"
+    W_std : float, default=1.4
+    b_std : float, default=0.1
+        0 with ``b_std_bounds="fixed"`` means no bias.
+    parameterization : {"ntk", "standard"}, default="ntk"
+    W_std_bounds, b_std_bounds : pair of floats >= 0, or "fixed", default=(1e-2, 1e1), (1e-5, 1e1)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.gaussian_process import GaussianProcessRegressor
+    >>> from sklearn.gaussian_process.kernels import WhiteKernel
+    >>> from ntkfast.sklearn import NTKKernel
+    >>> X = np.random.default_rng(0).standard_normal((30, 3))
+    >>> gpr = GaussianProcessRegressor(NTKKernel() + WhiteKernel(), random_state=0).fit(X, X[:, 0])
+    >>> gpr.predict(X[:2]).shape
+    (2,)
+    """
+
+    _get = "ntk"
+
+
+class NNGPKernel(_InfiniteWidthKernel):
+    """The infinite-width NNGP kernel of an MLP as a scikit-learn kernel (see :class:`NTKKernel`)."""
+
+    _get = "nngp"

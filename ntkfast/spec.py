@@ -528,3 +528,21 @@ class MLP:
             res = 1.0 if (self.residual and k < self.depth) else 0.0
             steps[k] = (res, w2, b2, alphas[k], beta)
         return first, steps
+
+    def layer_coefficient_gradients(self, d_in: int) -> tuple[np.ndarray, np.ndarray]:
+        """Derivatives of :meth:`layer_coefficients` in (log W_std, log b_std).
+
+        Returns ``dfirst`` (2, 4) and ``dsteps`` (2, n_steps, 5).  Every coefficient is
+        const, W_std^2 * const or b_std^2, so d/dlog W_std doubles the W_std^2 terms and
+        d/dlog b_std doubles the b_std^2 ones.
+        """
+        w2 = self.W_std**2
+        b2 = 0.0 if self.b_std is None else self.b_std**2
+        ntk = 1.0 if self.parameterization == "ntk" else 0.0
+        dfirst = np.array([[2 * w2 / d_in, 0.0, ntk * 2 * w2 / d_in, 0.0], [0.0, 2 * b2, 0.0, ntk * 2 * b2]])
+        dsteps = np.zeros((2, self.n_steps, 5))
+        dsteps[0, :, 1] = 2 * w2
+        dsteps[0, :, 3] = ntk * 2 * w2
+        dsteps[1, :, 2] = 2 * b2
+        dsteps[1, :, 4] = ntk * 2 * b2
+        return dfirst, dsteps

@@ -54,3 +54,143 @@ def test_pipeline_grid_search_pickle_and_options(tmp_path):
         NTKRegressor().fit(X, y).predict(X[:5], return_std=True)
     with pytest.raises(ValueError, match="kernel"):
         NTKRegressor(kernel="rbf").fit(X, y)
+
+
+# ------------------------------------------------------------------ calibration of predict_proba
+@pytest.mark.parametrize("solver", ["cholesky", "eigh"])
+def test_leave_one_out_decision_equals_refits(solver):
+    """The closed-form leave-one-out values equal kernel ridge refitted without each point
+    (same regulariser and target mean, dense NumPy solves)."""
+    import ntkfast as nf
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((25, 3))
+    y = (X[:, 0] > 0).astype(int)
+    clf = NTKClassifier(solver=solver, diag_reg=1e-2).fit(X, y)
+    K = nf.kernel(clf.arch_, X)
+    reg = 1e-2 * np.mean(np.diag(K))
+    Y = np.stack([1 - y, y], axis=1).astype(float)
+    Yc = Y - Y.mean(axis=0)
+    for i in range(len(X)):
+        m = np.arange(len(X)) != i
+        alpha = np.linalg.solve(K[np.ix_(m, m)] + reg * np.eye(m.sum()), Yc[m])
+        np.testing.assert_allclose(clf.loo_[i], K[i, m] @ alpha + Y.mean(axis=0), rtol=0, atol=1e-11)
+
+
+def test_fitted_temperature_improves_held_out_log_loss():
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, train_size=600, random_state=0, stratify=y)
+    clf = NTKClassifier().fit(X_train, y_train)
+    calibrated = log_loss(y_test, clf.predict_proba(X_test))
+    T = clf.temperature_
+    clf.temperature_ = 1.0
+    raw = log_loss(y_test, clf.predict_proba(X_test))
+    assert 0 < T < 1 and calibrated < 0.5 * raw, (T, calibrated, raw)
+
+
+# ----------------------------------------------------------------------- Gaussian-process kernels
+def _fd_theta(kernel, X, h=1e-4):
+    """Richardson-extrapolated central differences of K in the kernel's log hyper-parameters."""
+    out = []
+    for e in np.eye(len(kernel.theta)):
+
+        def K(step, e=e):
+            return kernel.clone_with_theta(kernel.theta + step * e)(X)
+
+        d1 = (K(h) - K(-h)) / (2 * h)
+        d2 = (K(h / 2) - K(-h / 2)) / h
+        out.append((4 * d2 - d1) / 3)
+    return np.stack(out, axis=-1)
+
+
+@pytest.mark.parametrize(
+    "activation, parameterization",
+    [("relu", "ntk"), ("relu", "standard"), ("leaky_relu", "ntk"), ("erf", "ntk"), ("sin", "ntk"),
+     ("sign", "ntk"), ("identity", "ntk"), ("rbf", "standard")],
+)  # fmt: skip
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+def test_kernel_gradient_matches_finite_differences(activation, parameterization, kind):
+    from ntkfast.sklearn import NNGPKernel, NTKKernel
+
+    X = np.random.default_rng(1).standard_normal((30, 4))
+    cls = NTKKernel if kind == "ntk" else NNGPKernel
+    k = cls(depth=3, activation=activation, W_std=1.3, b_std=0.2, parameterization=parameterization)
+    K, dK = k(X, eval_gradient=True)
+    np.testing.assert_allclose(K, k(X), rtol=1e-13, atol=1e-15)
+    assert np.array_equal(np.diag(K), k.diag(X)) and np.array_equal(K, K.T)
+    fd = _fd_theta(k, X)
+    assert dK.shape == (30, 30, 2)
+    assert np.abs(dK - fd).max() <= 1e-8 * np.abs(fd).max()
+
+
+def test_kernel_fixed_hyperparameters_and_errors():
+    from ntkfast.sklearn import NTKKernel
+
+    X = np.random.default_rng(2).standard_normal((10, 3))
+    k = NTKKernel(b_std=0.0, b_std_bounds="fixed")
+    K, dK = k(X, eval_gradient=True)
+    assert dK.shape == (10, 10, 1) and len(k.theta) == 1
+    np.testing.assert_allclose(dK[..., 0], _fd_theta(k, X)[..., 0], rtol=1e-8, atol=1e-12)
+    assert not k.is_stationary()
+    with pytest.raises(ValueError, match="Gradient can only be evaluated when Y is None"):
+        k(X, X, eval_gradient=True)
+    with pytest.raises(ValueError, match="activation"):
+        NTKKernel(activation="gelu")(X, eval_gradient=True)
+    with pytest.raises(ValueError, match="NaN"):
+        NTKKernel()(np.full((3, 3), np.nan))
+
+
+def test_gaussian_process_optimises_the_kernel_on_real_data():
+    """The log-marginal-likelihood gradient equals finite differences, and optimising W_std,
+    b_std (with a constant and a noise level) raises the likelihood on the diabetes data."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, WhiteKernel
+    from sklearn.preprocessing import StandardScaler
+
+    from ntkfast.sklearn import NTKKernel
+
+    X, y = load_diabetes(return_X_y=True)
+    X, y = StandardScaler().fit_transform(X[:200]), (y[:200] - y[:200].mean()) / y[:200].std()
+    kernel = ConstantKernel() * NTKKernel() + WhiteKernel()
+    start = GaussianProcessRegressor(kernel, optimizer=None).fit(X, y)
+    theta = kernel.theta + 0.1
+    lml, grad = start.log_marginal_likelihood(theta, eval_gradient=True)
+    h = 1e-5
+    fd = [
+        (start.log_marginal_likelihood(theta + h * e) - start.log_marginal_likelihood(theta - h * e)) / (2 * h)
+        for e in np.eye(len(theta))
+    ]
+    np.testing.assert_allclose(grad, fd, rtol=1e-6)
+    fitted = GaussianProcessRegressor(kernel, random_state=0).fit(X, y)
+    assert fitted.log_marginal_likelihood_value_ > start.log_marginal_likelihood_value_ + 50
+
+
+def test_kernel_serves_kernel_ridge_and_svc_and_pickles():
+    import pickle
+
+    from sklearn.base import clone
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    import ntkfast as nf
+    from ntkfast.sklearn import NNGPKernel, NTKKernel
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X[:150])
+    y = y[:150]
+    k = NTKKernel(depth=2)
+    svc = SVC(kernel=k).fit(X, y)
+    assert svc.score(X, y) > 0.95
+    ridge = KernelRidge(kernel=NNGPKernel()).fit(X, y)
+    arch = nf.MLP(depth=3, activation="relu", W_std=1.4, b_std=0.1)
+    np.testing.assert_allclose(ridge.predict(X[:5]), nf.kernel(arch, X[:5], X, get="nngp") @ ridge.dual_coef_)
+    assert pickle.loads(pickle.dumps(k)) == k and clone(k) == k

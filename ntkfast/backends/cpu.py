@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .._jit import jit
-from ..recursion import dual, dual_diag, step
+from ..recursion import dual, dual_diag, dual_diag_grad, dual_grad, step
 
 
 def _math_fingerprint() -> int:
@@ -145,7 +145,92 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             if get_ntk:
                 ntk[i0 + i, j0 + j] = t
 
-    return SimpleNamespace(diag=diag, tile=tile, layer_row=layer_row, pairs=pairs)
+    @jit
+    def diag_grad(params, first, dfirst, steps, dsteps, sqnorm, sig, dsig, out, dout, get_ntk):
+        """``diag`` with forward-mode derivatives in two hyper-parameters (float64).
+
+        ``dfirst`` (2, 4) and ``dsteps`` (2, L, 5) are the derivatives of ``first`` and
+        ``steps``; ``dsig[l, i, p]`` receives dSigma(x_i, x_i)/dp entering step l, ``out[i]``
+        the NNGP (or NTK with ``get_ntk``) and ``dout[i, p]`` its derivatives.
+        """
+        if fingerprint < 0:
+            return
+        p0, p1, p2 = params[0], params[1], params[2]
+        ds = np.empty(2)
+        dt = np.empty(2)
+        for i in range(sqnorm.shape[0]):
+            q = sqnorm[i]
+            s = first[0] * q + first[1]
+            t = first[2] * q + first[3]
+            for p in range(2):
+                ds[p] = dfirst[p, 0] * q + dfirst[p, 1]
+                dt[p] = dfirst[p, 2] * q + dfirst[p, 3]
+            for layer in range(steps.shape[0]):
+                sig[layer, i] = s
+                k, kdot, dk, dkdot = dual_diag_grad(code, p0, p1, p2, s)
+                c = steps[layer]
+                for p in range(2):
+                    dsig[layer, i, p] = ds[p]
+                    dc = dsteps[p, layer]
+                    dkp = dk * ds[p]
+                    ds_new = c[0] * ds[p] + dc[1] * k + c[1] * dkp + dc[2]
+                    dt[p] = (
+                        c[0] * dt[p] + dc[3] * k + c[3] * dkp + dc[4]
+                        + (dc[1] * kdot + c[1] * dkdot * ds[p]) * t + c[1] * kdot * dt[p]
+                    )  # fmt: skip
+                    ds[p] = ds_new
+                s, t = step(k, kdot, s, t, c[0], c[1], c[2], c[3], c[4])
+            out[i] = t if get_ntk else s
+            for p in range(2):
+                dout[i, p] = dt[p] if get_ntk else ds[p]
+
+    @jit
+    def tile_grad(params, first, dfirst, steps, dsteps, G, sig_rows, dsig_rows, sig_cols, dsig_cols, out, dout,
+                  i0, j0, get_ntk):
+        """``tile`` with forward-mode derivatives in two hyper-parameters (float64, one output).
+
+        Same pass, same order: each pair carries (Sigma, Theta) and their derivatives through
+        the layers, with the chain rule through ``recursion.dual_grad``.  Writes
+        ``out[i0 + i, j0 + j]`` and ``dout[i0 + i, j0 + j, p]``.
+        """  # fmt: skip
+        if fingerprint < 0:
+            return
+        p0, p1, p2 = params[0], params[1], params[2]
+        ds = np.empty(2)
+        dt = np.empty(2)
+        for i in range(G.shape[0]):
+            for j in range(G.shape[1]):
+                g = G[i, j]
+                s = first[0] * g + first[1]
+                t = first[2] * g + first[3]
+                for p in range(2):
+                    ds[p] = dfirst[p, 0] * g + dfirst[p, 1]
+                    dt[p] = dfirst[p, 2] * g + dfirst[p, 3]
+                for layer in range(steps.shape[0]):
+                    sxx = sig_rows[layer, i]
+                    syy = sig_cols[layer, j]
+                    k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, syy, s)
+                    c = steps[layer]
+                    for p in range(2):
+                        dc = dsteps[p, layer]
+                        dsx = dsig_rows[layer, i, p]
+                        dsy = dsig_cols[layer, j, p]
+                        dk = kx * dsx + ky * dsy + kxy * ds[p]
+                        dkdot = dx * dsx + dy * dsy + dxy * ds[p]
+                        ds_new = c[0] * ds[p] + dc[1] * k + c[1] * dk + dc[2]
+                        dt[p] = (
+                            c[0] * dt[p] + dc[3] * k + c[3] * dk + dc[4]
+                            + (dc[1] * kdot + c[1] * dkdot) * t + c[1] * kdot * dt[p]
+                        )  # fmt: skip
+                        ds[p] = ds_new
+                    s, t = step(k, kdot, s, t, c[0], c[1], c[2], c[3], c[4])
+                out[i0 + i, j0 + j] = t if get_ntk else s
+                for p in range(2):
+                    dout[i0 + i, j0 + j, p] = dt[p] if get_ntk else ds[p]
+
+    return SimpleNamespace(
+        diag=diag, tile=tile, layer_row=layer_row, pairs=pairs, diag_grad=diag_grad, tile_grad=tile_grad
+    )
 
 
 @jit
