@@ -107,19 +107,17 @@ class _NTKBase(BaseEstimator):
         Yc = Y - self.y_mean_
         if np.isinf(self.t) and self.solver in ("auto", "cholesky"):
             try:
-                factor = scipy.linalg.cho_factor(K, overwrite_a=not loo)
+                factor = scipy.linalg.cho_factor(K, overwrite_a=True)
                 self.dual_coef_ = scipy.linalg.cho_solve(factor, Yc)
                 if loo:  # y_i - f_{-i}(x_i) = alpha_i / [(K + reg)^-1]_ii
-                    inverse, info = scipy.linalg.lapack.dpotri(*factor)
+                    inverse, _ = scipy.linalg.lapack.dpotri(*factor)
                     self.loo_ = Y - self.dual_coef_ / np.diag(inverse)[:, None]
                 return self
             except np.linalg.LinAlgError:  # semi-definite after all: fall back to eigh
-                K[np.diag_indices_from(K)] = self._train_diag(X) + reg
+                K = self._gram(X).astype(np.float64)  # the failed factorisation overwrote K
+                K[np.diag_indices_from(K)] += reg
         self.dual_coef_ = self._eigh_coef(K, Yc, reg, loo)
         return self
-
-    def _train_diag(self, X):
-        return kernel_diag(self.arch_, X, get=self.kernel, dtype=self.dtype).astype(np.float64)
 
     def _eigh_coef(self, K, Yc, reg=0.0, loo=False):
         lam, V = np.linalg.eigh(K)
