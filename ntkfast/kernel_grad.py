@@ -46,8 +46,8 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
         raise ValueError(f"get: expected 'ntk' or 'nngp', got {get!r}")
     if not has_gradient(arch):
         raise ValueError(
-            f"activation: the analytic gradient is implemented for the ABReLU family (relu, leaky_relu, abs), "
-            f"erf, sin/cos/rbf, sign, exp, gaussian and identity; got {arch.activation!r}"
+            f"activation: no analytic hyper-parameter gradient for {arch.activation!r} "
+            "(use GaussianProcessRegressor(optimizer=None), or another activation)"
         )
     X = check_array(X, "X", np.float64)
     feats = X if arch.input_map is None else np.ascontiguousarray(arch.input_map.apply(X), np.float64)

@@ -379,7 +379,8 @@ def step(k, kdot, sigma, theta, res, w2, b2, alpha, beta):
 # Where r = 0 (parallel pairs, zero variances) the Kdot partials of the angle families are
 # singular, but a change of W_std or b_std keeps such a pair parallel (rho = 1 is a fixed point
 # of every layer), so the derivative along it is 0: the partials are set to 0 there.
-GRADIENT_CODES = (ABRELU, ERF, SIN, SIGN, EXP, GAUSSIAN, MONOMIAL + 1)
+_HOMOGENEOUS_CODES = tuple(range(RECTIFIED_MONOMIAL, RECTIFIED_MONOMIAL + 6)) + tuple(range(MONOMIAL, MONOMIAL + 9))
+GRADIENT_CODES = (ABRELU, ERF, GELU, SIN, SIGN, EXP, GAUSSIAN) + _HOMOGENEOUS_CODES
 
 
 @jit
@@ -415,6 +416,25 @@ def erf_grad(a, b, c, sxx, syy, sxy):
 
 
 @jit
+def gelu_grad(sxx, syy, sxy):
+    # with a = 1 + sxx, b = 1 + syy, D = a b - sxy^2 (partials simplified with sympy; the tests
+    # check them against finite differences)
+    k, kdot = gelu(sxx, syy, sxy)
+    a = 1.0 + sxx
+    b = 1.0 + syy
+    D = 1.0 + sxx + syy + _det(sxx, syy, sxy)
+    sq = math.sqrt(D)
+    c1 = _INV_2PI / (2.0 * D * sq)
+    kx = c1 * (D * D * (a + 2.0) - D * a * (a + b) - a * a * b) / (a * a)
+    ky = c1 * (D * D * (b + 2.0) - D * b * (a + b) - a * b * b) / (b * b)
+    c2 = c1 / D
+    dx = -c2 * sxy * (D * D * (a + 2.0) + D * a * (a + b) + 3.0 * a * a * b) / (a * a)
+    dy = -c2 * sxy * (D * D * (b + 2.0) + D * b * (a + b) + 3.0 * a * b * b) / (b * b)
+    dxy = 2.0 * c2 * (D * D + D * (a + b - 2.0) + 3.0 * a * b)
+    return k, kdot, kx, ky, kdot, dx, dy, dxy
+
+
+@jit
 def sin_grad(a, b, c, sxx, syy, sxy):
     # K and Kdot are combinations of exp(-b^2 (sxx + syy -+ 2 sxy)/2)
     k, kdot = sin(a, b, c, sxx, syy, sxy)
@@ -423,13 +443,55 @@ def sin_grad(a, b, c, sxx, syy, sxy):
 
 
 @jit
-def sign_grad(sxx, syy, sxy):
+def _step_grad(scale, k, sxx, syy, sxy):
+    """K = const - scale theta, Kdot = 0 (sign: scale 2/pi; the step max(x, 0)^0: 1/(2 pi))."""
     r, theta = _angle(sxx, syy, sxy)
-    k = 1.0 - (2.0 / math.pi) * theta
     if r > 0.0:
-        g = (2.0 / math.pi) / r  # dK/dsxy = -(2/pi) dtheta/dsxy
+        g = scale / r  # dK/dsxy = -scale dtheta/dsxy
         return k, 0.0, -0.5 * g * sxy / sxx, -0.5 * g * sxy / syy, g, 0.0, 0.0, 0.0
     return k, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+
+
+@jit
+def sign_grad(sxx, syy, sxy):
+    return _step_grad(2.0 / math.pi, sign(sxx, syy, sxy)[0], sxx, syy, sxy)
+
+
+@jit
+def _homogeneous_grad(n, k, kdot, dxy, sxx, syy, sxy):
+    """Partials of a phi homogeneous of degree n >= 2, given K, Kdot and dKdot/dsxy.
+
+    K(c^2 sxx, syy, c sxy) = c^n K gives 2 sxx dK/dsxx + sxy dK/dsxy = n K (Euler), and the
+    same for Kdot with degree n - 1; dK/dsxy = Kdot (Price).
+    """
+    kx = (n * k - sxy * kdot) / (2.0 * sxx) if sxx > 0.0 else 0.0
+    ky = (n * k - sxy * kdot) / (2.0 * syy) if syy > 0.0 else 0.0
+    dx = ((n - 1) * kdot - sxy * dxy) / (2.0 * sxx) if sxx > 0.0 else 0.0
+    dy = ((n - 1) * kdot - sxy * dxy) / (2.0 * syy) if syy > 0.0 else 0.0
+    return k, kdot, kx, ky, kdot, dx, dy, dxy
+
+
+@jit
+def rectified_monomial_grad(n, sxx, syy, sxy):
+    if n == 0:
+        return _step_grad(_INV_2PI, rectified_monomial(0, sxx, syy, sxy)[0], sxx, syy, sxy)
+    if n == 1:
+        return abrelu_grad(0.0, 1.0, sxx, syy, sxy)
+    k, kdot = rectified_monomial(n, sxx, syy, sxy)
+    # dKdot/dsxy = E[phi'' phi''] (Price) with phi'' = n (n - 1) max(x, 0)^(n-2)
+    dxy = (n * (n - 1)) ** 2 * rectified_monomial(n - 2, sxx, syy, sxy)[0]
+    return _homogeneous_grad(n, k, kdot, dxy, sxx, syy, sxy)
+
+
+@jit
+def monomial_grad(n, sxx, syy, sxy):
+    if n == 0:
+        return 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    if n == 1:
+        return sxy, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
+    k, kdot = monomial(n, sxx, syy, sxy)
+    dxy = (n * (n - 1)) ** 2 * monomial(n - 2, sxx, syy, sxy)[0]
+    return _homogeneous_grad(n, k, kdot, dxy, sxx, syy, sxy)
 
 
 @jit
@@ -461,6 +523,8 @@ def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
         return abrelu_grad(p0, p1, sxx, syy, sxy)
     elif code == ERF:
         return erf_grad(p0, p1, p2, sxx, syy, sxy)
+    elif code == GELU:
+        return gelu_grad(sxx, syy, sxy)
     elif code == SIN:
         return sin_grad(p0, p1, p2, sxx, syy, sxy)
     elif code == SIGN:
@@ -469,8 +533,10 @@ def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
         return exp_grad(p0, p1, sxx, syy, sxy)
     elif code == GAUSSIAN:
         return gaussian_grad(p0, p1, sxx, syy, sxy)
-    else:  # identity: K = sxy, Kdot = 1
-        return sxy, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
+    elif code < MONOMIAL:
+        return rectified_monomial_grad(code - RECTIFIED_MONOMIAL, sxx, syy, sxy)
+    else:
+        return monomial_grad(code - MONOMIAL, sxx, syy, sxy)
 
 
 @jit
@@ -481,6 +547,12 @@ def dual_diag_grad(code, p0, p1, p2, sxx):
         return k, kdot, 0.5 * (p0 * p0 + p1 * p1), 0.0
     elif code == SIGN:  # constant in sxx > 0
         k, kdot = sign_diag(sxx)
+        return k, kdot, 0.0, 0.0
+    elif code >= RECTIFIED_MONOMIAL:  # homogeneous of degree n: K(s) = s^n K(1)
+        n = code - RECTIFIED_MONOMIAL if code < MONOMIAL else code - MONOMIAL
+        k, kdot = dual_diag(code, p0, p1, p2, sxx)
+        if sxx > 0.0:
+            return k, kdot, n * k / sxx, (n - 1) * kdot / sxx
         return k, kdot, 0.0, 0.0
     k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, sxx, sxx)
     return k, kdot, kx + ky + kxy, dx + dy + dxy

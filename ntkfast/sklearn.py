@@ -98,7 +98,7 @@ class _NTKBase(BaseEstimator):
         """
         self.arch_ = self._check_params()
         self.X_fit_ = X
-        K = self._gram(X).astype(np.float64)
+        K = np.asarray(self._gram(X), dtype=np.float64)
         reg = predict.diag_regularizer(np.diag(K), self.diag_reg)
         K[np.diag_indices_from(K)] += reg
         # the NNGP posterior variance (predict(return_std=True)) needs the training Gram again
@@ -114,7 +114,7 @@ class _NTKBase(BaseEstimator):
                     self.loo_ = Y - self.dual_coef_ / np.diag(inverse)[:, None]
                 return self
             except np.linalg.LinAlgError:  # semi-definite after all: fall back to eigh
-                K = self._gram(X).astype(np.float64)  # the failed factorisation overwrote K
+                K = np.asarray(self._gram(X), dtype=np.float64)  # the failed factorisation overwrote K
                 K[np.diag_indices_from(K)] += reg
         self.dual_coef_ = self._eigh_coef(K, Yc, reg, loo)
         return self
@@ -138,7 +138,7 @@ class _NTKBase(BaseEstimator):
     def _test_gram(self, X):
         check_is_fitted(self, "dual_coef_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return X, self._gram(X, self.X_fit_).astype(np.float64)
+        return X, np.asarray(self._gram(X, self.X_fit_), dtype=np.float64)
 
     def _decision(self, X):
         return self._test_gram(X)[1] @ self.dual_coef_ + self.y_mean_
