@@ -91,7 +91,13 @@ def spectrum_times(n: int = 8000, d: int = 16, k: int = 50):
     }
 
 
-def main(quick: bool = False, spectrum: bool = False) -> None:
+def main(quick: bool = False, spectrum: bool = False, scale: bool = False) -> None:
+    if scale:
+        if quick:
+            scale_benchmark(n=20_000, n_test=5_000, m=500, exact_n=4_000, exact_test=5_000)
+        else:
+            scale_benchmark()
+        return
     if spectrum:
         n = 2000 if quick else 8000
         t = spectrum_times(n)
@@ -113,3 +119,108 @@ def main(quick: bool = False, spectrum: bool = False) -> None:
         f"  n = {n_naive}: full structured {t['full_small']:.4f} s vs naive J J^T {t['naive_small']:.3f} s "
         f"({t['naive_small'] / t['full_small']:.0f}x)"
     )
+
+
+# ----------------------------------------------------------------------------- scale benchmark
+SCALE_ARCH = MLP(depth=3, activation="relu", W_std=1.4, b_std=0.1)
+
+
+def scale_data(n: int, d: int = 28, noise: float = 0.3, seed: int = 0):
+    """Synthetic regression data of the HIGGS shape: standardised Gaussian features X (n, d) and
+    a smooth target of a few random projections (a multi-index model), plus Gaussian noise.
+
+    Returns ``X, y, f`` with ``f`` the noiseless target (y = f + noise).
+    """
+    rng = np.random.default_rng(seed)
+    # fixed directions (seeded apart from the samples, so train and test share them)
+    W = np.linalg.qr(np.random.default_rng(12345).standard_normal((d, 4)))[0]
+    X = rng.standard_normal((n, d))
+    U = X @ W
+    f = np.sin(0.8 * U[:, 0]) + 0.5 * U[:, 1] * U[:, 2] + 0.3 * U[:, 3]
+    return X, f + noise * rng.standard_normal(n), f
+
+
+def _rmse(a, b) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def scale_benchmark(
+    n: int = 1_000_000,
+    n_test: int = 100_000,
+    d: int = 28,
+    m: int = 2000,
+    exact_n: int | None = 20_000,
+    exact_test: int = 20_000,
+    diag_reg: float = 1e-4,
+    dtype=np.float32,
+    centers: str = "uniform",
+    tol: float = 1e-5,
+    maxiter: int = 100,
+    noise: float = 0.3,
+    seed: int = 0,
+    progress: bool = False,
+    arch: MLP = SCALE_ARCH,
+) -> dict:
+    """NTK regression at scale with :func:`ntkfast.solvers.nystrom`, timed per stage, and the
+    exact Cholesky solver at ``exact_n`` training points for the accuracy comparison.
+
+    Stages: data generation (not counted), Nyström fit (centres, preconditioner, K_nm, CG) and
+    prediction on ``n_test`` points; "total" is fit + predict.  With ``exact_n``, the first
+    ``exact_n`` training points are fitted by both the exact solver and Nyström (same m) and
+    both are scored on the first ``exact_test`` test points.  Returns a dict of the figures
+    (and prints them).
+    """
+    from .solvers import nystrom, plan_solver, solve
+    from .tiling import format_bytes, memory_budget
+
+    out = {"n": n, "n_test": n_test, "d": d, "m": m, "dtype": np.dtype(dtype).name, "centers": centers}
+    X, y, _ = scale_data(n, d, noise, seed)
+    Xt, yt, ft = scale_data(n_test, d, noise, seed + 1)
+    print(f"NTK regression, {arch!r}; n = {n}, n_test = {n_test}, d = {d}; Nyström m = {m} ({centers}), "
+          f"{np.dtype(dtype).name} K_nm, diag_reg = {diag_reg:g}, tol = {tol:g}")  # fmt: skip
+    plan = plan_solver(n, n_test, 1, d, m, np.dtype(dtype).itemsize)
+    print(f"  plan (solver='auto'): {plan.method}; K_nm cached: {plan.cache}; budget {format_bytes(plan.budget)}")
+
+    t0 = time.perf_counter()
+    # cache=True: refuse up front rather than recompute K_nm at every iteration (minutes each at 1M)
+    fit = nystrom(arch, X, y, m, centers=centers, diag_reg=diag_reg, dtype=dtype, tol=tol, maxiter=maxiter,
+                  seed=seed, progress=progress, cache=True)  # fmt: skip
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = fit.predict(Xt, progress=progress)
+    t_pred = time.perf_counter() - t0
+    out.update(
+        stages=dict(fit.timings), fit=t_fit, predict=t_pred, total=t_fit + t_pred, iterations=fit.iterations,
+        residual=float(fit.residual.max()), cached=fit.cached, rmse=_rmse(pred, yt), rmse_f=_rmse(pred, ft),
+    )  # fmt: skip
+    st = fit.timings
+    print(f"  fit {t_fit:.1f} s (centres {st['centers']:.1f}, preconditioner {st['preconditioner']:.1f}, "
+          f"K_nm {st['K_nm']:.1f}{' cached' if fit.cached else ' streamed'}, CG {st['cg']:.1f} s for "
+          f"{fit.iterations} iterations, residual {fit.residual.max():.1e}); predict {t_pred:.1f} s; "
+          f"total {t_fit + t_pred:.1f} s")  # fmt: skip
+    print(f"  test RMSE {out['rmse']:.4f} (against the noiseless target {out['rmse_f']:.4f}; noise std {noise})")
+
+    if exact_n:
+        limit = int(np.sqrt(memory_budget() / 8))
+        print(f"Exact comparison at n = {exact_n} (the exact solver's n x n Gram fits up to n ~ {limit} here):")
+        Xe, ye = X[:exact_n], y[:exact_n]
+        Xs, ys, fs = Xt[:exact_test], yt[:exact_test], ft[:exact_test]
+        t0 = time.perf_counter()
+        exact = solve(arch, Xe, ye, "cholesky", diag_reg=diag_reg)
+        pe = exact.predict(Xs)
+        t_exact = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ny = nystrom(arch, Xe, ye, min(m, exact_n), centers=centers, diag_reg=diag_reg, dtype=dtype, tol=tol,
+                     maxiter=maxiter, seed=seed)  # fmt: skip
+        pn = ny.predict(Xs)
+        t_ny = time.perf_counter() - t0
+        out["exact"] = dict(
+            n=exact_n, n_test=exact_test, time=t_exact, time_nystrom=t_ny, rmse=_rmse(pe, ys), rmse_f=_rmse(pe, fs),
+            rmse_nystrom=_rmse(pn, ys), rmse_f_nystrom=_rmse(pn, fs), rmse_full_n=_rmse(pred[:exact_test], ys),
+        )  # fmt: skip
+        e = out["exact"]
+        print(f"  exact Cholesky: {t_exact:.1f} s, test RMSE {e['rmse']:.4f} (noiseless {e['rmse_f']:.4f})")
+        print(f"  Nyström m = {min(m, exact_n)}: {t_ny:.1f} s, test RMSE {e['rmse_nystrom']:.4f} "
+              f"(noiseless {e['rmse_f_nystrom']:.4f}); ratio {e['rmse_nystrom'] / e['rmse']:.4f}")  # fmt: skip
+        print(f"  Nyström at the full n = {n} on the same {exact_test} test points: RMSE {e['rmse_full_n']:.4f}")
+    return out

@@ -21,12 +21,60 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import predict
+from . import predict, solvers
 from .gram import kernel, kernel_diag
 from .kernel_grad import kernel_with_gradient
 from .spec import MLP
 
 __all__ = ["NTKRegressor", "NTKClassifier", "NTKKernel", "NNGPKernel"]
+
+_SOLVERS = ("auto", "cholesky", "eigh", "cg", "nystrom")
+
+
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    depth : int, default=3
+        Hidden layers of the MLP (``ntkfast.MLP``).
+    activation : str or activation object, default="relu"
+    W_std : float, default=1.4
+    b_std : float or None, default=0.1
+        None: no bias.
+    parameterization : {"ntk", "standard"}, default="ntk"
+    input_map : ntkfast.FourierFeatures or ntkfast.RandomFourierFeatures, default=None
+    kernel : {"ntk", "nngp"}, default="ntk"
+    t : float, default=np.inf
+        Training time of the infinitely wide network (np.inf: kernel regression).
+    lr : float, default=1.0
+        Learning rate of that training (matters only for finite ``t``).
+    diag_reg : float, default=1e-4
+        Ridge, relative to the mean of the Gram's diagonal.
+    solver : {"auto", "cholesky", "eigh", "cg", "nystrom"}, default="auto"
+        "auto": Cholesky when the n x n Gram fits the memory budget, else matrix-free conjugate
+        gradient (n <= 100 000) or Nystrom-preconditioned CG (``ntkfast.solvers.plan_solver``);
+        a finite ``t`` uses "eigh".
+    n_centers : int, default=None
+        Nystrom centres (default 2 sqrt(n)).
+    tol, max_iter : float, int, default=None
+        Stopping rule of the iterative solvers (defaults: see ``ntkfast.solvers.solve``).
+    random_state : int, default=None
+        Seed of the Nystrom centres.
+    dtype : {np.float64, np.float32}, default=np.float64
+        Precision of the kernel (solves are float64).
+    backend : {"auto", "cpu", "gpu"}, default="auto"
+    n_jobs : int, default=None
+        Threads of the kernel engine (default: all cores).
+
+    Attributes
+    ----------
+    arch_ : ntkfast.MLP
+    dual_coef_ : ndarray of shape (n_samples or n_centers, n_outputs)
+    solver_ : str
+        The solver used.
+    X_fit_ : ndarray of shape (n_samples, n_features)
+    y_mean_ : ndarray of shape (n_outputs,)
+    n_features_in_ : int
+"""
 
 
 class _NTKBase(BaseEstimator):
@@ -46,6 +94,10 @@ class _NTKBase(BaseEstimator):
         lr: float = 1.0,
         diag_reg: float = 1e-4,
         solver: str = "auto",
+        n_centers: int | None = None,
+        tol: float | None = None,
+        max_iter: int | None = None,
+        random_state=None,
         dtype=np.float64,
         backend: str = "auto",
         n_jobs: int | None = None,
@@ -61,6 +113,10 @@ class _NTKBase(BaseEstimator):
         self.lr = lr
         self.diag_reg = diag_reg
         self.solver = solver
+        self.n_centers = n_centers
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
         self.dtype = dtype
         self.backend = backend
         self.n_jobs = n_jobs
@@ -78,13 +134,25 @@ class _NTKBase(BaseEstimator):
     def _check_params(self):
         if self.kernel not in ("ntk", "nngp"):
             raise ValueError(f"kernel: expected 'ntk' or 'nngp', got {self.kernel!r}")
-        if self.solver not in ("auto", "cholesky", "eigh"):
-            raise ValueError(f"solver: expected 'auto', 'cholesky' or 'eigh', got {self.solver!r}")
+        if self.solver not in _SOLVERS:
+            raise ValueError(f"solver: expected one of {_SOLVERS}, got {self.solver!r}")
         if not isinstance(self.diag_reg, numbers.Real) or not self.diag_reg >= 0:
             raise ValueError(f"diag_reg: expected a number >= 0, got {self.diag_reg!r}")
         if not isinstance(self.t, numbers.Real) or not self.t > 0:
             raise ValueError(f"t: expected a time > 0 (np.inf for convergence), got {self.t!r}")
+        if self.solver in ("cg", "nystrom") and not np.isinf(self.t):
+            raise ValueError(f"solver: {self.solver!r} solves kernel regression (t = inf); a finite t needs 'eigh'")
         return self._arch()
+
+    def _choose_solver(self, n: int, k: int, d: int) -> str:
+        """"auto": exact when the Gram fits the memory budget, else CG or Nystrom
+        (``ntkfast.solvers.plan_solver``); finite t always needs the eigendecomposition."""
+        if not np.isinf(self.t):
+            return "eigh"
+        if self.solver != "auto":
+            return self.solver
+        m = None if self.n_centers is None else min(self.n_centers, n)
+        return solvers.plan_solver(n, 0, k, d, m, np.dtype(self.dtype).itemsize).method
 
     def _gram(self, X, Y=None):
         return kernel(self.arch_, X, Y, get=self.kernel, dtype=self.dtype, backend=self.backend, n_jobs=self.n_jobs)
@@ -98,6 +166,16 @@ class _NTKBase(BaseEstimator):
         """
         self.arch_ = self._check_params()
         self.X_fit_ = X
+        self.solver_ = self._choose_solver(len(X), Y.shape[1], X.shape[1])
+        self._large = None
+        if self.solver_ in ("cg", "nystrom"):
+            self.y_mean_ = Y.mean(axis=0)
+            self._large = solvers.solve(
+                self.arch_, X, Y - self.y_mean_, self.solver_, diag_reg=self.diag_reg, get=self.kernel,
+                m=self.n_centers, tol=self.tol, maxiter=self.max_iter, dtype=self.dtype, seed=self.random_state,
+            )  # fmt: skip
+            self.dual_coef_ = self._large.alpha  # on self._large.centers (the training points for CG)
+            return self
         K = np.asarray(self._gram(X), dtype=np.float64)
         reg = predict.diag_regularizer(np.diag(K), self.diag_reg)
         K[np.diag_indices_from(K)] += reg
@@ -105,12 +183,12 @@ class _NTKBase(BaseEstimator):
         self._train_gram = K.copy() if self.kernel == "nngp" else None
         self.y_mean_ = Y.mean(axis=0)
         Yc = Y - self.y_mean_
-        if np.isinf(self.t) and self.solver in ("auto", "cholesky"):
+        if self.solver_ == "cholesky":
             try:
                 factor = scipy.linalg.cho_factor(K, overwrite_a=True)
                 self.dual_coef_ = scipy.linalg.cho_solve(factor, Yc)
                 if loo:  # y_i - f_{-i}(x_i) = alpha_i / [(K + reg)^-1]_ii
-                    inverse, _ = scipy.linalg.lapack.dpotri(*factor)
+                    inverse, _ = scipy.linalg.lapack.dpotri(*factor, overwrite_c=True)
                     self.loo_ = Y - self.dual_coef_ / np.diag(inverse)[:, None]
                 return self
             except np.linalg.LinAlgError:  # semi-definite after all: fall back to eigh
@@ -141,6 +219,11 @@ class _NTKBase(BaseEstimator):
         return X, np.asarray(self._gram(X, self.X_fit_), dtype=np.float64)
 
     def _decision(self, X):
+        if self._large is not None:  # matrix-free prediction on the centres
+            check_is_fitted(self, "dual_coef_")
+            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+            out = self._large.predict(X)
+            return out.reshape(len(X), -1) + self.y_mean_
         return self._test_gram(X)[1] @ self.dual_coef_ + self.y_mean_
 
     def __sklearn_tags__(self):
@@ -178,14 +261,18 @@ class NTKRegressor(RegressorMixin, _NTKBase):
         return self._fit_targets(X, Y.reshape(len(Y), -1))
 
     def predict(self, X, return_std: bool = False):
-        """Predictions; ``return_std=True`` (NNGP kernel only) also gives the posterior std."""
+        """Predictions; ``return_std=True`` (NNGP kernel, exact solvers) also gives the posterior std."""
+        if not return_std:
+            out = self._decision(X)
+            return out[:, 0] if self._single_output else out
+        if self.kernel != "nngp":
+            raise ValueError("return_std: a posterior variance is defined for kernel='nngp'")
+        check_is_fitted(self, "dual_coef_")
+        if self._large is not None:
+            raise ValueError(f"return_std: needs the exact solvers, the model was fitted with {self.solver_!r}")
         X, Kx = self._test_gram(X)
         out = Kx @ self.dual_coef_ + self.y_mean_
         mean = out[:, 0] if self._single_output else out
-        if not return_std:
-            return mean
-        if self.kernel != "nngp":
-            raise ValueError("return_std: a posterior variance is defined for kernel='nngp'")
         K = self._train_gram
         _, cov = predict.gp_inference(K, np.zeros(len(K)), Kx, kernel(self.arch_, X, get="nngp"))
         return mean, np.sqrt(np.clip(np.diag(cov), 0.0, None))
@@ -220,7 +307,8 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         if Y.shape[1] == 1:  # binary: two columns, as for multiclass
             Y = np.hstack([1.0 - Y, Y])
         self._fit_targets(X, Y, loo=True)
-        self.temperature_ = _fit_temperature(self.loo_, Y.argmax(axis=1))
+        # the iterative solvers give no leave-one-out values: their probabilities stay uncalibrated
+        self.temperature_ = _fit_temperature(self.loo_, Y.argmax(axis=1)) if self._large is None else 1.0
         return self
 
     def decision_function(self, X):
@@ -234,6 +322,14 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def predict_proba(self, X):
         """Softmax of the decision values over ``temperature_``, shape (n_samples, n_classes)."""
         return scipy.special.softmax(self._decision(X) / self.temperature_, axis=1)
+
+
+NTKRegressor.__doc__ += _PARAMETERS_DOC
+NTKClassifier.__doc__ += _PARAMETERS_DOC + """    classes_ : ndarray of shape (n_classes,)
+    temperature_ : float
+    loo_ : ndarray of shape (n_samples, n_classes)
+        Leave-one-out decision values (exact solvers).
+"""
 
 
 def _fit_temperature(decision: np.ndarray, labels: np.ndarray) -> float:

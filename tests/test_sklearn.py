@@ -194,3 +194,30 @@ def test_kernel_serves_kernel_ridge_and_svc_and_pickles():
     arch = nf.MLP(depth=3, activation="relu", W_std=1.4, b_std=0.1)
     np.testing.assert_allclose(ridge.predict(X[:5]), nf.kernel(arch, X[:5], X, get="nngp") @ ridge.dual_coef_)
     assert pickle.loads(pickle.dumps(k)) == k and clone(k) == k
+
+
+# ------------------------------------------------------------------------- large-scale solvers
+def test_estimators_with_iterative_solvers_match_the_exact_one(monkeypatch):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 4))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
+    exact = NTKRegressor(diag_reg=1e-3).fit(X, y)
+    assert exact.solver_ == "cholesky"
+    for solver in ("cg", "nystrom"):
+        fit = NTKRegressor(diag_reg=1e-3, solver=solver, n_centers=200, tol=1e-10).fit(X, y)
+        np.testing.assert_allclose(fit.predict(X[:30]), exact.predict(X[:30]), rtol=0, atol=1e-7)
+    # a budget too small for the Gram: "auto" turns to conjugate gradient
+    from ntkfast.solvers import plan_solver
+
+    needs = plan_solver(200, 0, 1, 4).needs
+    assert needs["cg"] < needs["cholesky"]
+    monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", str((needs["cg"] + needs["cholesky"]) // 2))
+    auto = NTKRegressor(diag_reg=1e-3).fit(X, y)
+    assert auto.solver_ == "cg"
+    np.testing.assert_allclose(auto.predict(X[:30]), exact.predict(X[:30]), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="finite t"):
+        NTKRegressor(solver="nystrom", t=10.0).fit(X, y)
+    with pytest.raises(ValueError, match="return_std"):
+        NTKRegressor(kernel="nngp", solver="cg").fit(X, y).predict(X, return_std=True)
+    clf = NTKClassifier(solver="nystrom", n_centers=50, random_state=0).fit(X, y > 0)
+    assert clf.score(X, y > 0) > 0.85 and clf.temperature_ == 1.0

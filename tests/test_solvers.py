@@ -42,3 +42,199 @@ def test_cg_warns_when_stopped_early_and_rejects_bad_input(rng):
         solvers.conjugate_gradient(op, np.ones(200), preconditioner="ilu")
     with pytest.raises(ValueError, match="diag_reg"):
         solvers.cholesky_solve(np.eye(3), np.ones(3), diag_reg=-1.0)
+
+
+# ------------------------------------------------------------------------------------ Nyström
+def _data(rng, n=300, d=5, noise=0.1):
+    X = rng.standard_normal((n, d))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2] + noise * rng.standard_normal(n)
+    return X, y
+
+
+def _exact_predictions(X, y, Xt, diag_reg):
+    """Kernel ridge predictions from a dense solve with NumPy (independent of our solvers)."""
+    K = nf.kernel(ARCH, X)
+    return nf.kernel(ARCH, Xt, X) @ np.linalg.solve(K + diag_reg * np.mean(np.diag(K)) * np.eye(len(X)), y)
+
+
+def test_nystrom_with_all_points_as_centres_is_exact_kernel_ridge(rng):
+    X, y = _data(rng)
+    Y = np.stack([y, np.cos(X[:, 3])], axis=1)
+    Xt = rng.standard_normal((50, 5))
+    for diag_reg in (1e-3, 1e-6):
+        exact = _exact_predictions(X, Y, Xt, diag_reg)
+        for centers in ("uniform", "leverage", X[::-1]):
+            fit = solvers.nystrom(ARCH, X, Y, m=300, centers=centers, diag_reg=diag_reg, tol=1e-12, seed=1)
+            assert fit.converged and fit.alpha.shape == (300, 2)
+            # the preconditioner is exact when m = n: CG needs a step or two
+            assert fit.iterations <= 3
+            np.testing.assert_allclose(fit.predict(Xt), exact, rtol=0, atol=1e-8 * np.abs(exact).max())
+    one = solvers.nystrom(ARCH, X, y, m=300, diag_reg=1e-3, tol=1e-12)
+    assert one.predict(Xt).shape == (50,)
+
+
+def test_nystrom_error_falls_as_centres_grow(rng):
+    X, y = _data(rng, n=400)
+    Xt = rng.standard_normal((100, 5))
+    exact = _exact_predictions(X, y, Xt, 1e-3)
+    errors = {}
+    for centers in ("uniform", "leverage"):
+        errs = []
+        for m in (20, 80, 300):
+            fit = solvers.nystrom(ARCH, X, y, m=m, centers=centers, diag_reg=1e-3, seed=0)
+            assert fit.converged and len(fit.centers) == m
+            errs.append(np.sqrt(np.mean((fit.predict(Xt) - exact) ** 2)) / np.std(exact))
+        assert errs[0] > errs[1] > errs[2] and errs[2] < errs[0] / 4, errs
+        errors[centers] = errs
+    # the leverage sampler is not worse than uniform by much at these sizes
+    assert errors["leverage"][-1] < 2 * errors["uniform"][-1]
+
+
+def test_leverage_centres_reproducible_by_seed(rng):
+    X, y = _data(rng)
+    a = solvers.nystrom(ARCH, X, y, m=40, centers="leverage", diag_reg=1e-3, seed=7)
+    b = solvers.nystrom(ARCH, X, y, m=40, centers="leverage", diag_reg=1e-3, seed=7)
+    c = solvers.nystrom(ARCH, X, y, m=40, centers="leverage", diag_reg=1e-3, seed=8)
+    np.testing.assert_array_equal(a.centers, b.centers)
+    np.testing.assert_array_equal(a.alpha, b.alpha)
+    assert not np.array_equal(a.centers, c.centers)
+    # centres are distinct training points
+    assert len(np.unique(a.centers, axis=0)) == 40
+    assert all((X == row).all(1).any() for row in a.centers)
+
+
+def test_leverage_scores_prefer_isolated_points(rng):
+    # 290 points in a tight cluster and 10 far-away ones: the far ones have leverage ~1
+    X = np.concatenate([0.01 * rng.standard_normal((290, 3)) + 1.0, 3 * rng.standard_normal((10, 3))])
+    reg = 1e-3 * np.mean(nf.kernel_diag(ARCH, X))
+    idx = solvers._leverage_centers(ARCH, X, 30, reg=reg, get="ntk", rng=np.random.default_rng(0))
+    assert len(set(idx)) == 30
+    assert (idx >= 290).sum() >= 7  # uniform sampling picks 1 of them on average
+
+
+def test_nystrom_cached_and_streamed_agree_and_float32(rng, monkeypatch):
+    X, y = _data(rng)
+    Xt = rng.standard_normal((40, 5))
+    kw = dict(m=60, diag_reg=1e-3, seed=3, tol=1e-10)
+    cached = solvers.nystrom(ARCH, X, y, cache=True, **kw)
+    monkeypatch.setattr(solvers, "BLOCK_BYTES", 60 * 8 * 37)  # 37-row blocks: several, uneven
+    streamed = solvers.nystrom(ARCH, X, y, cache=False, **kw)
+    assert cached.cached and not streamed.cached
+    np.testing.assert_array_equal(cached.centers, streamed.centers)
+    np.testing.assert_allclose(streamed.alpha, cached.alpha, rtol=1e-9, atol=1e-12 * np.abs(cached.alpha).max())
+    # float32 K_nm (float64 CG): kernel entries carry ~1e-5 relative error; predictions agree
+    # with float64 to 1e-4 of their scale
+    f32 = solvers.nystrom(ARCH, X, y, dtype=np.float32, **{**kw, "tol": 1e-5})
+    p64, p32 = cached.predict(Xt), f32.predict(Xt)
+    assert p32.dtype == np.float64 and f32.converged
+    assert np.abs(p32 - p64).max() < 1e-4 * np.abs(p64).max()
+
+
+def test_nystrom_bad_input(rng, monkeypatch):
+    X, y = _data(rng, n=50)
+    with pytest.raises(ValueError, match="m: 51 centres requested but there are only n = 50"):
+        solvers.nystrom(ARCH, X, y, m=51)
+    with pytest.raises(ValueError, match="m: 10 does not match the 5 rows of centers"):
+        solvers.nystrom(ARCH, X, y, m=10, centers=X[:5])
+    with pytest.raises(ValueError, match="centers: has 2 features"):
+        solvers.nystrom(ARCH, X, y, centers=X[:5, :2])
+    with pytest.raises(ValueError, match="centers: expected 'uniform', 'leverage'"):
+        solvers.nystrom(ARCH, X, y, m=5, centers="kmeans")
+    with pytest.raises(ValueError, match="y: contains NaN"):
+        solvers.nystrom(ARCH, X, np.where(np.arange(50) == 3, np.nan, y), m=5)
+    with pytest.raises(ValueError, match="X: contains NaN"):
+        solvers.nystrom(ARCH, np.where(X > 2, np.nan, X), y, m=5)
+    with pytest.raises(ValueError, match="tol"):
+        solvers.nystrom(ARCH, X, y, m=5, tol=0)
+    with pytest.raises(ValueError, match="maxiter"):
+        solvers.nystrom(ARCH, X, y, m=5, maxiter=0)
+    with pytest.raises(ValueError, match="m: expected a positive integer"):
+        solvers.nystrom(ARCH, X, y, m=0)
+    with pytest.raises(ValueError, match="centers: contains repeated rows"):
+        solvers.nystrom(ARCH, X, y, centers=np.repeat(X[:3], 2, axis=0))
+    with pytest.warns(UserWarning, match="centres repeat other rows of X; using the 5 distinct ones"):
+        fit = solvers.nystrom(ARCH, np.repeat(X[:5], 10, axis=0), y, m=20, seed=0)
+    assert fit.alpha.shape == (5, 1)
+    # a budget with room for streamed K_nm blocks (10 rows) but not for all of K_nm
+    monkeypatch.setattr(solvers, "BLOCK_BYTES", 10 * 5 * 8)
+    needs = solvers.plan_solver(50, d=5, m=5).needs
+    assert needs["nystrom_cached"] > needs["nystrom"]
+    with pytest.raises(nf.InsufficientMemoryError, match=r"cache=True: K_nm \(50 x 5, float64\) needs"):
+        solvers.nystrom(ARCH, X, y, m=5, cache=True, budget=needs["nystrom"])
+    assert not solvers.nystrom(ARCH, X, y, m=5, budget=needs["nystrom"]).cached
+    with pytest.warns(solvers.ConvergenceWarning, match="nystrom stopped after 1 iterations"):
+        fit = solvers.nystrom(ARCH, X, y, m=30, diag_reg=1e-6, tol=1e-14, maxiter=1)
+    assert not fit.converged and fit.iterations == 1
+
+
+def test_cg_breakdown_and_nan_stop_instead_of_looping():
+    from scipy.sparse.linalg import aslinearoperator
+
+    indefinite = aslinearoperator(np.diag(np.r_[np.ones(5), -np.ones(5)]))
+    with pytest.warns(solvers.ConvergenceWarning, match="not positive definite"):
+        res = solvers.conjugate_gradient(indefinite, np.ones(10), preconditioner=None, maxiter=10**9)
+    assert not res.converged
+    nan_op = aslinearoperator(np.full((4, 4), np.nan))
+    with pytest.raises(FloatingPointError, match="NaN"):
+        solvers.conjugate_gradient(nan_op, np.ones(4), preconditioner=None)
+
+
+# ------------------------------------------------------------------------------ planner, solve
+def test_plan_solver_choices_and_refusals():
+    small = solvers.plan_solver(1000, n_test=100, d=10, budget="1G")
+    assert small.method == "cholesky" and small.needs["cholesky"] > 8 * 1000**2
+    mid = solvers.plan_solver(50_000, d=28, budget="4G")  # 50k^2 * 8 = 18.6 GiB does not fit
+    assert mid.method == "cg"
+    big = solvers.plan_solver(10**6, n_test=10**5, d=28, itemsize=4, budget="4G")
+    assert big.method == "nystrom" and big.m == 2000 and not big.cache
+    roomy = solvers.plan_solver(10**6, d=28, itemsize=4, budget="24G")
+    assert roomy.method == "nystrom" and roomy.cache
+    assert roomy.needs["nystrom_cached"] - roomy.needs["nystrom"] > 10**6 * 2000 * 4 - solvers.BLOCK_BYTES - 1
+    shrunk = solvers.plan_solver(10**6, d=28, budget="350M")
+    assert shrunk.method == "nystrom" and solvers.NYSTROM_MIN_M <= shrunk.m < 2000
+    with pytest.raises(nf.InsufficientMemoryError, match=r"No solver fits: n = 1000000: exact Cholesky needs 7\.3 TiB"):
+        solvers.plan_solver(10**6, d=28, budget="50M")
+    with pytest.raises(
+        nf.InsufficientMemoryError, match="solver='cholesky' does not fit.*solver='auto' would use 'cg'"
+    ):
+        solvers.plan_solver(50_000, budget="4G", solver="cholesky")
+    with pytest.raises(ValueError, match="solver: expected"):
+        solvers.plan_solver(10, solver="lsqr")
+    with pytest.raises(ValueError, match="budget"):
+        solvers.plan_solver(10, budget=-1)
+    with pytest.raises(ValueError, match="m: 20 centres requested but there are only n = 10"):
+        solvers.plan_solver(10, m=20)
+
+
+def test_plan_solver_reads_the_environment_budget(monkeypatch):
+    monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", "10M")
+    plan = solvers.plan_solver(2000, d=5)
+    assert plan.budget == 10 * 2**20 and plan.method == "cg"
+
+
+def test_solve_runs_each_method_to_the_same_answer(rng):
+    X, y = _data(rng, n=250)
+    Xt = rng.standard_normal((30, 5))
+    exact = _exact_predictions(X, y, Xt, 1e-3)
+    auto = solvers.solve(ARCH, X, y, diag_reg=1e-3)
+    assert auto.method == "cholesky" and auto.predict(Xt).shape == (30,)
+    np.testing.assert_allclose(auto.predict(Xt), exact, rtol=0, atol=1e-9 * np.abs(exact).max())
+    cg = solvers.solve(ARCH, X, y, "cg", diag_reg=1e-3, tol=1e-11)
+    assert cg.method == "cg" and cg.converged
+    np.testing.assert_allclose(cg.predict(Xt), exact, rtol=0, atol=1e-7 * np.abs(exact).max())
+    ny = solvers.solve(ARCH, X, y, "nystrom", diag_reg=1e-3, m=250, tol=1e-12)
+    np.testing.assert_allclose(ny.predict(Xt), exact, rtol=0, atol=1e-8 * np.abs(exact).max())
+    # a budget too small for the Gram but fine for CG
+    needs = solvers.plan_solver(250, d=5).needs
+    budget = (needs["cholesky"] + needs["cg"]) // 2
+    assert solvers.solve(ARCH, X, y, diag_reg=1e-3, budget=budget, tol=1e-6).method == "cg"
+    with pytest.raises(nf.InsufficientMemoryError, match="No solver fits"):
+        solvers.solve(ARCH, X, y, budget=1000)
+
+
+def test_progress_bars_run(rng, capsys):
+    pytest.importorskip("tqdm")
+    X, y = _data(rng, n=100)
+    fit = solvers.nystrom(ARCH, X, y, m=20, diag_reg=1e-3, progress=True)
+    assert fit.converged
+    assert "Nyström CG" in capsys.readouterr().err
