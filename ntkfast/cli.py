@@ -354,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     # every option here is passed to ntkfast.bench.main by its dest name
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     p.add_argument("--spectrum", action="store_true", help="top-50 eigenpairs: matrix-free eigsh vs dense eigh")
+    p.add_argument("--fit", action="store_true", help="NTKRegressor().fit, n = 10 000, d = 50: kernel vs solver")
+    p.add_argument("--scale", action="store_true", help="Nystrom NTK regression at n = 1 000 000 vs the exact solver")
     return parser
 
 
