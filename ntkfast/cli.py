@@ -286,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=_positive_float, default=1.0, help="learning rate, used with a finite --t (default: %(default)s)"
     )
     p.add_argument(
+        "--solver",
+        choices=("auto", "cholesky", "eigh", "cg", "nystrom"),
+        default="auto",
+        help="auto: exact when the Gram fits in memory, else CG or Nystrom (default: %(default)s)",
+    )
+    p.add_argument("--n-centers", type=_nonneg_int, default=None, help="Nystrom centres (default: 2 sqrt(n))")
+    p.add_argument(
         "--cv",
         type=_nonneg_int,
         default=0,
@@ -680,6 +687,8 @@ def _cmd_fit(args) -> int:
         t=args.t,
         lr=args.lr,
         diag_reg=args.diag_reg,
+        solver=args.solver,
+        n_centers=args.n_centers or None,
     )
     model = make_pipeline(StandardScaler(), est)
     what = "accuracy" if task == "classification" else "R^2"
