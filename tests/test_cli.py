@@ -185,12 +185,16 @@ def test_no_arguments_runs_the_demo_with_its_defaults(monkeypatch):
 
 
 def test_bench_forwards_every_option_to_bench_main(monkeypatch):
+    import inspect
+
     import ntkfast.bench
 
+    accepted = set(inspect.signature(ntkfast.bench.main).parameters)
     seen = {}
     monkeypatch.setattr(ntkfast.bench, "main", lambda **kw: seen.update(kw))
-    assert cli.main(["bench", "--quick"]) == 0
-    assert seen == {"quick": True, "spectrum": False}
+    assert cli.main(["bench", "--quick", "--fit"]) == 0
+    assert seen == {"quick": True, "spectrum": False, "fit": True, "scale": False}
+    assert set(seen) <= accepted
 
 
 def test_console_script_points_at_main():
