@@ -196,7 +196,8 @@ class FiniteMLP:
                 a = phi(z)
             inputs.append(a)
             pre.append(z)
-            out = a @ (layer.w_scale * W)
+            out = a @ W
+            out *= layer.w_scale  # scaling the (n, out) product, not a copy of W
             if b is not None:
                 out += layer.b_scale * b
             residual_block = self.arch.residual and 0 < idx < len(layers) - 1
@@ -226,7 +227,7 @@ class FiniteMLP:
             deltas[idx] = g
             if idx == 0:
                 break
-            through = (g @ (layer.w_scale * W).T) * dphi(pre[idx])[:, None, :]
+            through = (g @ W.T) * (layer.w_scale * dphi(pre[idx]))[:, None, :]
             g = g + through if residual_block else through
         return deltas
 
