@@ -384,6 +384,21 @@ class _Knm:
         return acc
 
 
+class _DistributedKnm:
+    """The two K_nm products of :class:`_Knm`, summed over row blocks on a Dask cluster."""
+
+    def __init__(self, arch, X, C, get, dtype, client):
+        from . import distributed
+
+        self.op = distributed.NystromOperator(arch, X, C, get, client=client, dtype=dtype)
+
+    def rmatmat(self, Y: np.ndarray) -> np.ndarray:
+        return np.asarray(self.op.rhs(Y.astype(self.op.dtype)), dtype=np.float64)
+
+    def normal_matmat(self, Z: np.ndarray) -> np.ndarray:
+        return np.asarray(self.op.matmat(Z.astype(self.op.dtype)), dtype=np.float64)
+
+
 def nystrom(
     arch: MLP,
     X,
@@ -401,6 +416,7 @@ def nystrom(
     progress: bool = False,
     cache: bool | None = None,
     budget=None,
+    client=None,
 ) -> KernelRidgeResult:
     """Nyström kernel ridge regression by FALKON's preconditioned conjugate gradient.
 
@@ -453,6 +469,11 @@ def nystrom(
         at every iteration (O(block * m) memory, one kernel pass per iteration).
     budget : int or str, default=None
         Memory budget in bytes (or "8G"); default ``ntkfast.tiling.memory_budget()``.
+    client : dask.distributed.Client or str, default=None
+        Run the K_nm products (the heavy part) on this Dask cluster
+        (:class:`ntkfast.distributed.NystromOperator`: X is sent to the workers once, each
+        iteration recomputes K_nm by row blocks there); ``cache`` is then ignored.  The small
+        m x m algebra stays local.
 
     Returns
     -------
@@ -531,7 +552,10 @@ def nystrom(
     timings["preconditioner"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    knm = _Knm(arch, X, C, names[0], dtype, bool(cache), progress, BLOCK_BYTES)
+    if client is not None:
+        knm, cache = _DistributedKnm(arch, X, C, names[0], dtype, client), False
+    else:
+        knm = _Knm(arch, X, C, names[0], dtype, bool(cache), progress, BLOCK_BYTES)
     timings["K_nm"] = time.perf_counter() - t0
 
     def solve_t(M, trans="N"):  # T^-1 M or T^-T M
