@@ -185,8 +185,8 @@ class _NTKBase(BaseEstimator):
         Yc = Y - self.y_mean_
         if self.solver_ == "cholesky":
             try:
-                factor = scipy.linalg.cho_factor(K, overwrite_a=True)
-                self.dual_coef_ = scipy.linalg.cho_solve(factor, Yc)
+                factor = solvers.cho_factor_inplace(K)  # no second n^2 buffer
+                self.dual_coef_ = scipy.linalg.cho_solve(factor, Yc, check_finite=False)
                 if loo:  # y_i - f_{-i}(x_i) = alpha_i / [(K + reg)^-1]_ii
                     inverse, _ = scipy.linalg.lapack.dpotri(*factor, overwrite_c=True)
                     self.loo_ = Y - self.dual_coef_ / np.diag(inverse)[:, None]

@@ -116,12 +116,29 @@ def cholesky_solve(
         K = np.asarray(K)
     else:
         K = np.array(K, dtype=np.float64)
-    if K.ndim != 2 or K.shape[0] != K.shape[1] or not np.isfinite(K).all():
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or not _all_finite(K):
         raise ValueError(f"K: expected a finite square matrix, got shape {K.shape}")
     Y, squeeze = _targets(y, len(K))
     K[np.diag_indices_from(K)] += diag_regularizer(np.diag(K), diag_reg, diag_reg_absolute_scale)
-    alpha = scipy.linalg.cho_solve(scipy.linalg.cho_factor(K, overwrite_a=True), Y)
+    alpha = scipy.linalg.cho_solve(cho_factor_inplace(K), Y, check_finite=False)
     return alpha[:, 0] if squeeze else alpha
+
+
+def _all_finite(A: np.ndarray) -> bool:
+    """Whether every entry is finite, without an n^2 boolean temporary in the usual case."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(A.sum())) or bool(np.isfinite(A).all())
+
+
+def cho_factor_inplace(K: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``scipy.linalg.cho_factor`` of a symmetric float64 K in its own memory (K is destroyed).
+
+    LAPACK works on Fortran-ordered arrays and SciPy copies a C-ordered one (a second n^2
+    buffer); for a symmetric K the transpose view is the same matrix in Fortran order.
+    """
+    if K.flags.c_contiguous and not K.flags.f_contiguous:
+        K = K.T
+    return scipy.linalg.cho_factor(K, overwrite_a=True, check_finite=False)
 
 
 def _block_cg(apply, B, tol, maxiter, precondition=None, X0=None, progress=False, desc="CG", who="conjugate_gradient"):
