@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -74,12 +75,16 @@ def check_get(get) -> tuple[tuple[str, ...], bool]:
     return names, single
 
 
-def check_backend(backend) -> str:
-    if backend not in BACKENDS:
+def check_backend(backend, *arrays) -> str:
+    """Resolve ``backend`` to "cpu" or "gpu": "auto" is the GPU when any of ``arrays`` is a CuPy
+    array, else the CPU.  Whether CuPy and a device are there is checked by the GPU backend."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    if backend == "gpu":
-        raise NotImplementedError("backend='gpu': the CuPy backend is not part of this build yet; use backend='cpu'")
-    return "cpu"
+    if backend == "auto":
+        cupy = sys.modules.get("cupy")  # not imported: no array can be a CuPy array
+        on_gpu = cupy is not None and any(isinstance(a, cupy.ndarray) for a in arrays)
+        return "gpu" if on_gpu else "cpu"
+    return backend
 
 
 def check_positive_int(value, name: str, allow_none: bool = True):
@@ -112,3 +117,22 @@ def check_out(out, names: tuple[str, ...], shape: tuple[int, int], dtype: np.dty
         if not o.flags.c_contiguous:
             raise ValueError("out: must be C-contiguous (np.empty, np.memmap or lib.format.open_memmap)")
     return list(outs)
+
+
+def _lapack_max_n() -> int:
+    import scipy.linalg.lapack
+
+    # LP64 LAPACK indexes an n x n matrix with 32-bit integers: n^2 must stay below 2^31
+    return 2**62 if scipy.linalg.lapack.HAS_ILP64 else 46340
+
+
+LAPACK_MAX_N = _lapack_max_n()
+
+
+def check_lapack_size(n: int, what: str, alternative: str) -> None:
+    """Refuse a dense factorisation LAPACK cannot index (it would crash the interpreter)."""
+    if n > LAPACK_MAX_N:
+        raise ValueError(
+            f"{what}: n = {n} is above {LAPACK_MAX_N}, the largest n x n matrix this SciPy's 32-bit-integer "
+            f"LAPACK can factorise; {alternative}"
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from ._validation import check_positive_float
+from ._validation import check_lapack_size, check_positive_float
 
 __all__ = ["gradient_descent_mse", "gradient_descent", "gp_inference", "max_learning_rate"]
 
@@ -32,6 +32,7 @@ def _check_train(K_train, y_train, sym_rtol: float = 1e-8):
     K = _finite(K_train, "K_train", (2,))
     if K.shape[0] != K.shape[1]:
         raise ValueError(f"K_train: expected a square matrix, got shape {K.shape}")
+    check_lapack_size(len(K), "K_train", "use ntkfast.solvers.conjugate_gradient or nystrom")
     scale = np.abs(K).max()
     if np.abs(K - K.T).max() > sym_rtol * max(scale, 1e-300):
         raise ValueError("K_train: not symmetric (max |K - K.T| exceeds 1e-8 of max |K|)")

@@ -22,6 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import predict, solvers
+from ._validation import check_lapack_size
 from .gram import kernel, kernel_diag
 from .kernel_grad import kernel_with_gradient
 from .spec import MLP
@@ -176,6 +177,7 @@ class _NTKBase(BaseEstimator):
             )  # fmt: skip
             self.dual_coef_ = self._large.alpha  # on self._large.centers (the training points for CG)
             return self
+        check_lapack_size(len(X), f"solver={self.solver_!r}", "use solver='cg' or 'nystrom' (t = inf)")
         K = np.asarray(self._gram(X), dtype=np.float64)
         reg = predict.diag_regularizer(np.diag(K), self.diag_reg)
         K[np.diag_indices_from(K)] += reg

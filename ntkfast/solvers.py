@@ -31,7 +31,15 @@ import scipy.linalg
 from scipy.sparse.linalg import LinearOperator
 
 from . import tiling
-from ._validation import check_arch, check_array, check_get, check_positive_int, resolve_dtype
+from ._validation import (
+    LAPACK_MAX_N,
+    check_arch,
+    check_array,
+    check_get,
+    check_lapack_size,
+    check_positive_int,
+    resolve_dtype,
+)
 from .gram import GramOperator, kernel, kernel_diag
 from .predict import diag_regularizer
 from .spec import MLP
@@ -118,6 +126,7 @@ def cholesky_solve(
         K = np.array(K, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1] or not _all_finite(K):
         raise ValueError(f"K: expected a finite square matrix, got shape {K.shape}")
+    check_lapack_size(len(K), "K", "use conjugate_gradient or nystrom")
     Y, squeeze = _targets(y, len(K))
     K[np.diag_indices_from(K)] += diag_regularizer(np.diag(K), diag_reg, diag_reg_absolute_scale)
     alpha = scipy.linalg.cho_solve(cho_factor_inplace(K), Y, check_finite=False)
@@ -631,8 +640,9 @@ def plan_solver(
     tile scratch.  Nyström adds ``8 (3 m^2 + 6 m k)`` (K_mm and the two factors) and either a
     streamed block of K_nm (``BLOCK_BYTES``) or the cached ``n m itemsize``.
 
-    ``solver="auto"``: "cholesky" when it fits; else "cg" when n <= ``CG_MAX_N`` (above that
-    its O(n^2) kernel work per iteration is too slow); else "nystrom".  An explicit ``solver``
+    ``solver="auto"``: "cholesky" when it fits (and n <= ``LAPACK_MAX_N``, the largest n a
+    32-bit-integer LAPACK can index); else "cg" when n <= ``CG_MAX_N`` (above that its O(n^2)
+    kernel work per iteration is too slow); else "nystrom".  An explicit ``solver``
     is only checked.  Raises :class:`ntkfast.InsufficientMemoryError` when the chosen method
     (for "auto": even Nyström with ``NYSTROM_MIN_M`` centres and K_nm streamed) cannot fit.
 
@@ -688,7 +698,7 @@ def plan_solver(
         f"the memory budget is {fmt(budget)}"
     )
     if solver == "auto":
-        if needs["cholesky"] <= budget:
+        if needs["cholesky"] <= budget and n <= LAPACK_MAX_N:
             return SolverPlan("cholesky", f"the n x n Gram fits. {summary}", budget, needs, m, cache)
         if n <= CG_MAX_N and needs["cg"] <= budget:
             return SolverPlan("cg", f"the Gram does not fit and n <= {CG_MAX_N}. {summary}", budget, needs, m, cache)
@@ -707,6 +717,8 @@ def plan_solver(
             f"No solver fits: {summary}; even Nyström with m = {m_min} needs {fmt(nystrom_bytes(m_min, False))}. "
             "Raise the budget (NTKFAST_MEMORY_BUDGET) or sub-sample the data."
         )
+    if solver == "cholesky":
+        check_lapack_size(n, "solver='cholesky'", "use solver='auto', 'cg' or 'nystrom'")
     if needs[solver] > budget:
         try:
             auto = plan_solver(n, n_test, k, d, m, itemsize, budget, "auto", n_jobs)

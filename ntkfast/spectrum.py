@@ -15,7 +15,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg as spla
 
-from ._validation import check_positive_float
+from ._validation import check_lapack_size, check_positive_float
 
 __all__ = ["SpectrumResult", "analyze", "fourier_feature_spectra"]
 
@@ -207,6 +207,7 @@ def analyze(
         k = min(n - 1, 50)
 
     if method == "dense":
+        check_lapack_size(n, "K", "use method='eigsh' with k top eigenpairs")
         if k is None or k == n:
             lam, V = scipy.linalg.eigh(K)
         else:

@@ -197,7 +197,7 @@ def test_plan_solver_choices_and_refusals():
     with pytest.raises(
         nf.InsufficientMemoryError, match="solver='cholesky' does not fit.*solver='auto' would use 'cg'"
     ):
-        solvers.plan_solver(50_000, budget="4G", solver="cholesky")
+        solvers.plan_solver(40_000, budget="4G", solver="cholesky")
     with pytest.raises(ValueError, match="solver: expected"):
         solvers.plan_solver(10, solver="lsqr")
     with pytest.raises(ValueError, match="budget"):
@@ -238,3 +238,22 @@ def test_progress_bars_run(rng, capsys):
     fit = solvers.nystrom(ARCH, X, y, m=20, diag_reg=1e-3, progress=True)
     assert fit.converged
     assert "Nyström CG" in capsys.readouterr().err
+
+
+def test_dense_factorisations_beyond_32_bit_lapack_are_refused(monkeypatch):
+    """An n x n factorisation that 32-bit-integer LAPACK cannot index crashes the interpreter
+    (n = 48 000 segfaulted in potrf): it is refused up front, and "auto" plans an iterative solver."""
+    import ntkfast._validation as validation
+
+    monkeypatch.setattr(validation, "LAPACK_MAX_N", 50)
+    monkeypatch.setattr(solvers, "LAPACK_MAX_N", 50)
+    K = np.eye(60)
+    with pytest.raises(ValueError, match="LAPACK"):
+        solvers.cholesky_solve(K, np.ones(60))
+    with pytest.raises(ValueError, match="LAPACK"):
+        nf.predict.gradient_descent_mse(K, np.ones(60), K[:3])
+    with pytest.raises(ValueError, match="LAPACK"):
+        nf.spectrum.analyze(K)
+    assert solvers.plan_solver(60, budget="1G").method == "cg"
+    with pytest.raises(ValueError, match="LAPACK"):
+        solvers.plan_solver(60, solver="cholesky", budget="1G")
