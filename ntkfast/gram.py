@@ -166,17 +166,20 @@ def kernel(
     get : {"ntk", "nngp"} or tuple of them, default="ntk"
         A tuple returns a tuple of arrays in the same order.
     backend : {"auto", "cpu", "gpu"}, default="auto"
+        "auto" is the GPU for CuPy inputs (the result is then a CuPy array), else the CPU.
+        "gpu" needs CuPy (``pip install ntkfast[gpu]``); see ``ntkfast.backends.gpu``.
     dtype : {None, float32, float64}, default=None
         None: float32 if every input is float32, else float64.
     out : ndarray, np.memmap or tuple of them, default=None
         Preallocated output(s) of shape (n, m) and ``dtype``; a memmap lets a Gram larger than
-        memory be written to disk.
+        memory be written to disk.  On the GPU, CuPy arrays are filled on the device.
     progress : bool, default=False
         Show a tqdm progress bar over tiles.
     tile : int, default=None
         Tile edge; by default chosen from the memory budget (``ntkfast.tiling``).
     n_jobs : int, default=None
-        Threads working on tiles (None: all available cores).  Results do not depend on it.
+        Threads working on tiles (None: all available cores; unused on the GPU).  Results do
+        not depend on it.
 
     Returns
     -------
@@ -191,9 +194,13 @@ def kernel(
     ((5, 5), True)
     """
     names, single = check_get(get)
-    check_backend(backend)
+    on_gpu = check_backend(backend, X, Y) == "gpu"
     tile = check_positive_int(tile, "tile")
     n_jobs = check_positive_int(n_jobs, "n_jobs")
+    if on_gpu:
+        from .backends import gpu
+
+        return gpu.kernel(arch, X, Y, get, dtype=dtype, out=out, progress=progress, tile=tile)
     if Y is X:  # the same array twice: use the symmetric schedule
         Y = None
     arch, X, Y, dtype = _validate(arch, X, Y, dtype)
@@ -230,12 +237,17 @@ def kernel(
     return outs[0] if single else tuple(outs)
 
 
-def kernel_diag(arch: MLP, X, get: str | tuple[str, ...] = "ntk", *, dtype=None):
+def kernel_diag(arch: MLP, X, get: str | tuple[str, ...] = "ntk", *, dtype=None, backend: str = "auto"):
     """The diagonal K(x_i, x_i) without forming the matrix (exact closed forms, O(n d)).
 
-    Returns an ndarray of shape (n,), or a tuple of them when ``get`` is a tuple.
+    Returns an ndarray of shape (n,), or a tuple of them when ``get`` is a tuple (CuPy arrays
+    for CuPy input: the O(n d) work itself is done on the host).
     """
     names, single = check_get(get)
+    if check_backend(backend, X) == "gpu":
+        from .backends import gpu
+
+        return gpu.kernel_diag(arch, X, get, dtype=dtype)
     arch, X, _, dtype = _validate(arch, X, None, dtype)
     rows, _ = _prepare(arch, X)
     res = tuple(rows.nngp if g == "nngp" else rows.ntk for g in names)
@@ -255,7 +267,9 @@ class GramOperator(LinearOperator):
     X : array-like of shape (n, d)
     Y : array-like of shape (m, d), default=None
     get : {"ntk", "nngp"}, default="ntk"
-    dtype, backend, tile, progress, n_jobs : as in :func:`kernel`.
+    dtype, backend, tile, progress, n_jobs : as in :func:`kernel`.  With the GPU backend the
+        operator still takes and returns NumPy arrays; tiles are computed and multiplied on the
+        device (``tile`` and ``n_jobs`` apply to the CPU).
 
     Examples
     --------
@@ -282,8 +296,13 @@ class GramOperator(LinearOperator):
         names, single = check_get(get)
         if not single:
             raise ValueError("get: GramOperator represents one kernel; pass 'ntk' or 'nngp'")
-        check_backend(backend)
+        self.backend = check_backend(backend, X, Y)
         tile = check_positive_int(tile, "tile")
+        if self.backend == "gpu":  # rows are prepared on the host; products run on the device
+            from .backends import gpu
+
+            gpu.require()  # fail now, with the install hint, if there is no CuPy or no device
+            X, Y = gpu.to_host(X), gpu.to_host(Y)
         arch, X, Y, dtype = _validate(arch, X, Y, dtype)
         self.arch = arch
         self.get = names[0]
@@ -312,6 +331,10 @@ class GramOperator(LinearOperator):
         V = np.ascontiguousarray(V, dtype=self.dtype)
         if not np.isfinite(V).all():
             raise ValueError("V: contains NaN or inf")
+        if self.backend == "gpu":
+            from .backends import gpu
+
+            return gpu.matmat(self, V)
         n_jobs = self.n_jobs or tiling.default_n_jobs()
         t = self._plan.tile
         # one accumulator per thread: a tile above the diagonal adds to two row blocks

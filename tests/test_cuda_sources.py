@@ -1,6 +1,8 @@
 """The CUDA twin of ntkfast/recursion.py, checked without a GPU: every CUDA source compiles with
-nvcc for sm_90 with warnings as errors, and recursion.cuh compiled for the host agrees with the
-Python recursion on edge cases (rho = +-1 and just inside, zero variance, large norms)."""
+nvcc for sm_90 with warnings as errors (the GPU backend's kernels instantiated from its own name
+expressions), NVRTC compiles the source the backend loads (where CuPy is installed), and
+recursion.cuh compiled for the host agrees with the Python recursion on edge cases (rho = +-1
+and just inside, zero variance, large norms)."""
 
 import math
 import shutil
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from ntkfast import recursion, spec
+from ntkfast.backends import gpu
 
 CUDA_DIR = Path(spec.__file__).parent / "backends" / "cuda"
 NVCC = shutil.which("nvcc")
@@ -113,16 +116,71 @@ def test_host_compiled_header_matches_python(host_binary, single):
     assert not bad.any(), [(rows[i], got[i], ref[i]) for i in np.unique(np.nonzero(bad)[0])][:5]
 
 
+def _compile_sm90(src: Path, tmp_path: Path):
+    res = subprocess.run(
+        [NVCC, "-arch=sm_90", "-std=c++17", "-Werror", "all-warnings", f"-I{CUDA_DIR}", "-c", str(src),
+         "-o", str(tmp_path / (src.stem + ".o"))],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, f"{src.name}:\n{res.stderr}"
+
+
+def _instantiated_source(pairs) -> str:
+    """The source the GPU backend hands NVRTC, with the kernels of its name expressions
+    instantiated for nvcc (taking their addresses instantiates the templates)."""
+    exprs = [e for code, dtype in pairs for e in gpu.name_expressions(code, dtype)]
+    refs = ", ".join(f"(void*)&{e}" for e in dict.fromkeys(exprs))
+    return gpu.load_source() + f"\nextern void* const ntkfast_kernels[];\nvoid* const ntkfast_kernels[] = {{{refs}}};\n"
+
+
 def test_device_code_compiles_for_sm90(tmp_path):
-    sources = sorted(CUDA_DIR.glob("*.cu")) + [tmp_path / "probe.cu"]
+    sources = sorted(CUDA_DIR.glob("*.cu")) + [tmp_path / "probe.cu", tmp_path / "kernels.cu"]
     (tmp_path / "probe.cu").write_text(DEVICE_PROBE)
+    # every kernel of the backend, in both dtypes (one activation each: the code is a constant)
+    (tmp_path / "kernels.cu").write_text(_instantiated_source([(spec.ABRELU, "float32"), (spec.ERF, "float64")]))
     for src in sources:
-        res = subprocess.run(
-            [NVCC, "-arch=sm_90", "-std=c++17", "-Werror", "all-warnings", f"-I{CUDA_DIR}", "-c", str(src),
-             "-o", str(tmp_path / (src.stem + ".o"))],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert res.returncode == 0, f"{src.name}:\n{res.stderr}"
+        _compile_sm90(src, tmp_path)
+
+
+ALL_CODES = (
+    list(range(spec.GAUSSIAN + 1))
+    + [spec.RECTIFIED_MONOMIAL + n for n in range(spec.MAX_RECTIFIED_DEGREE + 1)]
+    + [spec.MONOMIAL + n for n in range(spec.MAX_MONOMIAL_DEGREE + 1)]
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_activation_instantiates_for_sm90(tmp_path, dtype):
+    assert {a.code for a in ACTIVATIONS} <= set(ALL_CODES)
+    (tmp_path / "all.cu").write_text(_instantiated_source([(code, dtype) for code in ALL_CODES]))
+    _compile_sm90(tmp_path / "all.cu", tmp_path)
+
+
+def test_nvrtc_compiles_the_backend_source():
+    """What cupy.RawModule does at run time, short of loading the binary (which needs a device):
+    NVRTC compiles the inlined source with the backend's options and finds every name expression."""
+    try:
+        from cupy.cuda import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:  # no CuPy, or no NVRTC library
+        pytest.skip(f"CuPy's NVRTC is not available ({exc})")
+    exprs = gpu.name_expressions(spec.ABRELU, "float64")
+    prog = nvrtc.createProgram(gpu.load_source(), "gram.cu", (), ())
+    try:
+        for e in exprs:
+            nvrtc.addNameExpression(prog, e)
+        # the options CuPy adds to ours (cupy/cuda/compiler.py)
+        options = gpu.NVRTC_OPTIONS + ("-arch=sm_90", "--device-as-default-execution-space", "-ftz=true")
+        try:
+            nvrtc.compileProgram(prog, options)
+        except nvrtc.NVRTCError:
+            pytest.fail(nvrtc.getProgramLog(prog))
+        lowered = [nvrtc.getLoweredName(prog, e) for e in exprs]
+        assert all(name.startswith("_ZN7ntkfast") for name in lowered)
+    finally:
+        nvrtc.destroyProgram(prog)
 
 
 def test_codes_match_python():

@@ -1,113 +1,262 @@
-// Tiled NNGP/NTK Gram kernels for the GPU backend (loaded with cupy.RawModule; the host side is
-// not written yet).  Both use the layer maps of recursion.cuh; the activation code is a template
-// parameter so that the dispatch folds away, as in the Numba backend.
+// Tiled NNGP/NTK Gram kernels of the GPU backend (host side: ntkfast/backends/gpu.py, which loads
+// this file with cupy.RawModule, recursion.cuh inlined, and instantiates the templates by
+// name_expressions).  The activation code is a template parameter so that the dispatch of
+// recursion.cuh folds away, as in the Numba backend.
 //
-//  * recursion_tile: the inner products come from cuBLAS (a GEMM into `gram`); one thread per
-//    entry runs the fused recursion over all layers in registers and writes nngp/ntk.  With
-//    `symmetric`, only entries with i <= j are computed and each is written to both halves; the
-//    diagonal takes the exact values of the diagonal recursion.
-//  * matvec_tile: matrix-free K @ V.  Each block computes a TILE x TILE block of inner products
-//    with shared-memory tiling over the features, the recursion in registers, multiplies it by the
-//    matching rows of V and accumulates into `out` with atomicAdd: K is never stored.
+//  * recursion_tile: inner products from cuBLAS (a GEMM into `gram`, done by the host), then one
+//    thread per entry runs the fused recursion over all layers in registers.
+//  * gram_fused: the same, with the inner products computed in the kernel (shared-memory tiles,
+//    4 x 4 entries per thread in registers): the hand-tiled alternative to cuBLAS + elementwise.
+//  * matvec_fused: matrix-free K @ V.  A block owns a row tile and a slice of the column tiles;
+//    for each tile it computes the kernel values as gram_fused does, multiplies them by the rows
+//    of V and accumulates into its own slice of `partial` (n_slices, n, k).  sum_slices then
+//    adds the slices in a fixed order: no atomics, so the result is bitwise reproducible.
+//
+// Kernel parameters are plain pointers and scalars (CuPy passes no structs); their order and C
+// types are mirrored in ntkfast/backends/gpu.py (_PARAMS; tests/test_gpu.py checks the match).
+//
+// Conventions shared by the kernels:
+//  * `coef` = [p0, p1, p2, w, b, alpha, beta, n_steps x (res, W^2, b^2, alpha, beta)]: the
+//    activation's parameters, Sigma_1 = w <x,y> + b, Theta_1 = alpha <x,y> + beta, then the steps
+//    of ntkfast.recursion.step.
+//  * sig_x (n_steps rows, leading dimension ld_sx) holds Sigma(x, x) entering each step for the
+//    tile's rows, sig_y the same for its columns.
+//  * `diagonal`: the tile sits on the diagonal of a symmetric Gram (rows == columns).  Entries
+//    below the diagonal are not computed, entry (i, i) takes the exact diagonal (diag_nngp,
+//    diag_ntk), and every other entry is also written to its mirror image.
+//  * Outputs: nngp / ntk (either may be null) at (i, j) with leading dimension ld_out; when
+//    nngp_t / ntk_t are non-null, also at (j, i) of those (leading dimension ld_t): the lower
+//    triangle of a symmetric Gram.
+//  * float32 refinement (`refine` != 0): pairs whose first-layer 1 - rho^2 is <= tau are
+//    recomputed in float64 from x64 / y64 (d features), sig_x64 / sig_y64 and coef64, as the CPU
+//    backend does (ntkfast.gram._REFINE_TOL32).
 #include "recursion.cuh"
 
 namespace ntkfast {
 
-template <typename T> struct Layers {
-  const T* first;  // [w, b, alpha, beta]: Sigma_1 = w g + b, Theta_1 = alpha g + beta
-  const T* steps;  // n_steps x [res, W^2, b^2, alpha, beta]
-  int n_steps;
-  T p0, p1, p2;    // activation parameters
-};
+enum : int { COEF_HEAD = 7 };  // (enums: no unused-variable warning where no kernel is instantiated)
 
 template <int CODE, typename T>
-__device__ inline void run_layers(const Layers<T>& L, T g, const T* sig_x, const T* sig_y, int ldx, int ldy,
-                                  int i, int j, T& sigma, T& theta) {
-  sigma = L.first[0] * g + L.first[1];
-  theta = L.first[2] * g + L.first[3];
-  for (int l = 0; l < L.n_steps; ++l) {
-    Dual<T> kk = dual<T>(CODE, L.p0, L.p1, L.p2, sig_x[l * ldx + i], sig_y[l * ldy + j], sigma);
-    const T* c = L.steps + 5 * l;
+__device__ inline void run_layers(const T* coef, int n_steps, T g, const T* sx, int ld_sx, const T* sy, int ld_sy,
+                                  T& sigma, T& theta) {
+  sigma = coef[3] * g + coef[4];
+  theta = coef[5] * g + coef[6];
+  for (int l = 0; l < n_steps; ++l) {
+    Dual<T> kk = dual<T>(CODE, coef[0], coef[1], coef[2], sx[(size_t)l * ld_sx], sy[(size_t)l * ld_sy], sigma);
+    const T* c = coef + COEF_HEAD + 5 * l;
     step<T>(kk.k, kk.kdot, sigma, theta, c[0], c[1], c[2], c[3], c[4]);
   }
 }
 
+// Everything the recursion of one entry needs; built in registers by each kernel from its parameters.
+template <typename T> struct Recursion {
+  const T* coef;
+  int n_steps;
+  const T* sig_x;
+  const T* sig_y;
+  int ld_sx, ld_sy;
+  const T* diag_nngp;
+  const T* diag_ntk;
+  int diagonal;
+  int refine;
+  float tau;
+  const double* coef64;
+  const double* sig_x64;
+  const double* sig_y64;
+  const double* x64;
+  const double* y64;
+  int d;
+};
+
+// (sigma, theta) of the tile entry (i, j) whose inner product is g.
 template <int CODE, typename T>
-__global__ void recursion_tile(const T* __restrict__ gram, int n, int m, int ld_gram,
-                               const T* __restrict__ sig_x, const T* __restrict__ sig_y,
-                               Layers<T> layers, T* nngp, T* ntk, int ld_out,
-                               const T* __restrict__ diag_nngp, const T* __restrict__ diag_ntk, int symmetric) {
+__device__ inline void entry(const Recursion<T>& R, int i, int j, T g, T& sigma, T& theta) {
+  if (R.diagonal && i == j) {
+    sigma = R.diag_nngp[i];
+    theta = R.diag_ntk[i];
+    return;
+  }
+  if (R.refine && R.n_steps > 0) {
+    const T S = R.sig_x[i] * R.sig_y[j];
+    const T s1 = R.coef[3] * g + R.coef[4];
+    if (S - s1 * s1 <= T(R.tau) * S) {  // too close to parallel for float32: redo in float64
+      const double* x = R.x64 + (size_t)i * R.d;
+      const double* y = R.y64 + (size_t)j * R.d;
+      double g64 = 0.0;
+      for (int q = 0; q < R.d; ++q) g64 += x[q] * y[q];
+      double s64, t64;
+      run_layers<CODE, double>(R.coef64, R.n_steps, g64, R.sig_x64 + i, R.ld_sx, R.sig_y64 + j, R.ld_sy, s64, t64);
+      sigma = T(s64);
+      theta = T(t64);
+      return;
+    }
+  }
+  run_layers<CODE, T>(R.coef, R.n_steps, g, R.sig_x + i, R.ld_sx, R.sig_y + j, R.ld_sy, sigma, theta);
+}
+
+template <typename T>
+__device__ inline void store(T* nngp, T* ntk, long long ld_out, T* nngp_t, T* ntk_t, long long ld_t, int i, int j,
+                             T sigma, T theta, bool mirror) {
+  if (nngp) nngp[(size_t)i * ld_out + j] = sigma;
+  if (ntk) ntk[(size_t)i * ld_out + j] = theta;
+  if (mirror) {
+    if (nngp_t) nngp_t[(size_t)j * ld_t + i] = sigma;
+    if (ntk_t) ntk_t[(size_t)j * ld_t + i] = theta;
+  }
+}
+
+#define NTKFAST_RECURSION_PARAMS                                                                           \
+  const T *coef, int n_steps, const T *sig_x, const T *sig_y, int ld_sx, int ld_sy, const T *diag_nngp,     \
+      const T *diag_ntk, int diagonal, int refine, float tau, const double *coef64, const double *sig_x64, \
+      const double *sig_y64, const double *x64, const double *y64, int d
+#define NTKFAST_RECURSION_ARGS                                                                            \
+  {coef, n_steps, sig_x, sig_y, ld_sx, ld_sy, diag_nngp, diag_ntk, diagonal, refine, tau, coef64, sig_x64, \
+   sig_y64, x64, y64, d}
+
+// One thread per entry (block 32 x 8).  `gram` may be the same buffer as an output (same leading
+// dimension): each entry is read by the thread that then writes it, and the mirror writes of a
+// diagonal tile land on entries whose own threads read nothing.
+template <int CODE, typename T>
+__global__ void recursion_tile(const T* gram, long long ld_gram, int n, int m, NTKFAST_RECURSION_PARAMS, T* nngp,
+                               T* ntk, long long ld_out, T* nngp_t, T* ntk_t, long long ld_t) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   const int i = blockIdx.y * blockDim.y + threadIdx.y;
   if (i >= n || j >= m) return;
-  if (symmetric && i > j) return;
+  if (diagonal && i > j) return;
+  const Recursion<T> R = NTKFAST_RECURSION_ARGS;
+  const T g = (diagonal && i == j) ? T(0) : gram[(size_t)i * ld_gram + j];
   T sigma, theta;
-  if (symmetric && i == j) {
-    sigma = diag_nngp[i];
-    theta = diag_ntk[i];
-  } else {
-    run_layers<CODE, T>(layers, gram[(size_t)i * ld_gram + j], sig_x, sig_y, n, m, i, j, sigma, theta);
-  }
-  if (nngp) {
-    nngp[(size_t)i * ld_out + j] = sigma;
-    if (symmetric) nngp[(size_t)j * ld_out + i] = sigma;
-  }
-  if (ntk) {
-    ntk[(size_t)i * ld_out + j] = theta;
-    if (symmetric) ntk[(size_t)j * ld_out + i] = theta;
-  }
+  entry<CODE, T>(R, i, j, g, sigma, theta);
+  store<T>(nngp, ntk, ld_out, nngp_t, ntk_t, ld_t, i, j, sigma, theta, !(diagonal && i == j));
 }
 
-constexpr int TILE = 32;
+// Hand-tiled inner products: BT x BT entries per block of TPB x TPB threads, RPT x RPT per thread;
+// BK features per shared-memory stage (8 keeps matvec_fused under 48 KiB of shared memory in float64).
+enum : int { BT = 64, TPB = 16, RPT = BT / TPB, BK = 8 };
 
-template <int CODE, typename T>
-__global__ void matvec_tile(const T* __restrict__ X, const T* __restrict__ Y, int n, int m, int d,
-                            const T* __restrict__ sig_x, const T* __restrict__ sig_y, Layers<T> layers,
-                            int want_ntk, const T* __restrict__ V, int k, T* out) {
-  __shared__ T xs[TILE][TILE + 1];
-  __shared__ T ys[TILE][TILE + 1];
-  __shared__ T kt[TILE][TILE + 1];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int i = blockIdx.y * TILE + ty;  // row of K
-  const int j = blockIdx.x * TILE + tx;  // column of K
-  T g = T(0);
-  for (int f0 = 0; f0 < d; f0 += TILE) {
-    const int row_x = blockIdx.y * TILE + ty, row_y = blockIdx.x * TILE + ty;
-    xs[ty][tx] = (row_x < n && f0 + tx < d) ? X[(size_t)row_x * d + f0 + tx] : T(0);
-    ys[ty][tx] = (row_y < m && f0 + tx < d) ? Y[(size_t)row_y * d + f0 + tx] : T(0);
-    __syncthreads();
-    for (int f = 0; f < TILE; ++f) g += xs[ty][f] * ys[tx][f];
-    __syncthreads();
-  }
-  T sigma = T(0), theta = T(0);
-  if (i < n && j < m) run_layers<CODE, T>(layers, g, sig_x, sig_y, n, m, i, j, sigma, theta);
-  kt[ty][tx] = (i < n && j < m) ? (want_ntk ? theta : sigma) : T(0);
-  __syncthreads();
-  // out[i, c] += sum_j K[i, j] V[j, c] for this block's rows and columns
-  for (int c = tx; c < k; c += TILE) {
-    if (i >= n) break;
-    T acc = T(0);
-    for (int jj = 0; jj < TILE; ++jj) {
-      const int col = blockIdx.x * TILE + jj;
-      if (col < m) acc += kt[ty][jj] * V[(size_t)col * k + c];
+// acc[r][c] = <X[row0 + ty + TPB r], Y[col0 + tx + TPB c]> (0 outside the matrix).  X, Y: rows of d
+// features.  Every thread of the block must call it (it synchronises).
+template <typename T>
+__device__ inline void tile_products(const T* X, const T* Y, int n, int m, int d, int row0, int col0,
+                                     T (&acc)[RPT][RPT]) {
+  __shared__ T xs[BT][BK + 1];
+  __shared__ T ys[BT][BK + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * TPB + tx;
+#pragma unroll
+  for (int r = 0; r < RPT; ++r)
+#pragma unroll
+    for (int c = 0; c < RPT; ++c) acc[r][c] = T(0);
+  for (int f0 = 0; f0 < d; f0 += BK) {
+    for (int e = tid; e < BT * BK; e += TPB * TPB) {
+      const int r = e / BK, f = f0 + e % BK;
+      xs[r][e % BK] = (row0 + r < n && f < d) ? X[(size_t)(row0 + r) * d + f] : T(0);
+      ys[r][e % BK] = (col0 + r < m && f < d) ? Y[(size_t)(col0 + r) * d + f] : T(0);
     }
-    atomicAdd(&out[(size_t)i * k + c], acc);
+    __syncthreads();
+#pragma unroll
+    for (int f = 0; f < BK; ++f) {
+      T a[RPT], b[RPT];
+#pragma unroll
+      for (int r = 0; r < RPT; ++r) a[r] = xs[ty + TPB * r][f];
+#pragma unroll
+      for (int c = 0; c < RPT; ++c) b[c] = ys[tx + TPB * c][f];
+#pragma unroll
+      for (int r = 0; r < RPT; ++r)
+#pragma unroll
+        for (int c = 0; c < RPT; ++c) acc[r][c] += a[r] * b[c];
+    }
+    __syncthreads();
   }
 }
+
+// Grid (ceil(m / BT), ceil(n / BT)), block (TPB, TPB).  X, Y: the tile's first rows (d features each).
+template <int CODE, typename T>
+__global__ void __launch_bounds__(TPB* TPB)
+    gram_fused(const T* X, const T* Y, int n, int m, NTKFAST_RECURSION_PARAMS, T* nngp, T* ntk, long long ld_out,
+               T* nngp_t, T* ntk_t, long long ld_t) {
+  const int row0 = blockIdx.y * BT, col0 = blockIdx.x * BT;
+  if (diagonal && col0 + BT <= row0) return;  // wholly below the diagonal: written as mirror images
+  T acc[RPT][RPT];
+  tile_products<T>(X, Y, n, m, d, row0, col0, acc);
+  const Recursion<T> R = NTKFAST_RECURSION_ARGS;
+#pragma unroll
+  for (int r = 0; r < RPT; ++r) {
+    const int i = row0 + threadIdx.y + TPB * r;
+#pragma unroll
+    for (int c = 0; c < RPT; ++c) {
+      const int j = col0 + threadIdx.x + TPB * c;
+      if (i >= n || j >= m || (diagonal && i > j)) continue;
+      T sigma, theta;
+      entry<CODE, T>(R, i, j, acc[r][c], sigma, theta);
+      store<T>(nngp, ntk, ld_out, nngp_t, ntk_t, ld_t, i, j, sigma, theta, !(diagonal && i == j));
+    }
+  }
+}
+
+// Grid (n_slices, ceil(n / BT)), block (TPB, TPB).  Block (s, b) adds K[rows of b, column tiles
+// s * tiles_per_slice ...] @ V[those columns] into partial[s] (n x k, zeroed here first, so every
+// element of every slice is written).  With `diagonal` (K(X, X), Y == X), entry (i, i) is exact.
+template <int CODE, typename T>
+__global__ void __launch_bounds__(TPB* TPB)
+    matvec_fused(const T* X, const T* Y, int n, int m, NTKFAST_RECURSION_PARAMS, int want_ntk, const T* V, int k,
+                 int tiles_per_slice, T* partial) {
+  __shared__ T kt[BT][BT + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * TPB + tx;
+  const int row0 = blockIdx.y * BT;
+  T* part = partial + (size_t)blockIdx.x * n * k;
+  // (row, column of V) pairs are dealt to threads the same way in every loop below, so each
+  // thread reads back only what it wrote itself: no race on `part`
+  for (int e = tid; e < BT * k; e += TPB * TPB) {
+    const int i = row0 + e / k;
+    if (i < n) part[(size_t)i * k + e % k] = T(0);
+  }
+  const Recursion<T> R = NTKFAST_RECURSION_ARGS;
+  const int n_col_tiles = (m + BT - 1) / BT;
+  const int t0 = blockIdx.x * tiles_per_slice;
+  const int t1 = min(t0 + tiles_per_slice, n_col_tiles);
+  for (int t = t0; t < t1; ++t) {
+    const int col0 = t * BT;
+    T acc[RPT][RPT];
+    tile_products<T>(X, Y, n, m, d, row0, col0, acc);
+#pragma unroll
+    for (int r = 0; r < RPT; ++r) {
+      const int i = row0 + ty + TPB * r;
+#pragma unroll
+      for (int c = 0; c < RPT; ++c) {
+        const int j = col0 + tx + TPB * c;
+        T value = T(0);
+        if (i < n && j < m) {
+          T sigma, theta;
+          entry<CODE, T>(R, i, j, acc[r][c], sigma, theta);
+          value = want_ntk ? theta : sigma;
+        }
+        kt[ty + TPB * r][tx + TPB * c] = value;
+      }
+    }
+    __syncthreads();
+    const int cols = min(BT, m - col0);
+    for (int e = tid; e < BT * k; e += TPB * TPB) {
+      const int r = e / k, c = e % k, i = row0 + r;
+      if (i >= n) continue;
+      T s = part[(size_t)i * k + c];
+      for (int jj = 0; jj < cols; ++jj) s += kt[r][jj] * V[(size_t)(col0 + jj) * k + c];
+      part[(size_t)i * k + c] = s;
+    }
+    __syncthreads();  // kt is overwritten by the next tile
+  }
+}
+
+// out[e] = sum over s of partial[s * size + e], s in increasing order (deterministic).
+template <typename T>
+__global__ void sum_slices(const T* partial, int n_slices, long long size, T* out) {
+  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < size; e += (long long)gridDim.x * blockDim.x) {
+    T s = T(0);
+    for (int q = 0; q < n_slices; ++q) s += partial[(size_t)q * size + e];
+    out[e] = s;
+  }
+}
+
+#undef NTKFAST_RECURSION_PARAMS
+#undef NTKFAST_RECURSION_ARGS
 
 }  // namespace ntkfast
-
-// Explicit instantiations for nvcc (CuPy instantiates by name_expressions instead).
-#define NTKFAST_INSTANTIATE(CODE, T)                                                                       \
-  template __global__ void ntkfast::recursion_tile<CODE, T>(const T*, int, int, int, const T*, const T*,  \
-                                                            ntkfast::Layers<T>, T*, T*, int, const T*,     \
-                                                            const T*, int);                                \
-  template __global__ void ntkfast::matvec_tile<CODE, T>(const T*, const T*, int, int, int, const T*,      \
-                                                         const T*, ntkfast::Layers<T>, int, const T*, int, \
-                                                         T*);
-NTKFAST_INSTANTIATE(0, float)
-NTKFAST_INSTANTIATE(0, double)
-NTKFAST_INSTANTIATE(1, float)
-NTKFAST_INSTANTIATE(1, double)
-NTKFAST_INSTANTIATE(2, double)
-NTKFAST_INSTANTIATE(17, double)

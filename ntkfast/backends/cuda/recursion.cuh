@@ -5,7 +5,10 @@
 // without a GPU (tests/test_cuda_sources.py).  T is float or double.
 #pragma once
 
+// NVRTC (CuPy) has the math functions built in and no system headers.
+#ifndef __CUDACC_RTC__
 #include <math.h>
+#endif
 
 namespace ntkfast {
 
