@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_arch, check_array, check_positive_float, check_positive_int
+from ._validation import check_arch, check_array, check_backend, check_positive_float, check_positive_int
 from .spec import MLP
 from .tiling import check_fits, memory_budget
 
@@ -258,7 +258,13 @@ class FiniteMLP:
 
     # --------------------------------------------------------------------------- empirical NTK
     def empirical_ntk(
-        self, X, Y=None, trace_outputs: bool = True, diagonal: bool = False, block_size: int | None = None
+        self,
+        X,
+        Y=None,
+        trace_outputs: bool = True,
+        diagonal: bool = False,
+        block_size: int | None = None,
+        backend: str = "auto",
     ) -> np.ndarray:
         """The empirical NTK sum_p df(x)/dp df(y)/dp, layer by layer without the Jacobian.
 
@@ -273,7 +279,14 @@ class FiniteMLP:
             Only Theta(x_i, x_i): shape (n,) traced, (n, k, k) full.  ``Y`` must be None.
         block_size : int, default=None
             Rows per block (by default from the memory budget), so large n fit in memory.
+        backend : {"auto", "cpu", "gpu"}, default="auto"
+            "gpu" (or "auto" with CuPy inputs): the per-layer Gram products on the GPU
+            (``ntkfast.backends.gpu.empirical_ntk``; not for ``diagonal``).
         """
+        if check_backend(backend, X, Y) == "gpu" and not diagonal:
+            from .backends import gpu
+
+            return gpu.empirical_ntk(self, X, Y, trace_outputs, block_size)
         X = self._check_X(X)
         symmetric = Y is None
         Y = X if symmetric else self._check_X(Y, "Y")

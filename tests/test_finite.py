@@ -176,3 +176,14 @@ def test_bad_inputs(rng):
         nf.FiniteMLP.from_params(arch, [])
     with pytest.raises(AttributeError, match="in_dim"):
         nf.FiniteMLP(arch).params  # noqa: B018
+
+
+def test_empirical_ntk_on_the_gpu_without_cupy_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    net = nf.FiniteMLP(nf.MLP(depth=1, width=8), in_dim=3)
+    with pytest.raises(ImportError, match=r"pip install ntkfast\[gpu\]"):
+        net.empirical_ntk(np.ones((2, 3)), backend="gpu")
+    with pytest.raises(ValueError, match="backend"):
+        net.empirical_ntk(np.ones((2, 3)), backend="tpu")
