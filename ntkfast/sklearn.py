@@ -72,6 +72,8 @@ _PARAMETERS_DOC = """
     dual_coef_ : ndarray of shape (n_samples or n_centers, n_outputs)
     solver_ : str
         The solver used.
+    n_iter_ : int
+        Iterations of the iterative solvers (1 for the direct ones).
     X_fit_ : ndarray of shape (n_samples, n_features)
     y_mean_ : ndarray of shape (n_outputs,)
     n_features_in_ : int
@@ -167,6 +169,7 @@ class _NTKBase(BaseEstimator):
         """
         self.arch_ = self._check_params()
         self.X_fit_ = X
+        self.n_iter_ = 1  # a direct factorisation; CG / Nystrom record their iterations
         self.solver_ = self._choose_solver(len(X), Y.shape[1], X.shape[1])
         self._large = None
         if self.solver_ in ("cg", "nystrom"):
@@ -176,6 +179,7 @@ class _NTKBase(BaseEstimator):
                 m=self.n_centers, tol=self.tol, maxiter=self.max_iter, dtype=self.dtype, seed=self.random_state,
             )  # fmt: skip
             self.dual_coef_ = self._large.alpha  # on self._large.centers (the training points for CG)
+            self.n_iter_ = max(1, self._large.iterations)
             return self
         check_lapack_size(len(X), f"solver={self.solver_!r}", "use solver='cg' or 'nystrom' (t = inf)")
         K = np.asarray(self._gram(X), dtype=np.float64)
@@ -221,8 +225,8 @@ class _NTKBase(BaseEstimator):
         return X, np.asarray(self._gram(X, self.X_fit_), dtype=np.float64)
 
     def _decision(self, X):
+        check_is_fitted(self, "dual_coef_")
         if self._large is not None:  # matrix-free prediction on the centres
-            check_is_fitted(self, "dual_coef_")
             X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
             out = self._large.predict(X)
             return out.reshape(len(X), -1) + self.y_mean_
