@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 import sys
 
 import numpy as np
@@ -119,20 +120,26 @@ def check_out(out, names: tuple[str, ...], shape: tuple[int, int], dtype: np.dty
     return list(outs)
 
 
-def _lapack_max_n() -> int:
-    import scipy.linalg.lapack
+# The largest n x n dense factorisation (Cholesky, eigh) we let LAPACK attempt.  SciPy's bundled
+# OpenBLAS crashed the interpreter (segfault in its threaded potrf) at n = 40 000 and 46 000 on a
+# 2-core machine with 24 GB (OpenBLAS issues #352 and #2562 describe the same); VERIFIED_N ran.
+# Another LAPACK (MKL, an ILP64 build) may go further: NTKFAST_DENSE_MAX_N overrides the limit.
+VERIFIED_N = 20_000
 
-    # LP64 LAPACK indexes an n x n matrix with 32-bit integers: n^2 must stay below 2^31
-    return 2**62 if scipy.linalg.lapack.HAS_ILP64 else 46340
+
+def _lapack_max_n() -> int:
+    env = os.environ.get("NTKFAST_DENSE_MAX_N")
+    return int(env) if env else VERIFIED_N
 
 
 LAPACK_MAX_N = _lapack_max_n()
 
 
 def check_lapack_size(n: int, what: str, alternative: str) -> None:
-    """Refuse a dense factorisation LAPACK cannot index (it would crash the interpreter)."""
+    """Refuse a dense factorisation LAPACK may not survive (it would crash the interpreter)."""
     if n > LAPACK_MAX_N:
         raise ValueError(
-            f"{what}: n = {n} is above {LAPACK_MAX_N}, the largest n x n matrix this SciPy's 32-bit-integer "
-            f"LAPACK can factorise; {alternative}"
+            f"{what}: n = {n} is above {LAPACK_MAX_N}, the largest dense factorisation verified with this "
+            f"SciPy/OpenBLAS (its threaded Cholesky crashed the interpreter at n = 40 000); {alternative}. "
+            "With another LAPACK, NTKFAST_DENSE_MAX_N raises the limit."
         )

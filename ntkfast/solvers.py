@@ -640,9 +640,10 @@ def plan_solver(
     tile scratch.  Nyström adds ``8 (3 m^2 + 6 m k)`` (K_mm and the two factors) and either a
     streamed block of K_nm (``BLOCK_BYTES``) or the cached ``n m itemsize``.
 
-    ``solver="auto"``: "cholesky" when it fits (and n <= ``LAPACK_MAX_N``, the largest n a
-    32-bit-integer LAPACK can index); else "cg" when n <= ``CG_MAX_N`` (above that its O(n^2)
-    kernel work per iteration is too slow); else "nystrom".  An explicit ``solver``
+    ``solver="auto"``: "cholesky" when it fits (and n <= ``LAPACK_MAX_N``, the largest dense
+    factorisation verified with this LAPACK: see ``ntkfast._validation``); else "cg" when
+    n <= ``CG_MAX_N`` (above that its O(n^2) kernel work per iteration is too slow); else
+    "nystrom".  An explicit ``solver``
     is only checked.  Raises :class:`ntkfast.InsufficientMemoryError` when the chosen method
     (for "auto": even Nyström with ``NYSTROM_MIN_M`` centres and K_nm streamed) cannot fit.
 
