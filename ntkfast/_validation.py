@@ -120,11 +120,14 @@ def check_out(out, names: tuple[str, ...], shape: tuple[int, int], dtype: np.dty
     return list(outs)
 
 
-# The largest n x n dense factorisation (Cholesky, eigh) we let LAPACK attempt.  SciPy's bundled
-# OpenBLAS crashed the interpreter (segfault in its threaded potrf) at n = 40 000 and 46 000 on a
-# 2-core machine with 24 GB (OpenBLAS issues #352 and #2562 describe the same); VERIFIED_N ran.
-# Another LAPACK (MKL, an ILP64 build) may go further: NTKFAST_DENSE_MAX_N overrides the limit.
+# Dense factorisations and SciPy's bundled OpenBLAS: its threaded potrf segfaulted (crashing the
+# interpreter) at n = 30 000, 40 000 and 46 000 on a 2-core machine (OpenBLAS issues #352, #2562
+# describe the same), while n = 20 000 ran, and so did a single-threaded potrf at 30 000.  So
+# Cholesky runs single-threaded above VERIFIED_N (``solvers.cho_factor_inplace``) up to the 32-bit
+# index limit; eigendecompositions stop at VERIFIED_N.  NTKFAST_DENSE_MAX_N overrides the latter
+# for another LAPACK (MKL, an ILP64 build).
 VERIFIED_N = 20_000
+CHOLESKY_MAX_N = 46_340  # n^2 < 2^31: LP64 LAPACK's index limit
 
 
 def _lapack_max_n() -> int:
@@ -135,11 +138,12 @@ def _lapack_max_n() -> int:
 LAPACK_MAX_N = _lapack_max_n()
 
 
-def check_lapack_size(n: int, what: str, alternative: str) -> None:
+def check_lapack_size(n: int, what: str, alternative: str, cholesky: bool = False) -> None:
     """Refuse a dense factorisation LAPACK may not survive (it would crash the interpreter)."""
-    if n > LAPACK_MAX_N:
+    limit = max(CHOLESKY_MAX_N, LAPACK_MAX_N) if cholesky else LAPACK_MAX_N
+    if n > limit:
+        kind = "Cholesky factorisation (32-bit LAPACK)" if cholesky else "eigendecomposition verified with this LAPACK"
         raise ValueError(
-            f"{what}: n = {n} is above {LAPACK_MAX_N}, the largest dense factorisation verified with this "
-            f"SciPy/OpenBLAS (its threaded Cholesky crashed the interpreter at n = 40 000); {alternative}. "
+            f"{what}: n = {n} is above {limit}, the largest dense {kind}; {alternative}. "
             "With another LAPACK, NTKFAST_DENSE_MAX_N raises the limit."
         )

@@ -181,7 +181,9 @@ class _NTKBase(BaseEstimator):
             self.dual_coef_ = self._large.alpha  # on self._large.centers (the training points for CG)
             self.n_iter_ = max(1, self._large.iterations)
             return self
-        check_lapack_size(len(X), f"solver={self.solver_!r}", "use solver='cg' or 'nystrom' (t = inf)")
+        check_lapack_size(
+            len(X), f"solver={self.solver_!r}", "use solver='cg' or 'nystrom' (t = inf)", self.solver_ == "cholesky"
+        )
         K = np.asarray(self._gram(X), dtype=np.float64)
         reg = predict.diag_regularizer(np.diag(K), self.diag_reg)
         K[np.diag_indices_from(K)] += reg
@@ -194,7 +196,8 @@ class _NTKBase(BaseEstimator):
                 factor = solvers.cho_factor_inplace(K)  # no second n^2 buffer
                 self.dual_coef_ = scipy.linalg.cho_solve(factor, Yc, check_finite=False)
                 if loo:  # y_i - f_{-i}(x_i) = alpha_i / [(K + reg)^-1]_ii
-                    inverse, _ = scipy.linalg.lapack.dpotri(*factor, overwrite_c=True)
+                    with solvers.lapack_threads(len(K)):
+                        inverse, _ = scipy.linalg.lapack.dpotri(*factor, overwrite_c=True)
                     self.loo_ = Y - self.dual_coef_ / np.diag(inverse)[:, None]
                 return self
             except np.linalg.LinAlgError:  # semi-definite after all: fall back to eigh

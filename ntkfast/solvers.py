@@ -20,6 +20,7 @@ n training points.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import time
@@ -32,7 +33,8 @@ from scipy.sparse.linalg import LinearOperator
 
 from . import tiling
 from ._validation import (
-    LAPACK_MAX_N,
+    CHOLESKY_MAX_N,
+    VERIFIED_N,
     check_arch,
     check_array,
     check_get,
@@ -126,7 +128,7 @@ def cholesky_solve(
         K = np.array(K, dtype=np.float64)
     if K.ndim != 2 or K.shape[0] != K.shape[1] or not _all_finite(K):
         raise ValueError(f"K: expected a finite square matrix, got shape {K.shape}")
-    check_lapack_size(len(K), "K", "use conjugate_gradient or nystrom")
+    check_lapack_size(len(K), "K", "use conjugate_gradient or nystrom", cholesky=True)
     Y, squeeze = _targets(y, len(K))
     K[np.diag_indices_from(K)] += diag_regularizer(np.diag(K), diag_reg, diag_reg_absolute_scale)
     alpha = scipy.linalg.cho_solve(cho_factor_inplace(K), Y, check_finite=False)
@@ -147,7 +149,16 @@ def cho_factor_inplace(K: np.ndarray) -> tuple[np.ndarray, bool]:
     """
     if K.flags.c_contiguous and not K.flags.f_contiguous:
         K = K.T
-    return scipy.linalg.cho_factor(K, overwrite_a=True, check_finite=False)
+    with lapack_threads(len(K)):
+        return scipy.linalg.cho_factor(K, overwrite_a=True, check_finite=False)
+
+
+def lapack_threads(n: int):
+    """BLAS threads for a dense factorisation of order n: one above ``VERIFIED_N``, where the
+    threaded OpenBLAS potrf crashes (see ``ntkfast._validation``); unchanged below."""
+    if n <= VERIFIED_N:
+        return contextlib.nullcontext()
+    return tiling._blas_controller().limit(limits=1, user_api="blas")
 
 
 def _block_cg(apply, B, tol, maxiter, precondition=None, X0=None, progress=False, desc="CG", who="conjugate_gradient"):
@@ -640,8 +651,8 @@ def plan_solver(
     tile scratch.  Nyström adds ``8 (3 m^2 + 6 m k)`` (K_mm and the two factors) and either a
     streamed block of K_nm (``BLOCK_BYTES``) or the cached ``n m itemsize``.
 
-    ``solver="auto"``: "cholesky" when it fits (and n <= ``LAPACK_MAX_N``, the largest dense
-    factorisation verified with this LAPACK: see ``ntkfast._validation``); else "cg" when
+    ``solver="auto"``: "cholesky" when it fits (and n <= ``CHOLESKY_MAX_N``, 32-bit LAPACK's
+    limit; single-threaded above ``VERIFIED_N``: see ``ntkfast._validation``); else "cg" when
     n <= ``CG_MAX_N`` (above that its O(n^2) kernel work per iteration is too slow); else
     "nystrom".  An explicit ``solver``
     is only checked.  Raises :class:`ntkfast.InsufficientMemoryError` when the chosen method
@@ -699,7 +710,7 @@ def plan_solver(
         f"the memory budget is {fmt(budget)}"
     )
     if solver == "auto":
-        if needs["cholesky"] <= budget and n <= LAPACK_MAX_N:
+        if needs["cholesky"] <= budget and n <= CHOLESKY_MAX_N:
             return SolverPlan("cholesky", f"the n x n Gram fits. {summary}", budget, needs, m, cache)
         if n <= CG_MAX_N and needs["cg"] <= budget:
             return SolverPlan("cg", f"the Gram does not fit and n <= {CG_MAX_N}. {summary}", budget, needs, m, cache)
@@ -719,7 +730,7 @@ def plan_solver(
             "Raise the budget (NTKFAST_MEMORY_BUDGET) or sub-sample the data."
         )
     if solver == "cholesky":
-        check_lapack_size(n, "solver='cholesky'", "use solver='auto', 'cg' or 'nystrom'")
+        check_lapack_size(n, "solver='cholesky'", "use solver='auto', 'cg' or 'nystrom'", cholesky=True)
     if needs[solver] > budget:
         try:
             auto = plan_solver(n, n_test, k, d, m, itemsize, budget, "auto", n_jobs)

@@ -240,13 +240,24 @@ def test_progress_bars_run(rng, capsys):
     assert "Nyström CG" in capsys.readouterr().err
 
 
-def test_dense_factorisations_beyond_32_bit_lapack_are_refused(monkeypatch):
+def test_dense_factorisations_beyond_what_lapack_survives_are_refused(monkeypatch):
     """A dense factorisation larger than LAPACK survives crashes the interpreter (OpenBLAS's
-    potrf segfaulted at n = 40 000): it is refused up front, and "auto" plans an iterative solver."""
+    threaded potrf segfaulted at n = 30 000): Cholesky runs single-threaded above VERIFIED_N and is
+    refused above its limit, eigendecompositions are refused above theirs, and "auto" then plans
+    an iterative solver."""
     import ntkfast._validation as validation
 
-    monkeypatch.setattr(validation, "LAPACK_MAX_N", 50)
-    monkeypatch.setattr(solvers, "LAPACK_MAX_N", 50)
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((40, 45))
+    K = A @ A.T
+    y = rng.standard_normal(40)
+    reference = np.linalg.solve(K + 0.1 * np.mean(np.diag(K)) * np.eye(40), y)
+    monkeypatch.setattr(solvers, "VERIFIED_N", 10)  # the single-threaded path
+    np.testing.assert_allclose(solvers.cholesky_solve(K, y, 0.1), reference, rtol=1e-10)
+
+    for module in (validation, solvers):
+        monkeypatch.setattr(module, "CHOLESKY_MAX_N", 50, raising=False)
+    monkeypatch.setattr(validation, "LAPACK_MAX_N", 30)
     K = np.eye(60)
     with pytest.raises(ValueError, match="LAPACK"):
         solvers.cholesky_solve(K, np.ones(60))
@@ -255,5 +266,6 @@ def test_dense_factorisations_beyond_32_bit_lapack_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="LAPACK"):
         nf.spectrum.analyze(K)
     assert solvers.plan_solver(60, budget="1G").method == "cg"
+    assert solvers.plan_solver(45, budget="1G").method == "cholesky"
     with pytest.raises(ValueError, match="LAPACK"):
         solvers.plan_solver(60, solver="cholesky", budget="1G")
