@@ -221,3 +221,35 @@ def test_estimators_with_iterative_solvers_match_the_exact_one(monkeypatch):
         NTKRegressor(kernel="nngp", solver="cg").fit(X, y).predict(X, return_std=True)
     clf = NTKClassifier(solver="nystrom", n_centers=50, random_state=0).fit(X, y > 0)
     assert clf.score(X, y > 0) > 0.85 and clf.temperature_ == 1.0
+
+
+def test_randomized_search_joblib_round_trip_and_threads(tmp_path):
+    import joblib
+    from scipy.stats import loguniform
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import RandomizedSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = X[:150], y[:150]
+    search = RandomizedSearchCV(
+        make_pipeline(StandardScaler(), NTKClassifier()),
+        {
+            "ntkclassifier__W_std": loguniform(0.5, 2.0),
+            "ntkclassifier__b_std": loguniform(1e-3, 1.0),
+            "ntkclassifier__depth": [1, 2, 3],
+            "ntkclassifier__t": [np.inf, 100.0],
+        },
+        n_iter=4,
+        cv=3,
+        random_state=0,
+    ).fit(X, y)
+    assert search.best_score_ > 0.85
+    path = tmp_path / "model.joblib"
+    joblib.dump(search.best_estimator_, path)
+    np.testing.assert_array_equal(joblib.load(path).predict_proba(X[:10]), search.predict_proba(X[:10]))
+    # the engine's thread count does not change the fitted model beyond rounding
+    one = NTKClassifier(n_jobs=1).fit(X, y).decision_function(X[:10])
+    two = NTKClassifier(n_jobs=2).fit(X, y).decision_function(X[:10])
+    np.testing.assert_allclose(one, two, rtol=1e-9, atol=1e-12)
