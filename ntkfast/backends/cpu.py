@@ -146,6 +146,13 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 ntk[i0 + i, j0 + j] = t
 
     @jit
+    def grad_step(k, kdot, dk, dkdot, s, t, ds, dt, c, dc):
+        """Derivative of one ``step`` along one hyper-parameter: (dSigma, dTheta) after it."""
+        ds_new = c[0] * ds + dc[1] * k + c[1] * dk + dc[2]
+        dt_new = c[0] * dt + dc[3] * k + c[3] * dk + dc[4] + (dc[1] * kdot + c[1] * dkdot) * t + c[1] * kdot * dt
+        return ds_new, dt_new
+
+    @jit
     def diag_grad(params, first, dfirst, steps, dsteps, sqnorm, sig, dsig, out, dout, get_ntk):
         """``diag`` with forward-mode derivatives in two hyper-parameters (float64).
 
@@ -172,13 +179,7 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 for p in range(2):
                     dsig[layer, i, p] = ds[p]
                     dc = dsteps[p, layer]
-                    dkp = dk * ds[p]
-                    ds_new = c[0] * ds[p] + dc[1] * k + c[1] * dkp + dc[2]
-                    dt[p] = (
-                        c[0] * dt[p] + dc[3] * k + c[3] * dkp + dc[4]
-                        + (dc[1] * kdot + c[1] * dkdot * ds[p]) * t + c[1] * kdot * dt[p]
-                    )  # fmt: skip
-                    ds[p] = ds_new
+                    ds[p], dt[p] = grad_step(k, kdot, dk * ds[p], dkdot * ds[p], s, t, ds[p], dt[p], c, dc)
                 s, t = step(k, kdot, s, t, c[0], c[1], c[2], c[3], c[4])
             out[i] = t if get_ntk else s
             for p in range(2):
@@ -191,42 +192,45 @@ def recursion_kernels(code: int) -> SimpleNamespace:
 
         Same pass, same order: each pair carries (Sigma, Theta) and their derivatives through
         the layers, with the chain rule through ``recursion.dual_grad``.  Writes
-        ``out[i0 + i, j0 + j]`` and ``dout[i0 + i, j0 + j, p]``.
+        ``out[i0 + i, j0 + j]`` and ``dout[i0 + i, j0 + j, p]``.  The two derivatives are
+        scalars (not a length-2 array) so that they stay in registers.
         """  # fmt: skip
         if fingerprint < 0:
             return
         p0, p1, p2 = params[0], params[1], params[2]
-        ds = np.empty(2)
-        dt = np.empty(2)
         for i in range(G.shape[0]):
             for j in range(G.shape[1]):
                 g = G[i, j]
                 s = first[0] * g + first[1]
                 t = first[2] * g + first[3]
-                for p in range(2):
-                    ds[p] = dfirst[p, 0] * g + dfirst[p, 1]
-                    dt[p] = dfirst[p, 2] * g + dfirst[p, 3]
+                ds0 = dfirst[0, 0] * g + dfirst[0, 1]
+                dt0 = dfirst[0, 2] * g + dfirst[0, 3]
+                ds1 = dfirst[1, 0] * g + dfirst[1, 1]
+                dt1 = dfirst[1, 2] * g + dfirst[1, 3]
                 for layer in range(steps.shape[0]):
                     sxx = sig_rows[layer, i]
                     syy = sig_cols[layer, j]
                     k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, syy, s)
                     c = steps[layer]
-                    for p in range(2):
-                        dc = dsteps[p, layer]
-                        dsx = dsig_rows[layer, i, p]
-                        dsy = dsig_cols[layer, j, p]
-                        dk = kx * dsx + ky * dsy + kxy * ds[p]
-                        dkdot = dx * dsx + dy * dsy + dxy * ds[p]
-                        ds_new = c[0] * ds[p] + dc[1] * k + c[1] * dk + dc[2]
-                        dt[p] = (
-                            c[0] * dt[p] + dc[3] * k + c[3] * dk + dc[4]
-                            + (dc[1] * kdot + c[1] * dkdot) * t + c[1] * kdot * dt[p]
-                        )  # fmt: skip
-                        ds[p] = ds_new
+                    x0, y0 = dsig_rows[layer, i, 0], dsig_cols[layer, j, 0]
+                    x1, y1 = dsig_rows[layer, i, 1], dsig_cols[layer, j, 1]
+                    ds0, dt0 = grad_step(
+                        k, kdot, kx * x0 + ky * y0 + kxy * ds0, dx * x0 + dy * y0 + dxy * ds0,
+                        s, t, ds0, dt0, c, dsteps[0, layer],
+                    )  # fmt: skip
+                    ds1, dt1 = grad_step(
+                        k, kdot, kx * x1 + ky * y1 + kxy * ds1, dx * x1 + dy * y1 + dxy * ds1,
+                        s, t, ds1, dt1, c, dsteps[1, layer],
+                    )  # fmt: skip
                     s, t = step(k, kdot, s, t, c[0], c[1], c[2], c[3], c[4])
-                out[i0 + i, j0 + j] = t if get_ntk else s
-                for p in range(2):
-                    dout[i0 + i, j0 + j, p] = dt[p] if get_ntk else ds[p]
+                if get_ntk:
+                    out[i0 + i, j0 + j] = t
+                    dout[i0 + i, j0 + j, 0] = dt0
+                    dout[i0 + i, j0 + j, 1] = dt1
+                else:
+                    out[i0 + i, j0 + j] = s
+                    dout[i0 + i, j0 + j, 0] = ds0
+                    dout[i0 + i, j0 + j, 1] = ds1
 
     return SimpleNamespace(
         diag=diag, tile=tile, layer_row=layer_row, pairs=pairs, diag_grad=diag_grad, tile_grad=tile_grad
