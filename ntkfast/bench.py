@@ -183,7 +183,7 @@ def scale_benchmark(
     n: int = 1_000_000,
     n_test: int = 100_000,
     d: int = 28,
-    m: int = 2000,
+    m: int = 3000,
     exact_n: int | None = 20_000,
     exact_test: int = 20_000,
     diag_reg: float = 1e-4,
