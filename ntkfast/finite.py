@@ -302,14 +302,25 @@ class FiniteMLP:
             f"an empirical NTK of shape {shape}",
             "Use diagonal=True, trace_outputs=True, or fewer rows.",
         )
-        out = np.zeros(shape)
+        return self._fill_ntk(X, Y, symmetric, trace_outputs, block_size, np.zeros(shape))
+
+    def _fill_ntk(self, X, Y, symmetric, trace_outputs, block_size, out, to_device=None):
+        """Write the empirical NTK into ``out`` block by block (rows of X against rows of Y).
+
+        ``to_device`` moves each block's per-layer features to where ``out`` lives (the GPU
+        backend passes CuPy's); ``_ntk_block`` only uses ``@`` and elementwise arithmetic, so
+        the same formula runs on either array type.
+        """
         bs = block_size or self._block_size()
-        y_blocks = [(j0, self._features(Y[j0 : j0 + bs])[1]) for j0 in range(0, m, bs)]
-        for i0 in range(0, n, bs):
-            fx = self._features(X[i0 : i0 + bs])[1] if not symmetric else None
-            for j0, fy in y_blocks:
-                if symmetric:
-                    fx = next(f for jj, f in y_blocks if jj == i0)
+
+        def features(rows):
+            f = self._features(rows)[1]
+            return f if to_device is None else [(to_device(a), to_device(d), b) for a, d, b in f]
+
+        y_blocks = dict((j0, features(Y[j0 : j0 + bs])) for j0 in range(0, Y.shape[0], bs))
+        for i0 in range(0, X.shape[0], bs):
+            fx = y_blocks[i0] if symmetric else features(X[i0 : i0 + bs])
+            for j0, fy in y_blocks.items():
                 out[i0 : i0 + bs, j0 : j0 + bs] = _ntk_block(fx, fy, trace_outputs, self.has_bias)
         return out
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from .. import tiling
 
-__all__ = ["available", "benchmark", "require", "empirical_ntk", "kernel", "kernel_diag", "matmat", "ntk_from_features"]
+__all__ = ["available", "benchmark", "require", "empirical_ntk", "kernel", "kernel_diag", "matmat"]
 
 CUDA_DIR = Path(__file__).resolve().parent / "cuda"
 INSTALL = "pip install ntkfast[gpu]"
@@ -676,38 +676,6 @@ def _matmat_fused(P, op, V):
 
 
 # --------------------------------------------------------------------------- empirical NTK
-def ntk_from_features(fx, fy, trace_outputs: bool = True, has_bias: bool = True):
-    """The empirical NTK of one block pair on the GPU, from per-layer features.
-
-    ``fx`` and ``fy`` are lists, one entry per Dense layer, of ``(A, D, b_scale)``: the layer's
-    scaled inputs ``A`` (n, N), the back-propagated output gradients ``D`` (n, k, out) and the
-    bias scale, as ``FiniteMLP._features`` returns them (NumPy or CuPy).  Returns a CuPy array:
-    sum over layers of ``(A_x A_y^T + b_scale^2) * <D_x, D_y>`` (DESIGN.md section 2), shape
-    (n, m) traced over outputs or (n, m, k, k).  The products are cuBLAS GEMMs.
-    """
-    cupy = require()
-    total = None
-    for (ax, dx, b_scale), (ay, dy, _) in zip(fx, fy):
-        ax, dx, ay, dy = (cupy.asarray(a, dtype=np.float64) for a in (ax, dx, ay, dy))
-        aa = ax @ ay.T
-        if has_bias:
-            aa += b_scale**2
-        n, k, q = dx.shape
-        m = dy.shape[0]
-        if trace_outputs:
-            dd = dx.reshape(n, k * q) @ dy.reshape(m, k * q).T
-            dd /= k
-            term = aa * dd
-        else:
-            dd = (dx.reshape(n * k, q) @ dy.reshape(m * k, q).T).reshape(n, k, m, k).transpose(0, 2, 1, 3)
-            term = aa[:, :, None, None] * dd
-        if total is None:
-            total = term
-        else:
-            total += term
-    return total
-
-
 def empirical_ntk(net, X, Y=None, trace_outputs: bool = True, block_size: int | None = None):
     """:meth:`ntkfast.FiniteMLP.empirical_ntk` with the per-layer Gram products on the GPU.
 
@@ -721,13 +689,10 @@ def empirical_ntk(net, X, Y=None, trace_outputs: bool = True, block_size: int | 
     Y = X if symmetric else net._check_X(to_host(Y), "Y")
     n, m, k = X.shape[0], Y.shape[0], net.out_dim
     shape = (n, m) if trace_outputs else (n, m, k, k)
-    out = cupy.zeros(shape)
-    bs = block_size or net._block_size()
-    y_blocks = [(j0, net._features(Y[j0 : j0 + bs])[1]) for j0 in range(0, m, bs)]
-    for i0 in range(0, n, bs):
-        fx = dict(y_blocks)[i0] if symmetric else net._features(X[i0 : i0 + bs])[1]
-        for j0, fy in y_blocks:
-            out[i0 : i0 + bs, j0 : j0 + bs] = ntk_from_features(fx, fy, trace_outputs, net.has_bias)
+    # the same block loop and per-layer formula as the CPU, with the features moved to the device
+    out = net._fill_ntk(
+        X, Y, symmetric, trace_outputs, block_size, cupy.zeros(shape), lambda a: cupy.asarray(a, dtype=np.float64)
+    )
     return out if on_device else out.get()
 
 
