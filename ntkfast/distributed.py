@@ -414,7 +414,26 @@ def _check_rhs(V, n: int, dtype, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-class GramOperator(LinearOperator):
+class _ClusterOperator(LinearOperator):
+    """A symmetric operator whose products run on a Dask cluster: the checks every product
+    makes, then ``_product(V)`` on a real (n, k) array of the operator's dtype."""
+
+    def _matvec(self, v):
+        return self._matmat(np.asarray(v).reshape(-1, 1)).reshape(-1)
+
+    def _matmat(self, V):
+        V = np.asarray(V)
+        if np.iscomplexobj(V):
+            return self._matmat(V.real) + 1j * self._matmat(V.imag)
+        V = _check_rhs(V, self.shape[0], self.dtype, "V")
+        _check_running(self.client)
+        return self._product(V)
+
+    def _adjoint(self):
+        return self
+
+
+class GramOperator(_ClusterOperator):
     """K(X, X) as a :class:`scipy.sparse.linalg.LinearOperator` whose products run on Dask.
 
     ``op @ V`` runs one task per block pair (i, j), i <= j, computing the block K_ij with the
@@ -490,15 +509,7 @@ class GramOperator(LinearOperator):
     def _token(self, *extra) -> str:
         return _tokenize(self.arch, self.get, self.dtype, [f.key for f in self._blocks.futures()], *extra)
 
-    def _matvec(self, v):
-        return self._matmat(np.asarray(v).reshape(-1, 1)).reshape(-1)
-
-    def _matmat(self, V):
-        V = np.asarray(V)
-        if np.iscomplexobj(V):
-            return self._matmat(V.real) + 1j * self._matmat(V.imag)
-        V = _check_rhs(V, self.shape[0], self.dtype, "V")
-        _check_running(self.client)
+    def _product(self, V: np.ndarray) -> np.ndarray:
         client, xs, off = self.client, self._blocks.futures(), self._blocks.offsets
         nb, k = len(xs), V.shape[1]
         vs = client.scatter([V[off[i] : off[i + 1]] for i in range(nb)], broadcast=True, hash=False)
@@ -534,11 +545,8 @@ class GramOperator(LinearOperator):
         ]
         return np.concatenate(_gather(client, rows, self.timeout), axis=0)
 
-    def _adjoint(self):
-        return self
 
-
-class NystromOperator(LinearOperator):
+class NystromOperator(_ClusterOperator):
     """The Nyström normal operator ``v -> K_nm^T (K_nm v)`` on Dask, with ``K_nm = K(X, centers)``.
 
     A LinearOperator of shape (m, m).  Each product runs one task per row block X_i computing
@@ -603,20 +611,9 @@ class NystromOperator(LinearOperator):
         total = client.submit(_sum_arrays, parts, key=f"ntkfast-nystrom-{kind}-sum-{token}", pure=True)
         return _gather(client, [total], self.timeout)[0]
 
-    def _matvec(self, v):
-        return self._matmat(np.asarray(v).reshape(-1, 1)).reshape(-1)
-
-    def _matmat(self, V):
-        V = np.asarray(V)
-        if np.iscomplexobj(V):
-            return self._matmat(V.real) + 1j * self._matmat(V.imag)
-        V = _check_rhs(V, self.shape[0], self.dtype, "v")
-        _check_running(self.client)
+    def _product(self, V: np.ndarray) -> np.ndarray:
         (vf,) = self.client.scatter([V], broadcast=True, hash=False)
         return self._run(_nystrom_block, [vf] * len(self.row_chunks), "normal")
-
-    def _adjoint(self):
-        return self
 
     def rhs(self, y) -> np.ndarray:
         """``K_nm^T y`` for y of shape (n,) or (n, k): NumPy, or a dask array chunked like X.
