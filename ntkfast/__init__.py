@@ -1,6 +1,7 @@
 """ntkfast: fast infinite-width NTK/NNGP kernels of fully-connected networks."""
 
-from . import predict, solvers, spectrum
+from . import config, errors, predict, solvers, spectrum
+from .errors import InsufficientMemoryError, NtkfastError
 from .finite import FiniteMLP, TrainingDivergedError, TrainResult, monte_carlo_kernel
 from .gram import GramOperator, kernel, kernel_diag
 from .spec import (
@@ -25,7 +26,6 @@ from .spec import (
     Sign,
     Sin,
 )
-from .tiling import InsufficientMemoryError
 
 __version__ = "0.1.0"
 
@@ -46,6 +46,7 @@ __all__ = [
     "InsufficientMemoryError",
     "LeakyReLU",
     "MLP",
+    "NtkfastError",
     "Monomial",
     "RandomFourierFeatures",
     "Rbf",
@@ -55,6 +56,8 @@ __all__ = [
     "Sin",
     "TrainResult",
     "TrainingDivergedError",
+    "config",
+    "errors",
     "kernel",
     "kernel_diag",
     "monte_carlo_kernel",

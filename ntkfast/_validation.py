@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numbers
-import os
 import sys
 
 import numpy as np
 
+from . import config
 from .spec import MLP
 
 GETS = ("nngp", "ntk")
@@ -120,27 +120,9 @@ def check_out(out, names: tuple[str, ...], shape: tuple[int, int], dtype: np.dty
     return list(outs)
 
 
-# Dense factorisations and SciPy's bundled OpenBLAS: its threaded potrf segfaulted (crashing the
-# interpreter) at n = 30 000, 40 000 and 46 000 on a 2-core machine (OpenBLAS issues #352, #2562
-# describe the same), while n = 20 000 ran, and so did a single-threaded potrf at 30 000.  So
-# Cholesky runs single-threaded above VERIFIED_N (``solvers.cho_factor_inplace``) up to the 32-bit
-# index limit; eigendecompositions stop at VERIFIED_N.  NTKFAST_DENSE_MAX_N overrides the latter
-# for another LAPACK (MKL, an ILP64 build).
-VERIFIED_N = 20_000
-CHOLESKY_MAX_N = 46_340  # n^2 < 2^31: LP64 LAPACK's index limit
-
-
-def _lapack_max_n() -> int:
-    env = os.environ.get("NTKFAST_DENSE_MAX_N")
-    return int(env) if env else VERIFIED_N
-
-
-LAPACK_MAX_N = _lapack_max_n()
-
-
 def check_lapack_size(n: int, what: str, alternative: str, cholesky: bool = False) -> None:
     """Refuse a dense factorisation LAPACK may not survive (it would crash the interpreter)."""
-    limit = max(CHOLESKY_MAX_N, LAPACK_MAX_N) if cholesky else LAPACK_MAX_N
+    limit = max(config.CHOLESKY_MAX_N, config.dense_max_n()) if cholesky else config.dense_max_n()
     if n > limit:
         kind = "Cholesky factorisation (32-bit LAPACK)" if cholesky else "eigendecomposition verified with this LAPACK"
         raise ValueError(

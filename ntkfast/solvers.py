@@ -31,10 +31,8 @@ import numpy as np
 import scipy.linalg
 from scipy.sparse.linalg import LinearOperator
 
-from . import tiling
+from . import config, tiling
 from ._validation import (
-    CHOLESKY_MAX_N,
-    VERIFIED_N,
     check_arch,
     check_array,
     check_get,
@@ -58,17 +56,7 @@ __all__ = [
     "solve",
 ]
 
-# Planner thresholds (one place): exact CG costs O(n^2) kernel entries per iteration, so above
-# CG_MAX_N Nyström is preferred even when CG's O(n) memory would fit.
-CG_MAX_N = 100_000
 NYSTROM_MIN_M = 100  # the smallest Nyström model the planner considers when refusing
-# Scratch for one streamed block of K(X_block, centres) (recomputed per product).
-BLOCK_BYTES = 64 * 2**20
-# Row blocks of a cached K_nm in K_nm^T (K_nm Z): small enough that the block is still in cache
-# for its second product (measured: 1 MiB blocks ~2x faster than 64 MiB ones on a 2-core VM).
-CACHED_BLOCK_BYTES = 2**20
-# Leverage scores are computed for a uniform pool of LEVERAGE_POOL * m candidate points.
-LEVERAGE_POOL = 10
 
 
 class ConvergenceWarning(UserWarning):
@@ -156,7 +144,7 @@ def cho_factor_inplace(K: np.ndarray) -> tuple[np.ndarray, bool]:
 def lapack_threads(n: int):
     """BLAS threads for a dense factorisation of order n: one above ``VERIFIED_N``, where the
     threaded OpenBLAS potrf crashes (see ``ntkfast._validation``); unchanged below."""
-    if n <= VERIFIED_N:
+    if n <= config.VERIFIED_N:
         return contextlib.nullcontext()
     return tiling._blas_controller().limit(limits=1, user_api="blas")
 
@@ -319,9 +307,9 @@ class KernelRidgeResult:
 # ------------------------------------------------------------------------------------ Nyström
 def _budget(budget) -> int:
     if budget is None:
-        return tiling.memory_budget()
+        return config.memory_budget()
     if isinstance(budget, str):
-        return tiling._parse_bytes(budget)
+        return config.parse_bytes(budget, "budget")
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not budget > 0:
         raise ValueError(f"budget: expected a number of bytes > 0 or a string such as '8G', got {budget!r}")
     return int(budget)
@@ -352,11 +340,11 @@ def default_centers(n: int) -> int:
     return int(min(n, max(NYSTROM_MIN_M, round(2 * math.sqrt(n)))))
 
 
-def _leverage_centers(arch, X, m, reg, get, rng, block_bytes=BLOCK_BYTES) -> np.ndarray:
+def _leverage_centers(arch, X, m, reg, get, rng, block_bytes=config.BLOCK_BYTES) -> np.ndarray:
     """Indices of m centres sampled without replacement with probability proportional to
     approximate ridge leverage scores.
 
-    The scores of a uniform pool of ``r = min(n, LEVERAGE_POOL * m)`` points are approximated
+    The scores of a uniform pool of ``r = min(n, config.LEVERAGE_POOL * m)`` points are approximated
     from a uniform sub-sample S of s = m of them (the Nyström estimator of Rudi, Calandriello,
     Carratino & Rosasco 2018, eq. 4, with uniform weights):
     ``l_i ∝ K_ii - K_iS (K_SS + reg s/n I)^-1 K_Si`` (the constant factor 1/reg is dropped).
@@ -364,7 +352,7 @@ def _leverage_centers(arch, X, m, reg, get, rng, block_bytes=BLOCK_BYTES) -> np.
     Cost: r * s kernel entries and O(r s^2) flops.
     """
     n = len(X)
-    r = min(n, LEVERAGE_POOL * m)
+    r = min(n, config.LEVERAGE_POOL * m)
     pool = rng.choice(n, r, replace=False)
     S = pool[:m]  # the pool is in random order: its head is a uniform sub-sample
     U = _upper_cholesky(kernel(arch, X[S], get=get) + reg * m / n * np.eye(m), "K_SS (leverage scores)")
@@ -389,7 +377,7 @@ class _Knm:
         n, m = len(X), len(C)
         self.matrix = None
         if cache:
-            self.rows = max(1, min(n, CACHED_BLOCK_BYTES // (m * dtype.itemsize)))
+            self.rows = max(1, min(n, config.CACHED_BLOCK_BYTES // (m * dtype.itemsize)))
             self.matrix = np.empty((n, m), dtype)
             kernel(arch, X, C, get=get, dtype=dtype, out=self.matrix, progress=progress)
         else:
@@ -592,7 +580,7 @@ def nystrom(
     if client is not None:
         knm, cache = _DistributedKnm(arch, X, C, names[0], dtype, client), False
     else:
-        knm = _Knm(arch, X, C, names[0], dtype, bool(cache), progress, BLOCK_BYTES)
+        knm = _Knm(arch, X, C, names[0], dtype, bool(cache), progress, config.BLOCK_BYTES)
     timings["K_nm"] = time.perf_counter() - t0
 
     def solve_t(M, trans="N"):  # T^-1 M or T^-T M
@@ -649,11 +637,11 @@ def plan_solver(
     Exact Cholesky adds the n x n float64 Gram, ``8 n^2`` (factorised in place; test rows are
     streamed).  CG adds ``8 n k (6 + n_jobs)`` (CG vectors and per-thread accumulators) and the
     tile scratch.  Nyström adds ``8 (3 m^2 + 6 m k)`` (K_mm and the two factors) and either a
-    streamed block of K_nm (``BLOCK_BYTES``) or the cached ``n m itemsize``.
+    streamed block of K_nm (``config.BLOCK_BYTES``) or the cached ``n m itemsize``.
 
     ``solver="auto"``: "cholesky" when it fits (and n <= ``CHOLESKY_MAX_N``, 32-bit LAPACK's
     limit; single-threaded above ``VERIFIED_N``: see ``ntkfast._validation``); else "cg" when
-    n <= ``CG_MAX_N`` (above that its O(n^2) kernel work per iteration is too slow); else
+    n <= ``config.CG_MAX_N`` (above that its O(n^2) kernel work per iteration is too slow); else
     "nystrom".  An explicit ``solver``
     is only checked.  Raises :class:`ntkfast.InsufficientMemoryError` when the chosen method
     (for "auto": even Nyström with ``NYSTROM_MIN_M`` centres and K_nm streamed) cannot fit.
@@ -690,14 +678,14 @@ def plan_solver(
         raise ValueError(f"m: {m} centres requested but there are only n = {n} training points")
     jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
     base = 8 * (n * (d + 2 * k) + n_test * (d + k))
-    tile_scratch = jobs * 2 * min(n, tiling.DEFAULT_TILE) ** 2 * 8
+    tile_scratch = jobs * 2 * min(n, config.DEFAULT_TILE) ** 2 * 8
 
     def nystrom_bytes(mm: int, cached: bool) -> int:
-        stream = n * mm * itemsize if cached else min(BLOCK_BYTES, n * mm * itemsize)
+        stream = n * mm * itemsize if cached else min(config.BLOCK_BYTES, n * mm * itemsize)
         return base + 8 * (3 * mm * mm + 6 * mm * k) + stream + tile_scratch
 
     needs = {
-        "cholesky": base + 8 * n * n + min(BLOCK_BYTES, 8 * n * n_test) + tile_scratch,
+        "cholesky": base + 8 * n * n + min(config.BLOCK_BYTES, 8 * n * n_test) + tile_scratch,
         "cg": base + 8 * n * k * (6 + jobs) + tile_scratch,
         "nystrom": nystrom_bytes(m, False),
         "nystrom_cached": nystrom_bytes(m, True),
@@ -710,12 +698,13 @@ def plan_solver(
         f"the memory budget is {fmt(budget)}"
     )
     if solver == "auto":
-        if needs["cholesky"] <= budget and n <= CHOLESKY_MAX_N:
+        if needs["cholesky"] <= budget and n <= config.CHOLESKY_MAX_N:
             return SolverPlan("cholesky", f"the n x n Gram fits. {summary}", budget, needs, m, cache)
-        if n <= CG_MAX_N and needs["cg"] <= budget:
-            return SolverPlan("cg", f"the Gram does not fit and n <= {CG_MAX_N}. {summary}", budget, needs, m, cache)
+        cg_max = config.CG_MAX_N
+        if n <= cg_max and needs["cg"] <= budget:
+            return SolverPlan("cg", f"the Gram does not fit and n <= {cg_max}. {summary}", budget, needs, m, cache)
         if needs["nystrom"] <= budget:
-            return SolverPlan("nystrom", f"n > {CG_MAX_N} or CG does not fit. {summary}", budget, needs, m, cache)
+            return SolverPlan("nystrom", f"n > {cg_max} or CG does not fit. {summary}", budget, needs, m, cache)
         m_min = min(n, NYSTROM_MIN_M)
         if nystrom_bytes(m_min, False) <= budget:
             m_fit = m_min

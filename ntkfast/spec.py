@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy import special
@@ -475,6 +476,28 @@ class MLP:
         if self.input_map is not None and not isinstance(self.input_map, InputMap):
             raise TypeError("input_map must be an ntkfast InputMap (e.g. FourierFeatures) or None")
         object.__setattr__(self, "width", self._check_width(self.width))
+
+    @classmethod
+    def from_params(cls, source) -> MLP:
+        """The one way a front end builds its network: from an object whose attributes (or a
+        mapping whose keys) are named like this class's fields.
+
+        The estimators, the GP kernels and the CLI (its parsed arguments) all call this, so an
+        option they expose always reaches the network; fields ``source`` does not have keep
+        their defaults.
+
+        Examples
+        --------
+        >>> import ntkfast as nf
+        >>> nf.MLP.from_params({"depth": 2, "residual": True, "width": 7, "unrelated": 1})
+        MLP(depth=2, activation=ABReLU(a=0.0, b=1.0, name='relu'), W_std=1.0, b_std=0.0, parameterization='ntk', \
+width=7, residual=True, input_map=None)
+        """
+        if isinstance(source, Mapping):
+            values = {f.name: source[f.name] for f in fields(cls) if f.name in source}
+        else:
+            values = {f.name: getattr(source, f.name) for f in fields(cls) if hasattr(source, f.name)}
+        return cls(**values)
 
     def _check_width(self, width):
         if isinstance(width, numbers.Integral) and not isinstance(width, bool):

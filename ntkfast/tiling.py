@@ -6,53 +6,18 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-# Tile edge for the fused recursion: a 512 x 512 float64 tile is 2 MiB, near the per-core L2.
-DEFAULT_TILE = 512
+from . import config
+from .config import format_bytes, memory_budget
+from .errors import InsufficientMemoryError
 
-
-class InsufficientMemoryError(MemoryError, ValueError):
-    """A request that cannot fit in the memory budget; raised before anything is allocated."""
-
-
-def _parse_bytes(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
-    if not m:
-        raise ValueError(f"NTKFAST_MEMORY_BUDGET: cannot parse {text!r} (e.g. '8G' or '500M')")
-    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
-
-
-def memory_budget() -> int:
-    """Bytes the engine may allocate: ``$NTKFAST_MEMORY_BUDGET`` or 80 % of available memory."""
-    env = os.environ.get("NTKFAST_MEMORY_BUDGET")
-    if env:
-        return _parse_bytes(env)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(0.8 * int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    try:
-        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 2**62
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n} B"
+__all__ = ["InsufficientMemoryError", "TilePlan", "allocate", "check_fits", "format_bytes", "memory_budget",
+           "plan_tiles", "run_tiles"]
 
 
 def check_fits(nbytes: int, what: str, alternatives: str) -> None:
@@ -68,7 +33,7 @@ def check_fits(nbytes: int, what: str, alternatives: str) -> None:
 class TilePlan:
     """Tiles of an (n, m) output; with ``symmetric`` only blocks on or above the diagonal.
 
-    Diagonal blocks of a symmetric plan are split recursively (down to ``DIAGONAL_TILE``) into
+    Diagonal blocks of a symmetric plan are split recursively (down to ``config.DIAGONAL_TILE``) into
     two diagonal halves and the off-diagonal quarter between them, so the wasted lower
     triangle of a diagonal tile shrinks from tile^2 / 2 to DIAGONAL_TILE^2 / 2 per sub-block.
     """
@@ -91,11 +56,8 @@ class TilePlan:
         return sum(1 for _ in self)
 
 
-DIAGONAL_TILE = 128
-
-
 def _diagonal_tiles(a: int, b: int) -> Iterator[tuple[int, int, int, int]]:
-    if b - a <= DIAGONAL_TILE:
+    if b - a <= config.DIAGONAL_TILE:
         yield a, b, a, b
         return
     mid = (a + b) // 2
@@ -104,17 +66,14 @@ def _diagonal_tiles(a: int, b: int) -> Iterator[tuple[int, int, int, int]]:
     yield from _diagonal_tiles(mid, b)
 
 
-MIN_TILE = 128
-
-
 def plan_tiles(
     n: int, m: int, itemsize: int, symmetric: bool, tile: int | None = None, n_jobs: int | None = None
 ) -> TilePlan:
     """Choose the tile edge: ``tile`` if given; else the default, made smaller (not below
-    ``MIN_TILE``) so that every thread gets a few tiles, and capped by the memory budget."""
+    ``config.MIN_TILE``) so that every thread gets a few tiles, and capped by the memory budget."""
     if tile is None:
         jobs = default_n_jobs() if n_jobs is None else n_jobs
-        tile = min(DEFAULT_TILE, max(MIN_TILE, math.ceil(max(n, m) / (2 * jobs))))
+        tile = min(config.DEFAULT_TILE, max(config.MIN_TILE, math.ceil(max(n, m) / (2 * jobs))))
         # scratch per tile: the tile itself plus two row buffers per thread; keep it a small
         # fraction of the budget
         while tile > 64 and 4 * tile * tile * itemsize > memory_budget() // 8:

@@ -117,7 +117,7 @@ def test_nystrom_cached_and_streamed_agree_and_float32(rng, monkeypatch):
     Xt = rng.standard_normal((40, 5))
     kw = dict(m=60, diag_reg=1e-3, seed=3, tol=1e-10)
     cached = solvers.nystrom(ARCH, X, y, cache=True, **kw)
-    monkeypatch.setattr(solvers, "BLOCK_BYTES", 60 * 8 * 37)  # 37-row blocks: several, uneven
+    monkeypatch.setattr(nf.config, "BLOCK_BYTES", 60 * 8 * 37)  # 37-row blocks: several, uneven
     streamed = solvers.nystrom(ARCH, X, y, cache=False, **kw)
     assert cached.cached and not streamed.cached
     np.testing.assert_array_equal(cached.centers, streamed.centers)
@@ -156,7 +156,7 @@ def test_nystrom_bad_input(rng, monkeypatch):
         fit = solvers.nystrom(ARCH, np.repeat(X[:5], 10, axis=0), y, m=20, seed=0)
     assert fit.alpha.shape == (5, 1)
     # a budget with room for streamed K_nm blocks (10 rows) but not for all of K_nm
-    monkeypatch.setattr(solvers, "BLOCK_BYTES", 10 * 5 * 8)
+    monkeypatch.setattr(nf.config, "BLOCK_BYTES", 10 * 5 * 8)
     needs = solvers.plan_solver(50, d=5, m=5).needs
     assert needs["nystrom_cached"] > needs["nystrom"]
     with pytest.raises(nf.InsufficientMemoryError, match=r"cache=True: K_nm \(50 x 5, float64\) needs"):
@@ -189,7 +189,7 @@ def test_plan_solver_choices_and_refusals():
     assert big.method == "nystrom" and big.m == 2000 and not big.cache
     roomy = solvers.plan_solver(10**6, d=28, itemsize=4, budget="24G")
     assert roomy.method == "nystrom" and roomy.cache
-    assert roomy.needs["nystrom_cached"] - roomy.needs["nystrom"] > 10**6 * 2000 * 4 - solvers.BLOCK_BYTES - 1
+    assert roomy.needs["nystrom_cached"] - roomy.needs["nystrom"] > 10**6 * 2000 * 4 - nf.config.BLOCK_BYTES - 1
     shrunk = solvers.plan_solver(10**6, d=28, budget="350M")
     assert shrunk.method == "nystrom" and solvers.NYSTROM_MIN_M <= shrunk.m < 2000
     with pytest.raises(nf.InsufficientMemoryError, match=r"No solver fits: n = 1000000: exact Cholesky needs 7\.3 TiB"):
@@ -245,19 +245,16 @@ def test_dense_factorisations_beyond_what_lapack_survives_are_refused(monkeypatc
     threaded potrf segfaulted at n = 30 000): Cholesky runs single-threaded above VERIFIED_N and is
     refused above its limit, eigendecompositions are refused above theirs, and "auto" then plans
     an iterative solver."""
-    import ntkfast._validation as validation
-
     rng = np.random.default_rng(0)
     A = rng.standard_normal((40, 45))
     K = A @ A.T
     y = rng.standard_normal(40)
     reference = np.linalg.solve(K + 0.1 * np.mean(np.diag(K)) * np.eye(40), y)
-    monkeypatch.setattr(solvers, "VERIFIED_N", 10)  # the single-threaded path
+    monkeypatch.setattr(nf.config, "VERIFIED_N", 10)  # the single-threaded path
     np.testing.assert_allclose(solvers.cholesky_solve(K, y, 0.1), reference, rtol=1e-10)
 
-    for module in (validation, solvers):
-        monkeypatch.setattr(module, "CHOLESKY_MAX_N", 50, raising=False)
-    monkeypatch.setattr(validation, "LAPACK_MAX_N", 30)
+    monkeypatch.setattr(nf.config, "CHOLESKY_MAX_N", 50)
+    monkeypatch.setenv("NTKFAST_DENSE_MAX_N", "30")
     K = np.eye(60)
     with pytest.raises(ValueError, match="LAPACK"):
         solvers.cholesky_solve(K, np.ones(60))
