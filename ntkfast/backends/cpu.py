@@ -73,13 +73,21 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)
 
     @jit
-    def tile(params, first, steps, G, sig_rows, sig_cols, nngp, ntk, i0, j0, get_nngp, get_ntk, tau):
+    def put_row(out, k, r, c0, vals):
+        """out[k, r, c0 + j] = vals[j]."""
+        row = out[k, r]
+        for j in range(vals.shape[0]):
+            row[c0 + j] = vals[j]
+
+    @jit
+    def tile(params, first, steps, G, sig_rows, sig_cols, nngp, ntk, i0, j0, get_nngp, get_ntk, tau, write_at):
         """Kernel(s) of a tile from its inner products G (bi, bj), all layers fused in cache.
 
-        Writes ``nngp[i0 + i, j0 + j]`` and/or ``ntk[...]`` (whole C-contiguous outputs, so every
-        array the loops touch has unit stride).  ``sig_rows`` (L, bi) and ``sig_cols`` (L, bj)
-        hold the diagonal Sigma's entering each step.  The outputs may alias ``G`` (with zero
-        offsets): each row is read completely before it is written.
+        Writes ``nngp[k, i0 + i, j0 + j]`` and/or ``ntk[k, ...]`` after ``write_at[k]`` steps
+        (``write_at`` ascending; one entry ``[n_steps]`` for a plain kernel; outputs are 3-D
+        C-contiguous, so every array the loops touch has unit stride).  ``sig_rows`` (L, bi) and
+        ``sig_cols`` (L, bj) hold the diagonal Sigma's entering each step.  The outputs may alias
+        ``G`` (with zero offsets): each row is read completely before it is written.
 
         Returns how many pairs have a first-layer 1 - rho^2 <= ``tau`` (see ``near_parallel``;
         ``tau = -inf`` counts none), counted in the same pass.
@@ -92,6 +100,7 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         s = np.empty(bj, G.dtype)
         t = np.empty(bj, G.dtype)
         flagged = 0
+        n_out = write_at.shape[0]
         if steps.shape[0] == 0:  # a linear kernel has no angle to resolve
             tau = -np.inf
             sig_rows = np.ones((1, bi), G.dtype)
@@ -106,28 +115,36 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 t[j] = f2 * g + f3
                 S = first_row * first_cols[j]
                 flagged += S - sij * sij <= tau * S
+            w = 0
+            while w < n_out and write_at[w] == 0:
+                if get_nngp:
+                    put_row(nngp, w, i0 + i, j0, s)
+                if get_ntk:
+                    put_row(ntk, w, i0 + i, j0, t)
+                w += 1
             for layer in range(steps.shape[0]):
                 c = steps[layer]
                 layer_row(p0, p1, p2, sig_rows[layer, i], sig_cols[layer], s, t, c[0], c[1], c[2], c[3], c[4])
-            if get_nngp:
-                row = nngp[i0 + i]
-                for j in range(bj):
-                    row[j0 + j] = s[j]
-            if get_ntk:
-                row = ntk[i0 + i]
-                for j in range(bj):
-                    row[j0 + j] = t[j]
+                while w < n_out and write_at[w] == layer + 1:
+                    if get_nngp:
+                        put_row(nngp, w, i0 + i, j0, s)
+                    if get_ntk:
+                        put_row(ntk, w, i0 + i, j0, t)
+                    w += 1
         return flagged
 
     @jit
-    def pairs(params, first, steps, X, Y, sig_x, sig_y, ii, jj, nngp, ntk, i0, j0, get_nngp, get_ntk):
+    def pairs(params, first, steps, X, Y, sig_x, sig_y, ii, jj, nngp, ntk, i0, j0, get_nngp, get_ntk, write_at):
         """Recompute the entries (ii[k], jj[k]) of a tile from rows X[ii], Y[jj], in the dtype of X.
 
-        Used in float64 for the nearly parallel pairs of a float32 tile (``near_parallel``).
+        Used in float64 for the nearly parallel pairs of a float32 tile (``near_parallel``);
+        outputs and ``write_at`` as in ``tile``.  Outputs after 0 steps (the linear first
+        layer) are left alone: a depth-0 kernel is never refined.
         """
         if fingerprint < 0:
             return
         p0, p1, p2 = params[0], params[1], params[2]
+        n_out = write_at.shape[0]
         for k in range(ii.shape[0]):
             i = ii[k]
             j = jj[k]
@@ -136,14 +153,19 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 g += X[i, q] * Y[j, q]
             s = first[0] * g + first[1]
             t = first[2] * g + first[3]
+            w = 0
+            while w < n_out and write_at[w] == 0:
+                w += 1
             for layer in range(steps.shape[0]):
                 c = steps[layer]
                 kk, kdot = dual(code, p0, p1, p2, sig_x[layer, i], sig_y[layer, j], s)
                 s, t = step(kk, kdot, s, t, c[0], c[1], c[2], c[3], c[4])
-            if get_nngp:
-                nngp[i0 + i, j0 + j] = s
-            if get_ntk:
-                ntk[i0 + i, j0 + j] = t
+                while w < n_out and write_at[w] == layer + 1:
+                    if get_nngp:
+                        nngp[w, i0 + i, j0 + j] = s
+                    if get_ntk:
+                        ntk[w, i0 + i, j0 + j] = t
+                    w += 1
 
     @jit
     def grad_step(k, kdot, dk, dkdot, s, t, ds, dt, c, dc):

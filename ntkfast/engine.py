@@ -1,0 +1,259 @@
+"""The engine every backend runs on: prepared rows, one tile, and the symmetric assembly.
+
+A kernel matrix is computed in four steps, each a function here or in :mod:`ntkfast.tiling`:
+
+1. :func:`prepare_rows` -- the input map, then the diagonal recursion for each row (the
+   Sigma(x, x) entering every step, and the exact diagonal NNGP/NTK), plus the layer
+   :func:`coefficients` of the recursion;
+2. ``tiling.plan_tiles`` -- the tiles of the output (upper triangle only for K(X, X));
+3. :func:`compute_tile` -- inner products (BLAS), the fused recursion (``backends.cpu``) and,
+   in float32, the float64 recomputation of nearly parallel pairs;
+4. :func:`finish_tile` -- for K(X, X): the exact diagonal in diagonal tiles and the mirror
+   copy of every tile above the diagonal, so the result is exactly symmetric.
+
+``ntkfast.gram`` (the public API), ``ntkfast.kernel_grad`` and the GPU backend all use these
+pieces; the GPU backend takes :class:`Rows` and :class:`Coefficients` and runs steps 3 and 4
+on the device.  Nothing here checks its arguments: the public entry points do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import mmap
+import os
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import config
+from .backends import cpu
+from .errors import ArgumentError, InsufficientMemoryError
+from .spec import MLP
+
+__all__ = [
+    "Coefficients",
+    "Rows",
+    "at_depth",
+    "coefficients",
+    "compute_tile",
+    "diagonal_recursion",
+    "finish_tile",
+    "input_features",
+    "prepare_rows",
+    "reserve_file_space",
+    "scratch_view",
+]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One side of a Gram: features after the input map and the diagonal recursion."""
+
+    features: np.ndarray  # (n, d_in), C-contiguous, working dtype
+    sig: np.ndarray  # (n_steps, n): Sigma(x, x) entering each step
+    nngp: np.ndarray  # (n,) exact diagonal
+    ntk: np.ndarray  # (n,)
+    # float32 only: the same rows in float64, to recompute nearly parallel pairs
+    features64: np.ndarray | None = None
+    sig64: np.ndarray | None = None
+
+    def diag(self, get: str) -> np.ndarray:
+        """The exact diagonal of kernel ``get`` ("nngp" or "ntk")."""
+        return self.nngp if get == "nngp" else self.ntk
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """The recursion's coefficients in the working dtype (see ``MLP.layer_coefficients``)."""
+
+    code: int  # activation code (``recursion``)
+    params: np.ndarray  # activation parameters
+    first: np.ndarray  # [w, b, alpha, beta] of the first layer
+    steps: np.ndarray  # (n_steps, 5)
+    float64: Coefficients | None = None  # the same in float64, for float32 refinement
+
+    def truncated(self, n_steps: int) -> Coefficients:
+        """The coefficients of the first ``n_steps`` steps (a shallower plain MLP)."""
+        c64 = None if self.float64 is None or n_steps == 0 else self.float64.truncated(n_steps)
+        return Coefficients(self.code, self.params, self.first, np.ascontiguousarray(self.steps[:n_steps]), c64)
+
+
+def coefficients(arch: MLP, d_in: int, dtype) -> Coefficients:
+    """The :class:`Coefficients` of ``arch`` for ``d_in`` input features (after the input map)."""
+    dtype = np.dtype(dtype)
+    first, steps = arch.layer_coefficients(d_in)
+    coef = Coefficients(
+        arch.activation.code,
+        np.asarray(arch.activation.params, dtype=dtype),
+        first.astype(dtype),
+        np.ascontiguousarray(steps, dtype=dtype),
+    )
+    if dtype == np.float32 and steps.shape[0] > 0:
+        return dataclasses.replace(coef, float64=coefficients(arch, d_in, np.float64))
+    return coef
+
+
+def input_features(arch: MLP, X: np.ndarray) -> np.ndarray:
+    """X after ``arch.input_map`` (X itself without one), C-contiguous in X's dtype."""
+    return X if arch.input_map is None else np.ascontiguousarray(arch.input_map.apply(X), X.dtype)
+
+
+def diagonal_recursion(coef: Coefficients, feats: np.ndarray):
+    """(sig, nngp, ntk) of the rows ``feats``: Sigma(x, x) entering each step, and the diagonal."""
+    n = feats.shape[0]
+    sqnorm = np.einsum("ij,ij->i", feats, feats)
+    sig = np.empty((coef.steps.shape[0], n), feats.dtype)
+    nngp = np.empty(n, feats.dtype)
+    ntk = np.empty(n, feats.dtype)
+    cpu.recursion_kernels(coef.code).diag(coef.params, coef.first, coef.steps, sqnorm, sig, nngp, ntk)
+    return sig, nngp, ntk
+
+
+def prepare_rows(arch: MLP, X: np.ndarray, coef: Coefficients | None = None) -> tuple[Rows, Coefficients]:
+    """Apply the input map and run the diagonal recursion for the rows of X.
+
+    ``X`` is a validated C-contiguous float32/float64 array; ``coef`` (from the other side of
+    the Gram) is computed when not given.  Raises ValueError when the kernel diverges.
+    """
+    feats = input_features(arch, X)
+    if coef is None:
+        coef = coefficients(arch, feats.shape[1], X.dtype)
+    sig, nngp, ntk = diagonal_recursion(coef, feats)
+    if not (np.isfinite(nngp).all() and np.isfinite(ntk).all() and np.isfinite(sig).all()):
+        raise ArgumentError(
+            f"the kernel of {arch.activation!r} diverges (or overflows {X.dtype}) for these inputs: "
+            "its expectation is infinite at their variance; scale the inputs or W_std down"
+        )
+    if coef.float64 is None:
+        return Rows(feats, sig, nngp, ntk), coef
+    feats64 = feats.astype(np.float64)
+    return Rows(feats, sig, nngp, ntk, feats64, diagonal_recursion(coef.float64, feats64)[0]), coef
+
+
+def at_depth(arch: MLP, depth: int) -> MLP:
+    """``arch`` with ``depth`` hidden layers (per-layer widths cut to the first ``depth``)."""
+    width = arch.width
+    if not isinstance(width, int):
+        if depth > len(width):
+            raise ArgumentError(
+                f"depths: {depth} is deeper than the {len(width)} hidden widths of arch.width; "
+                "give one width per layer of the deepest network (or one int)"
+            )
+        width = width[: max(depth, 1)]
+        width = width[0] if len(width) == 1 else width
+    return dataclasses.replace(arch, depth=depth, width=width)
+
+
+def scratch_view(buf: np.ndarray, *shape: int) -> np.ndarray:
+    """A C-contiguous array of ``shape`` at the start of a per-thread scratch buffer."""
+    return buf.reshape(-1)[: int(np.prod(shape))].reshape(shape)
+
+
+def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp, ntk, offset, diagonal=False,
+                 write_at: np.ndarray | None = None) -> None:
+    """One tile: inner products into the scratch ``G``, then the fused recursion.
+
+    ``nngp``/``ntk`` are 3-D outputs (one slice per entry of ``write_at``, the step counts after
+    which each is written; default: after every step), written at ``offset``; None when not
+    wanted (neither may alias ``G`` unless with zero offset).  In float32, pairs too close to
+    parallel for float32 are then recomputed in float64.  ``diagonal``: the tile straddles the
+    diagonal of K(X, X) (its diagonal gets exact values later, so it is not refined).
+    """  # fmt: skip
+    cpu.gemm(rx.features[i0:i1], ry.features[j0:j1], G)
+    kernels = cpu.recursion_kernels(coef.code)
+    if write_at is None:
+        write_at = np.array([coef.steps.shape[0]], np.int64)
+    get = (nngp is not None, ntk is not None)
+    placeholder = G[None]  # for outputs not asked for (never written)
+    nngp = placeholder if nngp is None else nngp
+    ntk = placeholder if ntk is None else ntk
+    refine = coef.float64 is not None
+    tau = G.dtype.type(config.REFINE_TOL32 if refine else -np.inf)
+    rows_sig = np.ascontiguousarray(rx.sig[:, i0:i1])
+    sig_cols = np.ascontiguousarray(ry.sig[:, j0:j1])
+    flagged = kernels.tile(coef.params, coef.first, coef.steps, G, rows_sig, sig_cols, nngp, ntk, *offset, *get, tau,
+                           write_at)  # fmt: skip
+    if flagged:  # rare: near-duplicate rows, and the diagonal of diagonal tiles
+        w, b = coef.first[0], coef.first[1]
+        ii, jj = cpu.near_parallel(G, w, b, rows_sig[0], sig_cols[0], tau, diagonal)
+        c64 = coef.float64
+        kernels.pairs(
+            c64.params, c64.first, c64.steps, rx.features64[i0:i1], ry.features64[j0:j1],
+            np.ascontiguousarray(rx.sig64[:, i0:i1]), np.ascontiguousarray(ry.sig64[:, j0:j1]),
+            ii, jj, nngp, ntk, *offset, *get, write_at,
+        )  # fmt: skip
+
+
+def symmetrize_diagonal_block(block: np.ndarray, diag_values: np.ndarray) -> None:
+    """Exact diagonal and exact symmetry inside a square tile on the diagonal (upper part kept)."""
+    k = block.shape[0]
+    np.copyto(block, block.T, where=np.tri(k, k, -1, dtype=bool))
+    np.fill_diagonal(block, diag_values)
+
+
+def finish_tile(views, diag_values, i0, i1, j0, j1) -> None:
+    """The assembly step of K(X, X) for one computed tile (upper triangle) of every output.
+
+    A tile on the diagonal gets the exact diagonal and its lower part from its upper part; a
+    tile above it is copied to its mirror image below.  ``views`` are 2-D (n, n) outputs,
+    ``diag_values`` their exact diagonals (n,).
+    """
+    if i0 == j0:
+        for v, d in zip(views, diag_values):
+            symmetrize_diagonal_block(v[i0:i1, j0:j1], d[i0:i1])
+    else:
+        for v in views:
+            cpu.mirror(v, i0, i1, j0, j1)
+
+
+# ------------------------------------------------------------------------- file-backed outputs
+def _file_range(arr: np.memmap) -> tuple[str, int, int] | None:
+    """(file, byte offset, byte count) of a C-contiguous file-backed memmap (or view of one)."""
+    filename = getattr(arr, "filename", None)
+    if not filename:
+        return None
+    root = arr
+    while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap):
+        root = root.base
+    if not isinstance(root, np.ndarray):
+        return None
+    start = int(arr.offset) + (arr.__array_interface__["data"][0] - root.__array_interface__["data"][0])
+    return filename, start, arr.nbytes
+
+
+def reserve_file_space(outputs, name: str = "out") -> None:
+    """Reserve the disk blocks of every file-backed ``np.memmap`` among ``outputs``.
+
+    A memmap on a sparse file is only given disk blocks as pages are written, and a full disk
+    then kills the process with SIGBUS.  ``os.posix_fallocate`` allocates the byte range up
+    front; when the disk cannot hold it, this raises InsufficientMemoryError naming the bytes
+    needed and the free space, before anything is computed.
+    """
+    for arr in outputs:
+        where = _file_range(arr) if isinstance(arr, np.memmap) else None
+        if where is None or where[2] == 0:
+            continue
+        filename, start, nbytes = where
+        try:
+            fd = os.open(filename, os.O_RDWR)
+        except OSError:
+            continue  # opened read-only elsewhere, or gone: writing will tell
+        try:
+            os.posix_fallocate(fd, start, nbytes)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                try:
+                    free = shutil.disk_usage(os.path.dirname(os.path.abspath(filename))).free
+                except OSError:
+                    free = None
+                have = "unknown free space" if free is None else f"{config.format_bytes(free)} free"
+                raise InsufficientMemoryError(
+                    f"{name}: the memmap {filename!r} needs {config.format_bytes(nbytes)} of disk "
+                    f"({nbytes} bytes) but its file system has {have}; free some space or put the "
+                    "memmap on a larger disk"
+                ) from None
+            # EINVAL/EOPNOTSUPP: a file system without fallocate; writing proceeds unreserved
+        finally:
+            os.close(fd)
