@@ -44,6 +44,7 @@ __all__ = [
     "prepare_rows",
     "reserve_file_space",
     "scratch_view",
+    "symmetrize_diagonal_block",
 ]
 
 
