@@ -175,21 +175,22 @@ def kernel(
     if depths is not None:
         for d in depths:
             engine.at_depth(arch, d)  # refuses depths the widths cannot serve
-    rx, coef = engine.prepare_rows(deepest, X)
-    ry = rx if symmetric else engine.prepare_rows(deepest, Y, coef)[0]
     shape = (X.shape[0], X.shape[0] if symmetric else Y.shape[0])
     n_depths = 1 if depths is None else len(depths)
 
     # outputs, flat: depth-major, then the order of get
+    if out is not None:
+        if depths is None:
+            outs = check_out(out, names, shape, dtype)
+        elif not isinstance(out, (tuple, list)) or len(out) != n_depths:
+            raise ArgumentError(f"out: expected a tuple of {n_depths} entries, one per depth in depths={depths}")
+        else:
+            outs = [o for entry in out for o in check_out(entry, names, shape, dtype)]
+        check_no_overlap(outs, given + [("X", X), ("Y", Y)])
+    rx, coef = engine.prepare_rows(deepest, X)
+    ry = rx if symmetric else engine.prepare_rows(deepest, Y, coef)[0]
     if out is None:
         outs = tiling.allocate(shape, dtype, n_depths * len(names))
-    elif depths is None:
-        outs = check_out(out, names, shape, dtype)
-    else:
-        if not isinstance(out, (tuple, list)) or len(out) != n_depths:
-            raise ArgumentError(f"out: expected a tuple of {n_depths} entries, one per depth in depths={depths}")
-        outs = [o for entry in out for o in check_out(entry, names, shape, dtype)]
-    check_no_overlap(outs, given + [("X", X), ("Y", Y)])
     engine.reserve_file_space(outs)
     views = [np.asarray(o) for o in outs]  # plain ndarray views of memmaps for the kernels
 

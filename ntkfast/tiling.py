@@ -78,7 +78,7 @@ def plan_tiles(
         # fraction of the budget
         while tile > 64 and 4 * tile * tile * itemsize > memory_budget() // 8:
             tile //= 2
-    return TilePlan(n, m, max(1, int(tile)), symmetric)
+    return TilePlan(n, m, max(1, min(int(tile), max(n, m))), symmetric)  # no scratch beyond the matrix
 
 
 def progress_bar(total: int, enabled: bool, desc: str):
