@@ -41,6 +41,7 @@ __all__ = [
     "diagonal_recursion",
     "finish_tile",
     "input_features",
+    "place_tile",
     "prepare_rows",
     "reserve_file_space",
     "scratch_view",
@@ -207,6 +208,17 @@ def finish_tile(views, diag_values, i0, i1, j0, j1) -> None:
     else:
         for v in views:
             cpu.mirror(v, i0, i1, j0, j1)
+
+
+def place_tile(view, part, diag_values, i0, j0, symmetric) -> None:
+    """Put a tile computed into scratch (``part``, C-contiguous) at (i0, j0) of the output
+    ``view``, with the assembly of K(X, X) when ``symmetric``: the mirror image written from the
+    scratch (still in cache) for a tile above the diagonal, the exact diagonal for one on it."""
+    diagonal = symmetric and i0 == j0
+    cpu.place(view, part, i0, j0, symmetric and not diagonal)
+    if diagonal:
+        k = part.shape[0]
+        symmetrize_diagonal_block(view[i0:i0 + k, j0:j0 + k], diag_values[i0:i0 + k])
 
 
 # ------------------------------------------------------------------------- file-backed outputs

@@ -85,6 +85,23 @@ def _check_depths(depths, arch):
     return values
 
 
+def _as_stacks(views, names, slots):
+    """The (n_depths, n, m) arrays the outputs are consecutive slices of (``views`` depth-major,
+    ``slots[k]`` the position of depth k in step order), or None when they are not."""
+    stacks = []
+    for q in range(len(names)):
+        by_slot = sorted((slots[k], views[k * len(names) + q]) for k in range(len(slots)))
+        first = by_slot[0][1]
+        step = first.nbytes
+        base = first.base
+        for s, v in by_slot:
+            address = v.__array_interface__["data"][0]
+            if base is None or v.base is not base or address != first.__array_interface__["data"][0] + s * step:
+                return None
+        stacks.append(np.lib.stride_tricks.as_strided(first, (len(slots), *first.shape), (step, *first.strides)))
+    return stacks
+
+
 def kernel(
     arch: MLP,
     X,
@@ -189,48 +206,59 @@ def kernel(
         check_no_overlap(outs, given + [("X", X), ("Y", Y)])
     rx, coef = engine.prepare_rows(deepest, X)
     ry = rx if symmetric else engine.prepare_rows(deepest, Y, coef)[0]
+    # the tile kernel writes depth by depth in step order: slot s of a stack holds depth order[s]
+    order = [0] if depths is None else sorted(range(n_depths), key=lambda k: depths[k])
+    slot_of = {k: s for s, k in enumerate(order)}
+    stacks = None  # per kernel in get, a C-contiguous (n_depths, n, m) array the tile kernel writes
     if out is None:
-        outs = tiling.allocate(shape, dtype, n_depths * len(names))
+        stacks = [a.reshape(n_depths, *shape) for a in tiling.allocate((n_depths * shape[0], shape[1]), dtype,
+                                                                       len(names))]  # fmt: skip
+        outs = [stacks[q][slot_of[k]] for k in range(n_depths) for q in range(len(names))]
     engine.reserve_file_space(outs)
     views = [np.asarray(o) for o in outs]  # plain ndarray views of memmaps for the kernels
+    if depths is None:
+        stacks = [v[None] for v in views]
+    elif stacks is None:  # out= the slices of one (n_depths, n, m) array per kernel, in depth order?
+        stacks = _as_stacks(views, names, [slot_of[k] for k in range(n_depths)])
 
     n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
     plan = tiling.plan_tiles(shape[0], shape[1], dtype.itemsize, symmetric, tile, n_jobs)
     t = plan.tile
+    write_at = None if depths is None else np.array([depths[k] for k in order], np.int64)
     if depths is None:
         diag_values = [rx.diag(g) for g in names]
-        nngp3 = views[names.index("nngp")][None] if "nngp" in names else None
-        ntk3 = views[names.index("ntk")][None] if "ntk" in names else None
-        tiling.check_scratch(t, n_jobs, dtype.itemsize, 1)
-        scratch = [np.empty((t, t), dtype=dtype) for _ in range(n_jobs)]
     else:
-        order = sorted(range(n_depths), key=lambda k: depths[k])  # the tile kernel writes in step order
-        write_at = np.array([depths[k] for k in order], np.int64)
         diags = {}
         for d in depths:  # the diagonal recursion of each depth: exactly that of a depth-d network
             _, nngp_d, ntk_d = engine.diagonal_recursion(coef.truncated(d), rx.features)
             diags[d] = {"nngp": nngp_d, "ntk": ntk_d}
         diag_values = [diags[d][g] for d in depths for g in names]
-        tiling.check_scratch(t, n_jobs, dtype.itemsize, 1 + n_depths * len(names))
-        scratch = [np.empty((1 + n_depths * len(names), t, t), dtype=dtype) for _ in range(n_jobs)]
+    # per-thread scratch: the inner products and, for a caller's own out= arrays per depth, the
+    # tile of every output (written there by the tile kernel, then placed and mirrored)
+    buffers = 1 if stacks is not None else 1 + n_depths * len(names)
+    tiling.check_scratch(t, n_jobs, dtype.itemsize, buffers)
+    scratch = [np.empty((buffers, t, t), dtype=dtype) for _ in range(n_jobs)]
 
     def work(i0, i1, j0, j1, worker):
         bi, bj = i1 - i0, j1 - j0
         diagonal = symmetric and i0 == j0
-        if depths is None:
-            G = engine.scratch_view(scratch[worker], bi, bj)
-            engine.compute_tile(coef, rx, ry, i0, i1, j0, j1, G, nngp3, ntk3, (i0, j0), diagonal)
-        else:
-            buf = scratch[worker]
-            G = engine.scratch_view(buf[0], bi, bj)
-            parts = {g: engine.scratch_view(buf[1 + q * n_depths:], n_depths, bi, bj) for q, g in enumerate(names)}
-            engine.compute_tile(coef, rx, ry, i0, i1, j0, j1, G, parts.get("nngp"), parts.get("ntk"), (0, 0),
+        buf = scratch[worker]
+        G = engine.scratch_view(buf[0], bi, bj)
+        if stacks is not None:  # the outputs themselves
+            targets = dict(zip(names, stacks))
+            engine.compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (i0, j0),
                                 diagonal, write_at)  # fmt: skip
-            for slot, k in enumerate(order):
-                for q, g in enumerate(names):
-                    views[k * len(names) + q][i0:i1, j0:j1] = parts[g][slot]
-        if symmetric:
-            engine.finish_tile(views, diag_values, i0, i1, j0, j1)
+            if symmetric:
+                engine.finish_tile(views, diag_values, i0, i1, j0, j1)
+            return
+        targets = {g: engine.scratch_view(buf[1 + q * n_depths:], n_depths, bi, bj) for q, g in enumerate(names)}
+        engine.compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (0, 0),
+                            diagonal, write_at)  # fmt: skip
+        for k in range(n_depths):
+            for q, g in enumerate(names):
+                f = k * len(names) + q
+                engine.place_tile(views[f], targets[g][slot_of[k]], diag_values[f] if symmetric else None, i0, j0,
+                                  symmetric)  # fmt: skip
 
     tiling.run_tiles(plan, work, n_jobs, progress, "kernel")
     for o in outs:

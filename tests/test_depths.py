@@ -128,3 +128,23 @@ def test_depths_refusals(rng):
         nf.kernel_diag(nf.MLP(depth=2, residual=True), X, depths=(1, 2))
     with pytest.raises(ArgumentError, match="GPU"):
         nf.kernel(arch, X, depths=(1, 2), backend="gpu")
+
+
+def test_depths_out_as_one_stack_is_written_directly(rng, monkeypatch):
+    """out= the slices of one (n_depths, n, m) array per kernel (in step order): the tile kernel
+    writes them directly (no scratch copy); any other layout goes through scratch.  Same values."""
+    from ntkfast import engine
+
+    arch = nf.MLP(depth=3, b_std=0.1)
+    X = rng.standard_normal((30, 3))
+    stack_nngp, stack_ntk = np.empty((3, 30, 30)), np.empty((3, 30, 30))
+    placed = []
+    monkeypatch.setattr(engine, "place_tile", lambda *a: placed.append(a))
+    # depths listed out of order: the slices follow the step order (depth 1 first)
+    out = tuple((stack_nngp[s], stack_ntk[s]) for s in (2, 0, 1))
+    got = nf.kernel(arch, X, get=("nngp", "ntk"), depths=(4, 1, 2), out=out, tile=8)
+    assert not placed
+    for d, g in zip((4, 1, 2), got):
+        assert_same(g, separate(arch, X, None, ("nngp", "ntk"), d, tile=8))
+    nf.kernel(arch, X, get=("nngp", "ntk"), depths=(1, 2, 4), out=out, tile=8)
+    assert placed  # a layout that is not one stack in step order: through scratch

@@ -75,6 +75,16 @@ def test_kernel_writes_every_entry_once(monkeypatch, rng, symmetric, n_jobs):
             np.testing.assert_array_equal(np.diag(o), d)
             o = o + np.diag(1 - np.diag(o))
         np.testing.assert_array_equal(o, np.ones(shape))
+    # with depths the tile goes through scratch (written whole, so only coverage is visible)
+    monkeypatch.setattr(engine, "compute_tile", lambda *a, **k: [o.fill(1) for o in a[8:10] if o is not None])
+    outs = tuple((np.zeros(shape), np.zeros(shape)) for _ in range(2))
+    nf.kernel(ARCH, X, Y, get=("nngp", "ntk"), out=outs, tile=7, n_jobs=n_jobs, depths=(2, 1))
+    for d_out, d in zip(outs, (2, 1)):
+        for o, dg in zip(d_out, nf.kernel_diag(ARCH, X, get=("nngp", "ntk"), depths=(d,))[0]):
+            if symmetric:
+                np.testing.assert_array_equal(np.diag(o), dg)
+                o = o + np.diag(1 - np.diag(o))
+            np.testing.assert_array_equal(o, np.ones(shape))
 
 
 def test_engine_rows_and_coefficients_contract(rng):

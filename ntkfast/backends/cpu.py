@@ -302,6 +302,26 @@ def mirror(A, i0, i1, j0, j1):
                     dst[i] = A[i, j]
 
 
+@jit
+def place(A, T, i0, j0, mirror):
+    """A[i0:i0+bi, j0:j0+bj] = T and, with ``mirror``, A[j0:j0+bj, i0:i0+bi] = T.T (in cache-sized blocks)."""
+    bi, bj = T.shape
+    for i in range(bi):
+        row = A[i0 + i]
+        for j in range(bj):
+            row[j0 + j] = T[i, j]
+    if mirror:
+        block = 32
+        for ja in range(0, bj, block):
+            jz = min(ja + block, bj)
+            for ia in range(0, bi, block):
+                iz = min(ia + block, bi)
+                for j in range(ja, jz):
+                    dst = A[j0 + j]
+                    for i in range(ia, iz):
+                        dst[i0 + i] = T[i, j]
+
+
 def gemm(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
     """out = A @ B.T through BLAS."""
     np.matmul(A, B.T, out=out)
