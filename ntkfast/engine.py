@@ -11,6 +11,9 @@ A kernel matrix is computed in four steps, each a function here or in :mod:`ntkf
 4. :func:`finish_tile` -- for K(X, X): the exact diagonal in diagonal tiles and the mirror
    copy of every tile above the diagonal, so the result is exactly symmetric.
 
+:func:`fill_gram` runs 3 and 4 over a plan on threads (every depth of ``depths`` in the same
+pass), :func:`gram_products` multiplies by K without storing it.
+
 ``ntkfast.gram`` (the public API), ``ntkfast.kernel_grad`` and the GPU backend all use these
 pieces; the GPU backend takes :class:`Rows` and :class:`Coefficients` and runs steps 3 and 4
 on the device.  Nothing here checks its arguments: the public entry points do.
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import config
+from . import config, tiling
 from .backends import cpu
 from .errors import ArgumentError, InsufficientMemoryError
 from .spec import MLP
@@ -35,10 +38,13 @@ from .spec import MLP
 __all__ = [
     "Coefficients",
     "Rows",
+    "allocate_outputs",
     "at_depth",
     "coefficients",
     "compute_tile",
     "diagonal_recursion",
+    "fill_gram",
+    "gram_products",
     "finish_tile",
     "input_features",
     "place_tile",
@@ -219,6 +225,142 @@ def place_tile(view, part, diag_values, i0, j0, symmetric) -> None:
     if diagonal:
         k = part.shape[0]
         symmetrize_diagonal_block(view[i0:i0 + k, j0:j0 + k], diag_values[i0:i0 + k])
+
+
+# ------------------------------------------------------------------------------- whole Grams
+def allocate_outputs(shape, dtype, count: int, depths=None) -> list[np.ndarray]:
+    """Outputs for ``count`` kernels (at each of ``depths``), flat depth-major, within the memory
+    budget.  With depths they are the slices of one (n_depths, n, m) array per kernel in step
+    order, which :func:`fill_gram` lets the tile kernel write directly."""
+    if depths is None:
+        return tiling.allocate(shape, dtype, count)
+    n_depths = len(depths)
+    slots = _slots(depths)
+    stacks = [a.reshape(n_depths, *shape) for a in tiling.allocate((n_depths * shape[0], shape[1]), dtype, count)]
+    return [stacks[q][slots[k]] for k in range(n_depths) for q in range(count)]
+
+
+def _slots(depths) -> list[int]:
+    """slots[k]: the position of depths[k] in step order (the order the tile kernel writes)."""
+    if depths is None:
+        return [0]
+    order = sorted(range(len(depths)), key=lambda k: depths[k])
+    slots = [0] * len(depths)
+    for s, k in enumerate(order):
+        slots[k] = s
+    return slots
+
+
+def _as_stacks(views, names, slots):
+    """The (n_depths, n, m) arrays the outputs are consecutive slices of (``views`` depth-major,
+    ``slots[k]`` the position of depth k in step order), or None when they are not."""
+    stacks = []
+    for q in range(len(names)):
+        by_slot = sorted((slots[k], views[k * len(names) + q]) for k in range(len(slots)))
+        first = by_slot[0][1]
+        step = first.nbytes
+        base = first.base
+        for s, v in by_slot:
+            address = v.__array_interface__["data"][0]
+            if base is None or v.base is not base or address != first.__array_interface__["data"][0] + s * step:
+                return None
+        stacks.append(np.lib.stride_tricks.as_strided(first, (len(slots), *first.shape), (step, *first.strides)))
+    return stacks
+
+
+
+def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs: int, depths=None,
+              progress: bool = False) -> None:
+    """Compute K(X, Y) (``rx is ry``: K(X, X), the plan symmetric) into ``views``.
+
+    ``views`` are C-contiguous (n, m) ndarrays, flat depth-major then in the order of ``names``;
+    ``depths`` None is one output per name.  The tiles run on ``n_jobs`` threads; for K(X, X)
+    each tile is assembled as soon as it is computed (exact diagonal, mirror image).
+    """  # fmt: skip
+    symmetric = plan.symmetric
+    n_depths = 1 if depths is None else len(depths)
+    slots = _slots(depths)
+    dtype = views[0].dtype
+    write_at = None if depths is None else np.array(sorted(depths), np.int64)
+    if depths is None:
+        diag_values = [rx.diag(g) for g in names]
+        stacks = [v[None] for v in views]
+    else:
+        diags = {}
+        for d in depths:  # the diagonal recursion of each depth: exactly that of a depth-d network
+            _, nngp_d, ntk_d = diagonal_recursion(coef.truncated(d), rx.features)
+            diags[d] = {"nngp": nngp_d, "ntk": ntk_d}
+        diag_values = [diags[d][g] for d in depths for g in names]
+        stacks = _as_stacks(views, names, slots)  # None: the tile goes through scratch
+    # per-thread scratch: the inner products and, for outputs that are not one stack per kernel,
+    # the tile of every output (written there by the tile kernel, then placed and mirrored)
+    t = plan.tile
+    buffers = 1 if stacks is not None else 1 + n_depths * len(names)
+    tiling.check_scratch(t, n_jobs, dtype.itemsize, buffers)
+    scratch = [np.empty((buffers, t, t), dtype=dtype) for _ in range(n_jobs)]
+
+    def work(i0, i1, j0, j1, worker):
+        bi, bj = i1 - i0, j1 - j0
+        diagonal = symmetric and i0 == j0
+        buf = scratch[worker]
+        G = scratch_view(buf[0], bi, bj)
+        if stacks is not None:  # the outputs themselves
+            targets = dict(zip(names, stacks))
+            compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (i0, j0),
+                         diagonal, write_at)  # fmt: skip
+            if symmetric:
+                finish_tile(views, diag_values, i0, i1, j0, j1)
+            return
+        targets = {g: scratch_view(buf[1 + q * n_depths:], n_depths, bi, bj) for q, g in enumerate(names)}
+        compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (0, 0), diagonal,
+                     write_at)  # fmt: skip
+        for k in range(n_depths):
+            for q, g in enumerate(names):
+                f = k * len(names) + q
+                place_tile(views[f], targets[g][slots[k]], diag_values[f] if symmetric else None, i0, j0, symmetric)
+
+    tiling.run_tiles(plan, work, n_jobs, progress, "kernel")
+
+
+def gram_products(coef: Coefficients, rx: Rows, ry: Rows, get: str, plan, V: np.ndarray, n_jobs: int,
+                  progress: bool = False) -> np.ndarray:
+    """K @ V without storing K (``plan.symmetric``: each tile above the diagonal serves both of
+    its mirror images), deterministic for a given n_jobs.
+
+    Each thread accumulates its own fixed share of the tiles (``run_tiles(static=True)``) into
+    its own (n, k) accumulator, and the accumulators are summed in thread order, so the rounding
+    does not depend on timing.  When n_jobs accumulators do not fit the memory budget, fewer
+    threads are used (as many as fit).
+    """  # fmt: skip
+    n, k = plan.n, V.shape[1]
+    t = plan.tile
+    dtype = V.dtype
+    per_thread = (n * k + 2 * t * t) * dtype.itemsize
+    n_jobs = max(1, min(n_jobs, config.memory_budget() // max(per_thread, 1)))
+    tiling.check_fits(n_jobs * per_thread, f"the product K @ V with V of shape {V.shape}",
+                      "Multiply fewer columns at a time.")  # fmt: skip
+    outs = [np.zeros((n, k), dtype=dtype) for _ in range(n_jobs)]
+    scratch = [np.empty((2, t, t), dtype=dtype) for _ in range(n_jobs)]
+    symmetric = plan.symmetric
+
+    def work(i0, i1, j0, j1, worker):
+        G = scratch_view(scratch[worker][0], i1 - i0, j1 - j0)
+        K = scratch_view(scratch[worker][1], i1 - i0, j1 - j0)
+        want = (K[None] if get == "nngp" else None, K[None] if get == "ntk" else None)
+        diagonal = symmetric and i0 == j0
+        compute_tile(coef, rx, ry, i0, i1, j0, j1, G, *want, (0, 0), diagonal)
+        out = outs[worker]
+        if diagonal:
+            symmetrize_diagonal_block(K, rx.diag(get)[i0:i1])
+        out[i0:i1] += K @ V[j0:j1]
+        if symmetric and i0 != j0:
+            out[j0:j1] += K.T @ V[i0:i1]
+
+    tiling.run_tiles(plan, work, n_jobs, progress, "matvec", static=True)
+    total = outs[0]
+    for o in outs[1:]:
+        total += o
+    return total
 
 
 # ------------------------------------------------------------------------- file-backed outputs

@@ -85,23 +85,6 @@ def _check_depths(depths, arch):
     return values
 
 
-def _as_stacks(views, names, slots):
-    """The (n_depths, n, m) arrays the outputs are consecutive slices of (``views`` depth-major,
-    ``slots[k]`` the position of depth k in step order), or None when they are not."""
-    stacks = []
-    for q in range(len(names)):
-        by_slot = sorted((slots[k], views[k * len(names) + q]) for k in range(len(slots)))
-        first = by_slot[0][1]
-        step = first.nbytes
-        base = first.base
-        for s, v in by_slot:
-            address = v.__array_interface__["data"][0]
-            if base is None or v.base is not base or address != first.__array_interface__["data"][0] + s * step:
-                return None
-        stacks.append(np.lib.stride_tricks.as_strided(first, (len(slots), *first.shape), (step, *first.strides)))
-    return stacks
-
-
 def kernel(
     arch: MLP,
     X,
@@ -206,61 +189,12 @@ def kernel(
         check_no_overlap(outs, given + [("X", X), ("Y", Y)])
     rx, coef = engine.prepare_rows(deepest, X)
     ry = rx if symmetric else engine.prepare_rows(deepest, Y, coef)[0]
-    # the tile kernel writes depth by depth in step order: slot s of a stack holds depth order[s]
-    order = [0] if depths is None else sorted(range(n_depths), key=lambda k: depths[k])
-    slot_of = {k: s for s, k in enumerate(order)}
-    stacks = None  # per kernel in get, a C-contiguous (n_depths, n, m) array the tile kernel writes
     if out is None:
-        stacks = [a.reshape(n_depths, *shape) for a in tiling.allocate((n_depths * shape[0], shape[1]), dtype,
-                                                                       len(names))]  # fmt: skip
-        outs = [stacks[q][slot_of[k]] for k in range(n_depths) for q in range(len(names))]
+        outs = engine.allocate_outputs(shape, dtype, len(names), depths)
     engine.reserve_file_space(outs)
-    views = [np.asarray(o) for o in outs]  # plain ndarray views of memmaps for the kernels
-    if depths is None:
-        stacks = [v[None] for v in views]
-    elif stacks is None:  # out= the slices of one (n_depths, n, m) array per kernel, in depth order?
-        stacks = _as_stacks(views, names, [slot_of[k] for k in range(n_depths)])
-
     n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
     plan = tiling.plan_tiles(shape[0], shape[1], dtype.itemsize, symmetric, tile, n_jobs)
-    t = plan.tile
-    write_at = None if depths is None else np.array([depths[k] for k in order], np.int64)
-    if depths is None:
-        diag_values = [rx.diag(g) for g in names]
-    else:
-        diags = {}
-        for d in depths:  # the diagonal recursion of each depth: exactly that of a depth-d network
-            _, nngp_d, ntk_d = engine.diagonal_recursion(coef.truncated(d), rx.features)
-            diags[d] = {"nngp": nngp_d, "ntk": ntk_d}
-        diag_values = [diags[d][g] for d in depths for g in names]
-    # per-thread scratch: the inner products and, for a caller's own out= arrays per depth, the
-    # tile of every output (written there by the tile kernel, then placed and mirrored)
-    buffers = 1 if stacks is not None else 1 + n_depths * len(names)
-    tiling.check_scratch(t, n_jobs, dtype.itemsize, buffers)
-    scratch = [np.empty((buffers, t, t), dtype=dtype) for _ in range(n_jobs)]
-
-    def work(i0, i1, j0, j1, worker):
-        bi, bj = i1 - i0, j1 - j0
-        diagonal = symmetric and i0 == j0
-        buf = scratch[worker]
-        G = engine.scratch_view(buf[0], bi, bj)
-        if stacks is not None:  # the outputs themselves
-            targets = dict(zip(names, stacks))
-            engine.compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (i0, j0),
-                                diagonal, write_at)  # fmt: skip
-            if symmetric:
-                engine.finish_tile(views, diag_values, i0, i1, j0, j1)
-            return
-        targets = {g: engine.scratch_view(buf[1 + q * n_depths:], n_depths, bi, bj) for q, g in enumerate(names)}
-        engine.compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (0, 0),
-                            diagonal, write_at)  # fmt: skip
-        for k in range(n_depths):
-            for q, g in enumerate(names):
-                f = k * len(names) + q
-                engine.place_tile(views[f], targets[g][slot_of[k]], diag_values[f] if symmetric else None, i0, j0,
-                                  symmetric)  # fmt: skip
-
-    tiling.run_tiles(plan, work, n_jobs, progress, "kernel")
+    engine.fill_gram(coef, rx, ry, names, [np.asarray(o) for o in outs], plan, n_jobs, depths, progress)
     for o in outs:
         if isinstance(o, np.memmap):
             o.flush()
@@ -404,44 +338,9 @@ class GramOperator(LinearOperator):
         return self._products(V)
 
     def _products(self, V: np.ndarray) -> np.ndarray:
-        """K @ V on the CPU, deterministic for a given n_jobs.
-
-        Each thread accumulates its own fixed share of the tiles (``run_tiles(static=True)``)
-        into its own (n, k) accumulator, and the accumulators are summed in thread order, so
-        the rounding does not depend on timing.  When n_jobs accumulators do not fit the memory
-        budget, fewer threads are used (as many as fit).
-        """
-        n, k = self.shape[0], V.shape[1]
-        t = self._plan.tile
-        itemsize = np.dtype(self.dtype).itemsize
-        per_thread = n * k * itemsize + 2 * t * t * itemsize
         n_jobs = self.n_jobs or tiling.default_n_jobs()
-        n_jobs = max(1, min(n_jobs, tiling.memory_budget() // max(per_thread, 1)))
-        tiling.check_fits(n_jobs * per_thread, f"the product K @ V with V of shape {V.shape}",
-                          "Multiply fewer columns at a time.")  # fmt: skip
-        outs = [np.zeros((n, k), dtype=self.dtype) for _ in range(n_jobs)]
-        scratch = [np.empty((2, t, t), dtype=self.dtype) for _ in range(n_jobs)]
-        coef, rx, ry, get = self._coef, self._rows_x, self._rows_y, self.get
-        symmetric = self.symmetric
-
-        def work(i0, i1, j0, j1, worker):
-            G = engine.scratch_view(scratch[worker][0], i1 - i0, j1 - j0)
-            K = engine.scratch_view(scratch[worker][1], i1 - i0, j1 - j0)
-            want = (K[None] if get == "nngp" else None, K[None] if get == "ntk" else None)
-            diagonal = symmetric and i0 == j0
-            engine.compute_tile(coef, rx, ry, i0, i1, j0, j1, G, *want, (0, 0), diagonal)
-            out = outs[worker]
-            if diagonal:
-                engine.symmetrize_diagonal_block(K, rx.diag(get)[i0:i1])
-            out[i0:i1] += K @ V[j0:j1]
-            if symmetric and i0 != j0:
-                out[j0:j1] += K.T @ V[i0:i1]
-
-        tiling.run_tiles(self._plan, work, n_jobs, self.progress, "matvec", static=True)
-        total = outs[0]
-        for o in outs[1:]:
-            total += o
-        return total
+        return engine.gram_products(self._coef, self._rows_x, self._rows_y, self.get, self._plan, V, n_jobs,
+                                    self.progress)  # fmt: skip
 
     def _adjoint(self):
         if self.symmetric:
