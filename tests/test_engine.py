@@ -293,3 +293,27 @@ def test_operator_products_deterministic_and_budgeted(rng, monkeypatch):
     monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", "1K")
     with pytest.raises(InsufficientMemoryError, match="K @ V"):
         op @ V
+
+
+def test_kernel_grad_peak_memory_is_what_it_budgets(rng):
+    """K and dK (3 n^2 doubles) plus per-thread tile scratch: the assembly adds no n^2 temporaries."""
+    import tracemalloc
+
+    from ntkfast.kernel_grad import kernel_with_gradient
+
+    arch = nf.MLP(depth=2, b_std=0.1)
+    n = 600
+    X = rng.standard_normal((n, 5))
+    ref_K, ref_dK = kernel_with_gradient(arch, X[:50])
+    t = tiling.plan_tiles(n, n, 8, True, n_jobs=2).tile
+    tracemalloc.start()
+    try:
+        K, dK = kernel_with_gradient(arch, X, n_jobs=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 3 * n * n * 8 + 2 * 4 * t * t * 8 + 2**20
+    np.testing.assert_array_equal(K, K.T)
+    np.testing.assert_array_equal(dK, dK.transpose(1, 0, 2))
+    np.testing.assert_allclose(K[:50, :50], ref_K, rtol=1e-13)
+    np.testing.assert_allclose(dK[:50, :50], ref_dK, rtol=1e-12, atol=1e-15)
