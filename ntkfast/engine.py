@@ -39,9 +39,11 @@ __all__ = [
     "Coefficients",
     "Rows",
     "allocate_outputs",
+    "DepthPlan",
     "at_depth",
     "coefficients",
     "compute_tile",
+    "depth_plan",
     "diagonal_recursion",
     "fill_gram",
     "gram_products",
@@ -81,11 +83,6 @@ class Coefficients:
     first: np.ndarray  # [w, b, alpha, beta] of the first layer
     steps: np.ndarray  # (n_steps, 5)
     float64: Coefficients | None = None  # the same in float64, for float32 refinement
-
-    def truncated(self, n_steps: int) -> Coefficients:
-        """The coefficients of the first ``n_steps`` steps (a shallower plain MLP)."""
-        c64 = None if self.float64 is None or n_steps == 0 else self.float64.truncated(n_steps)
-        return Coefficients(self.code, self.params, self.first, np.ascontiguousarray(self.steps[:n_steps]), c64)
 
 
 def coefficients(arch: MLP, d_in: int, dtype) -> Coefficients:
@@ -154,25 +151,76 @@ def at_depth(arch: MLP, depth: int) -> MLP:
     return dataclasses.replace(arch, depth=depth, width=width)
 
 
+@dataclass(frozen=True)
+class DepthPlan:
+    """Where the tile kernel writes the outputs of ``kernel(..., depths=...)``, in step order.
+
+    Slot ``s`` is written after ``write_at[s]`` steps of the deepest network, through the
+    ``readout`` step first where ``with_readout[s]`` (a residual network cut at a shallower
+    depth ends with its readout, applied to the state after its blocks).  ``slots[k]`` is the
+    slot of ``depths[k]``; ``coefs[k]`` the coefficients of the depth-``depths[k]`` network (its
+    exact diagonal).
+    """
+
+    depths: tuple[int, ...]
+    slots: tuple[int, ...]
+    write_at: np.ndarray  # int64, ascending
+    with_readout: np.ndarray  # bool
+    readout: np.ndarray  # (5,) in the working dtype
+    readout64: np.ndarray  # (5,) float64 (the float32 refinement)
+    coefs: tuple[Coefficients, ...]
+
+
+def depth_plan(arch: MLP, depths, d_in: int, dtype) -> DepthPlan:
+    """The :class:`DepthPlan` of ``depths`` (None: the single output of ``arch`` itself)."""
+    depths = (arch.depth,) if depths is None else tuple(depths)
+    deepest = max(depths)
+    order = sorted(range(len(depths)), key=lambda k: depths[k])
+    slots = [0] * len(depths)
+    for s, k in enumerate(order):
+        slots[k] = s
+    if arch.residual:  # depth d < deepest: d blocks then the readout; deepest: all its steps
+        write_at = [depths[k] if depths[k] < deepest else deepest + 1 for k in order]
+        with_readout = [depths[k] < deepest for k in order]
+    else:
+        write_at = [depths[k] for k in order]
+        with_readout = [False] * len(depths)
+    last = np.asarray(at_depth(arch, deepest).layer_coefficients(d_in)[1][-1:]).reshape(-1)
+    readout = np.zeros(5) if last.size == 0 else last
+    return DepthPlan(
+        depths, tuple(slots), np.array(write_at, np.int64), np.array(with_readout, np.bool_),
+        readout.astype(dtype), readout.astype(np.float64),
+        tuple(coefficients(at_depth(arch, d), d_in, dtype) for d in depths),
+    )  # fmt: skip
+
+
 def scratch_view(buf: np.ndarray, *shape: int) -> np.ndarray:
     """A C-contiguous array of ``shape`` at the start of a per-thread scratch buffer."""
     return buf.reshape(-1)[: int(np.prod(shape))].reshape(shape)
 
 
+_NO_READOUT = np.zeros(1, np.bool_)
+_ZEROS5 = np.zeros(5)
+
+
 def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp, ntk, offset, diagonal=False,
-                 write_at: np.ndarray | None = None) -> None:
+                 schedule: DepthPlan | None = None) -> None:
     """One tile: inner products into the scratch ``G``, then the fused recursion.
 
-    ``nngp``/``ntk`` are 3-D outputs (one slice per entry of ``write_at``, the step counts after
-    which each is written; default: after every step), written at ``offset``; None when not
-    wanted (neither may alias ``G`` unless with zero offset).  In float32, pairs too close to
-    parallel for float32 are then recomputed in float64.  ``diagonal``: the tile straddles the
+    ``nngp``/``ntk`` are 3-D outputs (one slice per slot of ``schedule``, a :class:`DepthPlan`;
+    default: one slice, after every step), written at ``offset``; None when not wanted
+    (neither may alias ``G`` unless with zero offset).  In float32, pairs too close to parallel
+    for float32 are then recomputed in float64.  ``diagonal``: the tile straddles the
     diagonal of K(X, X) (its diagonal gets exact values later, so it is not refined).
     """  # fmt: skip
     cpu.gemm(rx.features[i0:i1], ry.features[j0:j1], G)
     kernels = cpu.recursion_kernels(coef.code)
-    if write_at is None:
-        write_at = np.array([coef.steps.shape[0]], np.int64)
+    if schedule is None:
+        write_at, with_readout = np.array([coef.steps.shape[0]], np.int64), _NO_READOUT
+        readout = readout64 = _ZEROS5
+    else:
+        write_at, with_readout = schedule.write_at, schedule.with_readout
+        readout, readout64 = schedule.readout, schedule.readout64
     get = (nngp is not None, ntk is not None)
     placeholder = G[None]  # for outputs not asked for (never written)
     nngp = placeholder if nngp is None else nngp
@@ -182,7 +230,7 @@ def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp
     rows_sig = np.ascontiguousarray(rx.sig[:, i0:i1])
     sig_cols = np.ascontiguousarray(ry.sig[:, j0:j1])
     flagged = kernels.tile(coef.params, coef.first, coef.steps, G, rows_sig, sig_cols, nngp, ntk, *offset, *get, tau,
-                           write_at)  # fmt: skip
+                           write_at, readout.astype(G.dtype, copy=False), with_readout)  # fmt: skip
     if flagged:  # rare: near-duplicate rows, and the diagonal of diagonal tiles
         w, b = coef.first[0], coef.first[1]
         ii, jj = cpu.near_parallel(G, w, b, rows_sig[0], sig_cols[0], tau, diagonal)
@@ -190,7 +238,7 @@ def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp
         kernels.pairs(
             c64.params, c64.first, c64.steps, rx.features64[i0:i1], ry.features64[j0:j1],
             np.ascontiguousarray(rx.sig64[:, i0:i1]), np.ascontiguousarray(ry.sig64[:, j0:j1]),
-            ii, jj, nngp, ntk, *offset, *get, write_at,
+            ii, jj, nngp, ntk, *offset, *get, write_at, readout64, with_readout,
         )  # fmt: skip
 
 
@@ -269,28 +317,27 @@ def _as_stacks(views, names, slots):
 
 
 
-def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs: int, depths=None,
-              progress: bool = False) -> None:
+def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs: int,
+              schedule: DepthPlan | None = None, progress: bool = False) -> None:
     """Compute K(X, Y) (``rx is ry``: K(X, X), the plan symmetric) into ``views``.
 
     ``views`` are C-contiguous (n, m) ndarrays, flat depth-major then in the order of ``names``;
-    ``depths`` None is one output per name.  The tiles run on ``n_jobs`` threads; for K(X, X)
-    each tile is assembled as soon as it is computed (exact diagonal, mirror image).
+    ``schedule`` (see :func:`depth_plan`) None is one output per name, of the network ``coef``
+    describes.  The tiles run on ``n_jobs`` threads; for K(X, X) each tile is assembled as soon
+    as it is computed (exact diagonal, mirror image).
     """  # fmt: skip
     symmetric = plan.symmetric
-    n_depths = 1 if depths is None else len(depths)
-    slots = _slots(depths)
+    n_depths = 1 if schedule is None else len(schedule.depths)
+    slots = [0] if schedule is None else schedule.slots
     dtype = views[0].dtype
-    write_at = None if depths is None else np.array(sorted(depths), np.int64)
-    if depths is None:
+    if schedule is None:
         diag_values = [rx.diag(g) for g in names]
         stacks = [v[None] for v in views]
     else:
-        diags = {}
-        for d in depths:  # the diagonal recursion of each depth: exactly that of a depth-d network
-            _, nngp_d, ntk_d = diagonal_recursion(coef.truncated(d), rx.features)
-            diags[d] = {"nngp": nngp_d, "ntk": ntk_d}
-        diag_values = [diags[d][g] for d in depths for g in names]
+        diag_values = []
+        for c in schedule.coefs:  # the diagonal recursion of each depth: exactly that of its network
+            _, nngp_d, ntk_d = diagonal_recursion(c, rx.features)
+            diag_values += [nngp_d if g == "nngp" else ntk_d for g in names]
         stacks = _as_stacks(views, names, slots)  # None: the tile goes through scratch
     # per-thread scratch: the inner products and, for outputs that are not one stack per kernel,
     # the tile of every output (written there by the tile kernel, then placed and mirrored)
@@ -307,13 +354,13 @@ def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs
         if stacks is not None:  # the outputs themselves
             targets = dict(zip(names, stacks))
             compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (i0, j0),
-                         diagonal, write_at)  # fmt: skip
+                         diagonal, schedule)  # fmt: skip
             if symmetric:
                 finish_tile(views, diag_values, i0, i1, j0, j1)
             return
         targets = {g: scratch_view(buf[1 + q * n_depths:], n_depths, bi, bj) for q, g in enumerate(names)}
         compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (0, 0), diagonal,
-                     write_at)  # fmt: skip
+                     schedule)  # fmt: skip
         for k in range(n_depths):
             for q, g in enumerate(names):
                 f = k * len(names) + q

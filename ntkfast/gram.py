@@ -77,11 +77,6 @@ def _check_depths(depths, arch):
     values = tuple(check_nonnegative_int(d, "depths") for d in values)
     if len(set(values)) != len(values):
         raise ArgumentError(f"depths: repeated depths in {depths!r}")
-    if arch.residual:
-        raise ArgumentError(
-            "depths: not supported for residual=True networks (their readout differs from the state "
-            "at each depth); call kernel once per depth"
-        )
     return values
 
 
@@ -128,7 +123,8 @@ def kernel(
     depths : tuple of int, default=None
         Gram matrices of the same network at each listed depth (``dataclasses.replace(arch,
         depth=d)``), all from one pass over the tiles at the cost of the deepest: the tile kernel
-        writes its outputs after each listed layer.  Plain (non-residual) MLPs, CPU only.
+        writes its outputs after each listed layer (for ``residual=True``, after the readout step
+        applied to the state after each listed block count).  CPU only.
 
     Returns
     -------
@@ -194,7 +190,8 @@ def kernel(
     engine.reserve_file_space(outs)
     n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
     plan = tiling.plan_tiles(shape[0], shape[1], dtype.itemsize, symmetric, tile, n_jobs)
-    engine.fill_gram(coef, rx, ry, names, [np.asarray(o) for o in outs], plan, n_jobs, depths, progress)
+    schedule = None if depths is None else engine.depth_plan(arch, depths, rx.features.shape[1], dtype)
+    engine.fill_gram(coef, rx, ry, names, [np.asarray(o) for o in outs], plan, n_jobs, schedule, progress)
     for o in outs:
         if isinstance(o, np.memmap):
             o.flush()
