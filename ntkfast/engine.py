@@ -276,27 +276,15 @@ def place_tile(view, part, diag_values, i0, j0, symmetric) -> None:
 
 
 # ------------------------------------------------------------------------------- whole Grams
-def allocate_outputs(shape, dtype, count: int, depths=None) -> list[np.ndarray]:
-    """Outputs for ``count`` kernels (at each of ``depths``), flat depth-major, within the memory
-    budget.  With depths they are the slices of one (n_depths, n, m) array per kernel in step
-    order, which :func:`fill_gram` lets the tile kernel write directly."""
-    if depths is None:
+def allocate_outputs(shape, dtype, count: int, schedule: DepthPlan | None = None) -> list[np.ndarray]:
+    """Outputs for ``count`` kernels (at each depth of ``schedule``), flat depth-major, within the
+    memory budget.  With a schedule they are the slices of one (n_depths, n, m) array per kernel
+    in step order, which :func:`fill_gram` lets the tile kernel write directly."""
+    if schedule is None:
         return tiling.allocate(shape, dtype, count)
-    n_depths = len(depths)
-    slots = _slots(depths)
+    n_depths = len(schedule.depths)
     stacks = [a.reshape(n_depths, *shape) for a in tiling.allocate((n_depths * shape[0], shape[1]), dtype, count)]
-    return [stacks[q][slots[k]] for k in range(n_depths) for q in range(count)]
-
-
-def _slots(depths) -> list[int]:
-    """slots[k]: the position of depths[k] in step order (the order the tile kernel writes)."""
-    if depths is None:
-        return [0]
-    order = sorted(range(len(depths)), key=lambda k: depths[k])
-    slots = [0] * len(depths)
-    for s, k in enumerate(order):
-        slots[k] = s
-    return slots
+    return [stacks[q][schedule.slots[k]] for k in range(n_depths) for q in range(count)]
 
 
 def _as_stacks(views, names, slots):

@@ -185,12 +185,12 @@ def kernel(
         check_no_overlap(outs, given + [("X", X), ("Y", Y)])
     rx, coef = engine.prepare_rows(deepest, X)
     ry = rx if symmetric else engine.prepare_rows(deepest, Y, coef)[0]
+    schedule = None if depths is None else engine.depth_plan(arch, depths, rx.features.shape[1], dtype)
     if out is None:
-        outs = engine.allocate_outputs(shape, dtype, len(names), depths)
+        outs = engine.allocate_outputs(shape, dtype, len(names), schedule)
     engine.reserve_file_space(outs)
     n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
     plan = tiling.plan_tiles(shape[0], shape[1], dtype.itemsize, symmetric, tile, n_jobs)
-    schedule = None if depths is None else engine.depth_plan(arch, depths, rx.features.shape[1], dtype)
     engine.fill_gram(coef, rx, ry, names, [np.asarray(o) for o in outs], plan, n_jobs, schedule, progress)
     for o in outs:
         if isinstance(o, np.memmap):

@@ -132,7 +132,9 @@ _INTERRUPTED = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("what, n_jobs", [("kernel", 1), ("kernel", 2), ("operator", 2)])
+@pytest.mark.parametrize(
+    "what, n_jobs", [pytest.param("kernel", 1, marks=pytest.mark.slow), ("kernel", 2), ("operator", 2)]
+)
 def test_ctrl_c_stops_at_the_next_tile(what, n_jobs):
     """SIGINT in the middle of a computation of minutes: the process ends with KeyboardInterrupt
     after the tiles in progress (seconds), rather than running to completion."""
