@@ -444,7 +444,7 @@ class FiniteMLP:
         -------
         out
         """
-        bs = self._check_block_size(block_size, trace_outputs)
+        bs = self._check_block_size(block_size, trace_outputs, max(X.shape[0], Y.shape[0]))
         k = self.out_dim
 
         def features(rows):
@@ -485,9 +485,9 @@ class FiniteMLP:
             total += 3 * fan_in + 2 * fan_out + k * fan_out * (2 if traced else 3)
         return 8 * total
 
-    def _check_block_size(self, block_size, traced: bool) -> int:
-        """Rows per block: ``block_size``, or the most (up to :data:`MAX_BLOCK`) that the memory budget
-        allows for two blocks of features and the block's products."""
+    def _check_block_size(self, block_size, traced: bool, rows: int) -> int:
+        """Rows per block (at most ``rows``): ``block_size``, or the most (up to :data:`MAX_BLOCK`) that
+        the memory budget allows for two blocks of features and the block's products."""
         per_row = 2 * self._row_bytes(traced)
         per_pair = 8 * (4 if traced else 4 * self.out_dim**2)
         budget = memory_budget() // 2
@@ -495,8 +495,7 @@ class FiniteMLP:
             # the largest bs with bs * per_row + bs^2 * per_pair <= budget
             disc = per_row * per_row + 4 * per_pair * budget
             block_size = min(MAX_BLOCK, int((math.sqrt(disc) - per_row) / (2 * per_pair)))
-            if block_size < 1:
-                block_size = 1
+        block_size = max(1, min(block_size, rows))
         need = block_size * per_row + block_size**2 * per_pair
         if need > budget:
             raise InsufficientMemoryError(
@@ -506,13 +505,10 @@ class FiniteMLP:
             )
         return block_size
 
-    def _block_size(self) -> int:
-        return self._check_block_size(None, True)
-
     def _ntk_diagonal(self, X, trace_outputs, block_size):
         n, k = X.shape[0], self.out_dim
         out = np.zeros(n) if trace_outputs else np.zeros((n, k, k))
-        bs = self._check_block_size(block_size, trace_outputs)
+        bs = self._check_block_size(block_size, trace_outputs, n)
         for i0 in range(0, n, bs):
             for a, g, b_scale in self._features(X[i0 : i0 + bs], trace_outputs):
                 sq = np.einsum("ip,ip->i", a, a)
