@@ -499,7 +499,7 @@ class FiniteMLP:
         need = block_size * per_row + block_size**2 * per_pair
         if need > budget:
             raise InsufficientMemoryError(
-                f"empirical NTK: a block of {block_size} rows needs {format_bytes(need)} for its per-layer "
+                f"empirical NTK: a block of {block_size} row(s) needs {format_bytes(need)} for its per-layer "
                 f"features and products, above half the memory budget ({format_bytes(budget)}). Use a smaller "
                 "block_size, trace_outputs=True, fewer outputs or a narrower network."
             )
