@@ -78,12 +78,12 @@ def reference_train(params, layers, X, y, lr, steps, phi, dphi):
 class TimeTrain:
     """Gradient descent: ``FiniteMLP.train`` against :func:`reference_train` on the same network."""
 
-    params = [(1024, 256), (2048, 16)]
-    param_names = ["(width, n)"]
+    params = ["1024x256", "2048x16"]
+    param_names = ["width x n"]
     timeout = 300
 
     def setup(self, shape):
-        width, n = shape
+        width, n = (int(v) for v in shape.split("x"))
         self.arch = nf.MLP(depth=2, activation="erf", width=width, b_std=0.1)
         self.net = nf.FiniteMLP(self.arch, in_dim=16)
         rng = np.random.default_rng(0)
@@ -163,7 +163,7 @@ def main():
         bench.setup(shape)
         t_train = _best(bench.time_train_20_steps, shape, repeat=3)
         t_ref = _best(bench.time_reference_blas_20_steps, shape, repeat=3)
-        print(f"train width={shape[0]} n={shape[1]}, 20 steps: {t_train:.3f} s, bare BLAS {t_ref:.3f} s, "
+        print(f"train width x n = {shape}, 20 steps: {t_train:.3f} s, bare BLAS {t_ref:.3f} s, "
               f"ratio {t_train / t_ref:.2f}")
     for get in TimeMonteCarlo.params:
         bench = TimeMonteCarlo()
