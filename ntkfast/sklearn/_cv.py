@@ -218,6 +218,7 @@ class _CVBase(BaseEstimator):
         progress.say(f"best: {self.best_params_}, score {self.best_score_:.6g}; refitting")
         self.best_estimator_ = self._plain(**self._plain_params(self.depth_, self.W_std_, self.b_std_, self.diag_reg_))
         self.best_estimator_.fit(X, y)
+        self.n_iter_ = self.best_estimator_.n_iter_
         return r
 
     def _loo_search(self, X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, progress):
@@ -319,6 +320,8 @@ _CV_DOC = (
     cv_method_ : str
         "loo" (closed form) or "<k>-fold".
     best_estimator_ : the plain estimator refitted with the chosen candidate on all the data
+    n_iter_ : int
+        The refit's solver iterations (1 for the direct solvers).
     n_features_in_ : int
 """
 )
@@ -360,7 +363,8 @@ class NTKRegressorCV(RegressorMixin, _CVBase):
 
     def predict(self, X, return_std: bool = False):
         """The refitted :class:`NTKRegressor`'s predictions (``return_std`` as there)."""
-        return self.best_estimator_.predict(self._check_X(X), return_std=return_std)
+        X = self._check_X(X)
+        return self.best_estimator_.predict(X, return_std=return_std)
 
 
 class NTKClassifierCV(ClassifierMixin, _CVBase):
@@ -407,13 +411,16 @@ class NTKClassifierCV(ClassifierMixin, _CVBase):
         return out
 
     def decision_function(self, X):
-        return self.best_estimator_.decision_function(self._check_X(X))
+        X = self._check_X(X)
+        return self.best_estimator_.decision_function(X)
 
     def predict(self, X):
-        return self.best_estimator_.predict(self._check_X(X))
+        X = self._check_X(X)
+        return self.best_estimator_.predict(X)
 
     def predict_proba(self, X):
-        return self.best_estimator_.predict_proba(self._check_X(X))
+        X = self._check_X(X)
+        return self.best_estimator_.predict_proba(X)
 
 
 NTKRegressorCV.__doc__ += _CV_DOC
