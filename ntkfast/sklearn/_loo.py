@@ -40,19 +40,19 @@ class EigenLOO:
         self.lam = np.clip(lam, 0.0, None)  # round-off negatives of a PSD Gram
         self.V = V
         self.Y = Y
-        self.P = V.T @ Y  # (n, k): projections shared by every ridge
-        self.q = V.sum(axis=0)  # V^T 1
+        self.PQ = np.hstack([V.T @ Y, V.sum(axis=0)[:, None]])  # V^T [Y, 1], shared by every ridge
         self.m = (Y.sum(axis=0)[None, :] - Y) / (n - 1)  # the left-out target means, (n, k)
 
     def predictions(self, diag_reg: float) -> np.ndarray:
         """``f_{-i}(x_i)`` for every i, shape (n, k)."""
         n = len(self.diag)
         reg = diag_reg * (self.diag.sum() - self.diag) / (n - 1)
-        VW = self.V / (self.lam[None, :] + reg[:, None])
+        VW = self.lam[None, :] + reg[:, None]  # row i: V_i / (s + lam_i), built in place (one n^2 buffer)
+        np.reciprocal(VW, out=VW)
+        VW *= self.V
         G_ii = np.einsum("ij,ij->i", VW, self.V)
-        GY = VW @ self.P
-        G1 = VW @ self.q
-        return self.Y - (GY - self.m * G1[:, None]) / G_ii[:, None]
+        GZ = VW @ self.PQ  # [G Y, G 1]
+        return self.Y - (GZ[:, :-1] - self.m * GZ[:, -1:]) / G_ii[:, None]
 
 
 def fit_temperature(decision: np.ndarray, labels: np.ndarray) -> float:
