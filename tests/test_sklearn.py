@@ -331,17 +331,22 @@ def test_bad_parameters_are_refused_at_fit(params, match):
 
 
 def test_singular_gram_names_diag_reg_and_auto_falls_back():
+    """A zero input row without bias has an exactly zero row of K: the Cholesky factorisation
+    fails whatever the rounding.  "cholesky" names diag_reg; "auto" falls back to the minimum-norm fit."""
     from ntkfast.errors import SingularKernelError
 
-    X = np.repeat(np.random.default_rng(0).standard_normal((5, 2)), 2, axis=0)  # duplicate rows
+    X = np.random.default_rng(0).standard_normal((10, 2))
+    X[3] = 0.0
     y = np.arange(10.0)
     with pytest.raises(SingularKernelError, match="diag_reg"):
-        NTKRegressor(diag_reg=0.0, solver="cholesky").fit(X, y)
-    auto = NTKRegressor(diag_reg=0.0).fit(X, y)
-    assert auto.solver_ == "eigh"  # the minimum-norm fit: each duplicate pair predicted at its mean
-    np.testing.assert_allclose(auto.predict(X[::2]), y.reshape(5, 2).mean(axis=1), atol=1e-6)
+        NTKRegressor(b_std=None, diag_reg=0.0, solver="cholesky").fit(X, y)
     with pytest.raises(SingularKernelError, match="diag_reg"):
-        NTKClassifier(diag_reg=0.0, solver="cholesky").fit(X, y % 2)
+        NTKClassifier(b_std=None, diag_reg=0.0, solver="cholesky").fit(X, y % 2)
+    auto = NTKRegressor(b_std=None, diag_reg=0.0).fit(X, y)
+    assert auto.solver_ == "eigh"
+    others = np.arange(10) != 3
+    np.testing.assert_allclose(auto.predict(X[others]), y[others], atol=1e-6)  # interpolated
+    np.testing.assert_allclose(auto.predict(X[3:4]), [y.mean()], atol=1e-12)  # k(0, .) = 0: the mean
 
 
 def test_nngp_kernel_without_bias_in_a_gaussian_process():
