@@ -4,6 +4,7 @@ scikit-learn estimator checks, the k-fold fallback, and what the fitted model is
 import numpy as np
 import pytest
 import scipy.special
+from sklearn.metrics import r2_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ntkfast.sklearn import DEPTHS, DIAG_REGS, NTKClassifier, NTKClassifierCV, NTKRegressor, NTKRegressorCV
@@ -34,8 +35,8 @@ def _explicit_loo(make, X, y, method):
 
 
 def test_regression_loo_equals_explicit_refits():
-    """Every (depth, diag_reg) score of NTKRegressorCV is the mean squared error of n refits of
-    NTKRegressor without each point (own target mean, own relative ridge), to 1e-10."""
+    """Every (depth, diag_reg) score of NTKRegressorCV is the R^2 of n refits of NTKRegressor
+    without each point (own target mean, own relative ridge), to 1e-10."""
     X, rng = _data()
     Y = np.stack([np.sin(2 * X[:, 0]) + 0.1 * rng.standard_normal(30), X[:, 1] * X[:, 2]], axis=1)
     cv = NTKRegressorCV(**GRID, W_std=1.3, b_std=0.2).fit(X, Y)
@@ -43,7 +44,7 @@ def test_regression_loo_equals_explicit_refits():
     for params, score in zip(cv.cv_results_["params"], cv.cv_results_["mean_test_score"]):
         assert (params["W_std"], params["b_std"]) == (1.3, 0.2)
         loo = _explicit_loo(lambda p=params: NTKRegressor(**p, solver="cholesky"), X, Y, "predict")
-        explicit = -np.mean((Y - loo) ** 2)
+        explicit = r2_score(Y, loo)  # uniform average over the two outputs
         assert abs(score - explicit) <= 1e-10 * abs(explicit), (params, score, explicit)
     # and the left-out predictions themselves, point by point (one candidate)
     ref = NTKRegressor(depth=3, W_std=1.3, b_std=0.2, diag_reg=1e-2).fit(X, Y)
@@ -107,7 +108,7 @@ def test_kfold_fallback_and_explicit_cv(monkeypatch):
     assert cv.cv_method_ == "4-fold"
     for params, score in zip(cv.cv_results_["params"], cv.cv_results_["mean_test_score"]):
         pred = cross_val_predict(NTKRegressor(**params), X, y, cv=folds)
-        np.testing.assert_allclose(score, -np.mean((y - pred) ** 2), rtol=1e-12)
+        np.testing.assert_allclose(score, r2_score(y, pred), rtol=1e-12)
     monkeypatch.setenv("NTKFAST_DENSE_MAX_N", "20")
     with pytest.warns(UserWarning, match="5-fold cross-validation"):
         fallback = NTKRegressorCV(depths=(1, 2), diag_regs=(1e-2, 1.0)).fit(X, y)

@@ -50,7 +50,7 @@ class Progress:
 
 def select_diag_reg(K: np.ndarray, Y: np.ndarray, labels=None, diag_regs=DIAG_REGS) -> tuple[float, list[dict]]:
     """The ridge of ``diag_regs`` with the best exact leave-one-out score on (K, Y): squared error
-    for regression, accuracy then log-loss for classification (``labels`` given)."""
+    (as R^2, per output) for regression, accuracy then log-loss for classification (``labels`` given)."""
     loo = EigenLOO(np.asarray(K, dtype=np.float64), Y)
     results = []
     for r in diag_regs:

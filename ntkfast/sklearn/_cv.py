@@ -330,8 +330,9 @@ _CV_DOC = (
 class NTKRegressorCV(RegressorMixin, _CVBase):
     """:class:`NTKRegressor` with depth and ridge chosen by exact leave-one-out (as ``RidgeCV``).
 
-    The score is minus the mean squared leave-one-out error over every output; the closed form
-    equals explicit refits of :class:`NTKRegressor` without each point (its target mean and its
+    The score is the leave-one-out R^2 (``1 - SSE / SST`` of the left-out predictions, averaged
+    over outputs, so it reads like ``GridSearchCV``'s R^2 and ranks candidates by squared error);
+    the closed form equals explicit refits of :class:`NTKRegressor` without each point (its target mean and its
     relative ridge recomputed, as a refit does), see ``ntkfast.sklearn._loo``.
 
     Examples

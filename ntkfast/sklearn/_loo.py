@@ -67,8 +67,13 @@ def fit_temperature(decision: np.ndarray, labels: np.ndarray) -> float:
 
 
 def regression_score(Y: np.ndarray, pred: np.ndarray) -> dict:
-    """Negative mean squared error of left-out predictions (higher is better), over every output."""
-    return {"score": -float(np.mean((Y - pred) ** 2))}
+    """Leave-one-out R^2 averaged over outputs: per output 1 - SSE / SST of the left-out
+    predictions (an output's squared error in units of its variance, so outputs on different
+    scales count alike, as in ``r2_score``; a constant output scores -SSE)."""
+    sse = np.sum((Y - pred) ** 2, axis=0)
+    sst = np.sum((Y - Y.mean(axis=0)) ** 2, axis=0)
+    r2 = np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), -sse)
+    return {"score": float(np.mean(r2))}
 
 
 def classification_score(decision: np.ndarray, labels: np.ndarray) -> dict:
