@@ -178,8 +178,10 @@ def test_bench_quick():
 
 # ----------------------------------------------------------------------- in-process: main(argv)
 def test_no_arguments_runs_the_demo_with_its_defaults(monkeypatch):
+    import ntkfast.cli.commands.demo
+
     seen = {}
-    monkeypatch.setattr(cli, "_cmd_demo", lambda args: seen.update(vars(args)) or 0)
+    monkeypatch.setattr(ntkfast.cli.commands.demo, "run", lambda args: seen.update(vars(args)) or 0)
     assert cli.main([]) == 0
     assert seen["command"] == "demo" and seen["figure"] == "ntkfast_demo.png" and not seen["quick"]
 
