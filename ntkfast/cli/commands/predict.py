@@ -73,8 +73,9 @@ def feature_columns(table, bundle: dict, target: str | None, id_spec: str | None
                 "remove them, or name the target with --target (an ID column with --id)"
             )
         return cols, t, i
-    if bundle.get("positions") is not None and table.n_cols == bundle["n_columns"] and target is None:
-        # the training file's layout: its positions of the features, the target and the ID
+    if not bundle["has_header"] and bundle.get("positions") is not None and table.n_cols == bundle["n_columns"] \
+            and target is None:
+        # fitted on a headerless file of this layout: its positions of the features, target and ID
         t = bundle["target_position"]
         i = bundle["id_position"] if i is None else i
         return list(bundle["positions"]), t, i
