@@ -161,7 +161,7 @@ class Table:
                 na_values=list(self.na_values), low_memory=False,
             ).iloc[:, 0]  # fmt: skip
             s = raw.str.strip().where(raw.notna(), np.nan)
-        out = s.astype(object).to_numpy(dtype=object)
+        out = np.array(s.astype(object).to_numpy(dtype=object), dtype=object, copy=True)
         out[s.isna().to_numpy()] = np.nan
         return out
 
