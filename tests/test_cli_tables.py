@@ -119,7 +119,7 @@ def test_delimiters_encodings_and_na_markers(capsys, tmp_path):
     X = np.arange(12.0).reshape(4, 3) / 7
     for name, sep in (("comma.csv", ","), ("semi.csv", ";"), ("tab.txt", "\t"), ("pipe.csv", "|")):
         path = tmp_path / name
-        path.write_text("a{0}b{0}c\n".format(sep) + "".join(sep.join(repr(float(v)) for v in r) + "\n" for r in X))
+        path.write_text(f"a{sep}b{sep}c\n" + "".join(sep.join(repr(float(v)) for v in r) + "\n" for r in X))
         code, _, err = call(capsys, "kernel", path, "-o", tmp_path / "K.npy", "--no-progress")
         assert code == 0, (name, err)
         import ntkfast as nf
@@ -165,7 +165,8 @@ def test_missing_target_and_infinite_feature_are_refused(capsys, tmp_path):
     model = tmp_path / "m.joblib"
     f = tmp_path / "t.csv"
     f.write_text("a,y\n1,2\n2,\n3,4\n")
-    assert_error(call(capsys, "fit", f, "--target", "y", "-o", model), 1, "target column 'y' has a missing value on line 3")
+    fit = call(capsys, "fit", f, "--target", "y", "-o", model)
+    assert_error(fit, 1, "target column 'y' has a missing value on line 3")
     g = tmp_path / "g.csv"
     g.write_text("a,y\n1,2\ninf,3\n3,4\n")
     assert_error(call(capsys, "fit", g, "--target", "y", "-o", model), 1, "column 'a' has an infinite value on line 3")
