@@ -83,10 +83,12 @@ def plot_demo(results, res, path: str, title: str) -> str:
     ax.bar(x, means, yerr=stds, capsize=6, color=colors, alpha=0.85)
     for k, (_, scores) in enumerate(results):
         ax.plot(np.full(len(scores), x[k]) + np.linspace(-0.15, 0.15, len(scores)), scores, "k.", ms=4)
-        ax.annotate(f"{means[k]:.3f}", (x[k], means[k] + stds[k]), ha="center", va="bottom", xytext=(0, 3),
-                    textcoords="offset points", fontsize=9)  # fmt: skip
     low = max(0.0, float(min(np.min(s) for _, s in results)) - 0.03)
-    ax.set_ylim(low, min(1.0, float(means.max() + stds.max()) + 0.03))
+    high = max(float(max(np.max(s) for _, s in results)), float((means + stds).max()))
+    ax.set_ylim(low, min(1.0, high) + 0.01)
+    for k in range(len(results)):  # the mean, written inside the bar's foot
+        ax.text(x[k], low + 0.004, f"{means[k]:.3f}", ha="center", va="bottom", color="white", fontsize=10,
+                fontweight="bold")  # fmt: skip
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("5-fold cross-validated accuracy")
     ax.set_title("accuracy (bars: mean +- std over folds; dots: folds)")
