@@ -17,6 +17,7 @@ from ... import __version__
 from ...spec import MLP
 from ..console import describe, format_seconds, progress, say
 from ..errors import EXIT_OK, CommandError
+from ..estimate import cholesky_seconds, kernel_seconds
 from ..files import atomic_output, output_file
 from ..network import ARCH_OPTIONS, network
 from ..parser import MAX_AUTO_CLASSES
@@ -103,28 +104,18 @@ def _plan(est, arch, X, n: int, k: int) -> str | None:
     """One line: solver, memory and estimated time of the fit (None for small n)."""
     if n < PLAN_N or not np.isinf(est.t):
         return None
-    import scipy.linalg
-
     from ... import solvers
     from ...config import format_bytes
-    from ...gram import kernel
 
     m = None if est.n_centers is None else min(est.n_centers, n)
     plan = solvers.plan_solver(n, 0, k, X.shape[1], m, 8, None, est.solver)
-    rows = X[:256]
-    t0 = time.perf_counter()
-    kernel(arch, rows, get=est.kernel)
-    per_entry = (time.perf_counter() - t0) / (len(rows) * (len(rows) + 1) / 2)
-    seconds = per_entry * n * (n + 1) / 2
+    seconds = kernel_seconds(arch, X, get=est.kernel)
     if plan.method == "cholesky":
-        A = np.eye(512) * 512 + 1.0
-        t0 = time.perf_counter()
-        scipy.linalg.cholesky(A)
-        seconds += (time.perf_counter() - t0) * (n / 512) ** 3
+        seconds += cholesky_seconds(n)
     what = {"cholesky": "the n x n Gram then a Cholesky solve", "cg": "conjugate gradients on the matrix-free Gram",
             "nystrom": f"Nystrom with m = {plan.m} centres"}.get(plan.method, plan.method)  # fmt: skip
     memory = format_bytes(plan.needs.get(plan.method, 0))
-    eta = f", about {format_seconds(seconds)} (estimated from a 256-row sample)" if plan.method == "cholesky" else ""
+    eta = f", about {format_seconds(seconds)} (estimated from samples)" if plan.method == "cholesky" else ""
     return f"plan: solver {plan.method!r} ({what}), {memory} of memory{eta}"
 
 

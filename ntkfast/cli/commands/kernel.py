@@ -14,13 +14,13 @@ import numpy as np
 
 from ..console import describe, format_seconds, progress, say
 from ..errors import EXIT_OK, CommandError
+from ..estimate import PROBE_ROWS, kernel_seconds
 from ..files import atomic_output, check_free_space, output_file, reserve
 from ..network import network
 from ..tables import read_matrix, standardize
 
 # state the plan (size, disk, estimated time) when the Gram has at least this many entries
 PLAN_ENTRIES = 4_000_000
-_PROBE_ROWS = 256
 
 
 def npy_bytes(shape: tuple[int, int], dtype: np.dtype) -> int:
@@ -31,19 +31,6 @@ def npy_bytes(shape: tuple[int, int], dtype: np.dtype) -> int:
     np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
                                                "shape": shape})  # fmt: skip
     return len(buf.getvalue()) + shape[0] * shape[1] * dtype.itemsize
-
-
-def estimate_seconds(arch, X, Y, get, dtype, n_jobs) -> float:
-    """Seconds for the whole Gram, extrapolated from a timed Gram of a few rows."""
-    from ...gram import kernel
-
-    rows = X[:_PROBE_ROWS]
-    t0 = time.perf_counter()
-    kernel(arch, rows, get=get, dtype=dtype, n_jobs=n_jobs)
-    per_entry = (time.perf_counter() - t0) / (len(rows) * (len(rows) + 1) / 2)
-    n = len(X)
-    entries = n * (n + 1) / 2 if Y is None else n * len(Y)
-    return per_entry * entries
 
 
 def run(args) -> int:
@@ -69,11 +56,11 @@ def run(args) -> int:
     half = "; --dtype float32 halves it" if dtype == np.float64 else ""
     check_free_space(out_path, nbytes, f"the {shape[0]} x {shape[1]} {dtype.name} {args.get} Gram", half)
     if shape[0] * shape[1] >= PLAN_ENTRIES and args.progress is not False:
-        seconds = estimate_seconds(arch, X, Y, args.get, dtype, args.n_jobs)
+        seconds = kernel_seconds(arch, X, Y, args.get, dtype, args.n_jobs)
         say(
             f"plan: {args.get} {shape[0]} x {shape[1]} {dtype.name} -> {out_path} ({_bytes(nbytes)} on disk, "
             f"reserved first), {'upper-triangle tiles, mirrored' if Y is None else 'all tiles'}, "
-            f"about {format_seconds(seconds)} (estimated from a {_PROBE_ROWS}-row sample)"
+            f"about {format_seconds(seconds)} (estimated from a {min(PROBE_ROWS, shape[0])}-row sample)"
         )
     t0 = time.perf_counter()
     with atomic_output(out_path) as partial:
