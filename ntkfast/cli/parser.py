@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import math
 
 from .. import __version__
 from ..spec import ACTIVATIONS
@@ -51,6 +50,12 @@ positive_float = _number(float, True, "a number > 0")  # 'inf' allowed: t = inf 
 def _b_std(text: str) -> float | None:
     if text.lower() == "none":
         return None
+    return nonneg_float(text)
+
+
+def _diag_reg(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
     return nonneg_float(text)
 
 
@@ -254,27 +259,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"auto: classification for text, or integers with at most {MAX_AUTO_CLASSES} distinct values "
         "(default: %(default)s)",
     )
-    p.add_argument("--kernel", choices=("ntk", "nngp"), default="ntk", help="(default: %(default)s)")
+    # estimator options: None (not given) leaves the estimator's own default
+    p.add_argument("--kernel", choices=("ntk", "nngp"), default=None, help="(default: ntk)")
     p.add_argument(
         "--diag-reg",
-        type=nonneg_float,
-        default=1e-4,
-        help="ridge, relative to the mean of diag K (default: %(default)s)",
+        type=_diag_reg,
+        default=None,
+        help="ridge, relative to the mean of diag K, or 'auto' where the estimator has it "
+        "(default: the estimator's default)",
     )
     p.add_argument(
         "--t",
         type=positive_float,
-        default=math.inf,
+        default=None,
         help="training time of the infinitely wide network (default: inf, kernel regression)",
     )
-    p.add_argument(
-        "--lr", type=positive_float, default=1.0, help="learning rate, used with a finite --t (default: %(default)s)"
-    )
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate, used with a finite --t (default: 1)")
     p.add_argument(
         "--solver",
         choices=("auto", "cholesky", "eigh", "cg", "nystrom"),
-        default="auto",
-        help="auto: exact when the Gram fits in memory, else CG or Nystrom (default: %(default)s)",
+        default=None,
+        help="auto: exact when the Gram fits in memory, else CG or Nystrom (default: auto)",
     )
     p.add_argument("--n-centers", type=nonneg_int, default=None, help="Nystrom centres (default: 2 sqrt(n))")
     p.add_argument(

@@ -45,10 +45,9 @@ def make_estimator(task: str, args, arch: MLP):
     from ...sklearn import NTKClassifier, NTKRegressor
 
     Estimator = NTKClassifier if task == "classification" else NTKRegressor
-    est = Estimator(
-        kernel=args.kernel, t=args.t, lr=args.lr, diag_reg=args.diag_reg, solver=args.solver,
-        n_centers=args.n_centers or None,
-    )  # fmt: skip
+    given = {"kernel": args.kernel, "t": args.t, "lr": args.lr, "diag_reg": args.diag_reg, "solver": args.solver,
+             "n_centers": args.n_centers or None}  # fmt: skip
+    est = Estimator(**{k: v for k, v in given.items() if v is not None})  # the rest: the estimator's defaults
     accepted = est.get_params()
     default = MLP()
     values = {name: getattr(arch, name) for name in ARCH_OPTIONS}
@@ -102,7 +101,7 @@ def _columns(table, args):
 
 def _plan(est, arch, X, n: int, k: int) -> str | None:
     """One line: solver, memory and estimated time of the fit (None for small n)."""
-    if n < PLAN_N or not np.isinf(est.t):
+    if n < PLAN_N or not np.isinf(est.t) or est.solver not in ("auto", "cholesky", "cg", "nystrom"):
         return None
     from ... import solvers
     from ...config import format_bytes
