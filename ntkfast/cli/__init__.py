@@ -8,7 +8,8 @@ one module each in :mod:`ntkfast.cli.commands`, with a function ``run(args) -> i
 - :mod:`~ntkfast.cli.files`: output checks, free space, atomic writes, SIGTERM;
 - :mod:`~ntkfast.cli.console`: messages and progress (tqdm bar or periodic log lines);
 - :mod:`~ntkfast.cli.preprocess`: the ColumnTransformer saved with a model;
-- :mod:`~ntkfast.cli.report`, :mod:`~ntkfast.cli.plots`: the spectrum report and the figures.
+- :mod:`~ntkfast.cli.report`, :mod:`~ntkfast.cli.plots`: the spectrum report and the figures;
+- :mod:`~ntkfast.cli.estimate`, :mod:`~ntkfast.cli.network`: time estimates for the plan; the MLP.
 
 :func:`main` turns every deliberate refusal -- :class:`ntkfast.errors.NtkfastError`, which the
 library's checks and the CLI's own :class:`CommandError` raise, and ``OSError`` from files and
