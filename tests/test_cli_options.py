@@ -116,3 +116,23 @@ def test_kernel_logs_progress_lines_when_not_a_terminal(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "\r" not in err and "tile" in err and "100%" in err.splitlines()[-1], err
+
+
+def test_select_uses_the_cv_estimators_or_refuses(capsys, train, tmp_path):
+    import joblib
+
+    import ntkfast.sklearn
+
+    model = tmp_path / "m.joblib"
+    words = ["--select", "--depths", "1,2", "--W-std", "1.9"]
+    code = cli.main(["fit", str(train), "--target", "y", "-o", str(model), *words])
+    out, err = capsys.readouterr()
+    if not hasattr(ntkfast.sklearn, "NTKRegressorCV"):
+        assert code == 1 and "has no ntkfast.sklearn.NTKRegressorCV" in err and not model.exists(), err
+        pytest.skip("ntkfast.sklearn has no NTKRegressorCV in this tree (the refusal was checked)")
+    assert code == 0, err
+    est = joblib.load(model)["model"][-1]
+    assert type(est).__name__ == "NTKRegressorCV" and tuple(est.depths) == (1, 2) and est.W_std == 1.9
+    assert est.depth_ in (1, 2) and f"depth {est.depth_}" in out
+    code = cli.main(["fit", str(train), "--target", "y", "-o", str(model), "--select", "--diag-reg", "0.1"])
+    assert code == 2 and "--select chooses diag_reg" in capsys.readouterr()[1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 
 from .. import __version__
 from ..spec import ACTIVATIONS
@@ -45,6 +46,23 @@ positive_int = _number(int, True, "a positive integer")
 nonneg_int = _number(int, False, "an integer >= 0")
 nonneg_float = _number(float, False, "a number >= 0")
 positive_float = _number(float, True, "a number > 0")  # 'inf' allowed: t = inf means convergence
+
+
+def finite_positive_float(text: str) -> float:
+    value = positive_float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _depths(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated depths such as 1,2,3, got {text!r}") from None
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct depths >= 0, got {text!r}")
+    return values
 
 
 def _b_std(text: str) -> float | None:
@@ -274,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="training time of the infinitely wide network (default: inf, kernel regression)",
     )
-    p.add_argument("--lr", type=positive_float, default=None, help="learning rate, used with a finite --t (default: 1)")
+    p.add_argument(
+        "--lr", type=finite_positive_float, default=None, help="learning rate, used with a finite --t (default: 1)"
+    )
     p.add_argument(
         "--solver",
         choices=("auto", "cholesky", "eigh", "cg", "nystrom"),
@@ -288,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="K",
         help="also print the K-fold cross-validated score (default: off)",
+    )
+    p.add_argument(
+        "--select",
+        action="store_true",
+        help="choose the depth (among --depths) and diag_reg by exact leave-one-out with NTKRegressorCV / "
+        "NTKClassifierCV, where this ntkfast has them",
+    )
+    p.add_argument(
+        "--depths", type=_depths, default=None, metavar="D1,D2", help="depths --select tries (default: the estimator's)"
     )
 
     p = _add_command(
@@ -337,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-k", type=positive_int, default=None, help="only the top k eigenpairs (default: all)")
     p.add_argument(
-        "--lr", type=positive_float, default=None, help="learning rate for the rates (default: N / lambda_max)"
+        "--lr", type=finite_positive_float, default=None, help="learning rate for the rates (default: N / lambda_max)"
     )
     p.add_argument("--kernel", choices=("ntk", "nngp"), default="ntk", help="(default: %(default)s)")
     p.add_argument("--standardize", action="store_true", help="scale the feature columns to mean 0, std 1 first")

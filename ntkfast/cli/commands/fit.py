@@ -66,13 +66,30 @@ def make_estimator(task: str, args, arch: MLP):
     return est
 
 
-def cv_estimator(task: str):
-    """HOOK(cv): ``ntkfast fit --cv`` should select depth and diag_reg with ``NTKRegressorCV`` /
-    ``NTKClassifierCV`` (closed-form leave-one-out) once ``ntkfast.sklearn`` has them; until then
-    ``--cv K`` only reports the K-fold score of the fixed model.  Returns the class or None."""
+def cv_estimator(task: str, args, arch: MLP):
+    """``--select``: ``NTKRegressorCV`` / ``NTKClassifierCV`` (depth and diag_reg chosen by exact
+    leave-one-out) with the command line's network and solver options, or a CommandError where
+    this ntkfast does not have them.  ``--cv K`` stays a report of the K-fold score."""
     from ... import sklearn as nf_sklearn
 
-    return getattr(nf_sklearn, "NTKClassifierCV" if task == "classification" else "NTKRegressorCV", None)
+    name = "NTKClassifierCV" if task == "classification" else "NTKRegressorCV"
+    Estimator = getattr(nf_sklearn, name, None)
+    if Estimator is None:
+        raise CommandError(f"--select: this ntkfast has no ntkfast.sklearn.{name}; fit a fixed depth instead")
+    est = Estimator()
+    accepted = est.get_params()
+    if args.diag_reg is not None or args.t is not None or args.lr is not None:
+        args.parser.error("--select chooses diag_reg itself and fits kernel regression: drop --diag-reg/--t/--lr")
+    values = {n: getattr(arch, n) for n in ARCH_OPTIONS if n != "depth"}
+    options = {"kernel": args.kernel, "solver": args.solver, "n_centers": args.n_centers or None, "depths": args.depths}
+    values.update({k: v for k, v in options.items() if v is not None})
+    missing = [n for n in values if n not in accepted and values[n] != getattr(MLP(), n, None)]
+    if missing:
+        raise CommandError(f"--select: {name} of this ntkfast has no parameter {', '.join(missing)}")
+    est.set_params(**{n: v for n, v in values.items() if n in accepted})
+    if "verbose" in accepted and args.progress is not False:
+        est.set_params(verbose=1)
+    return est
 
 
 def _columns(table, args):
@@ -101,7 +118,7 @@ def _columns(table, args):
 
 def _plan(est, arch, X, n: int, k: int) -> str | None:
     """One line: solver, memory and estimated time of the fit (None for small n)."""
-    if n < PLAN_N or not np.isinf(est.t) or est.solver not in ("auto", "cholesky", "cg", "nystrom"):
+    if n < PLAN_N or not np.isinf(getattr(est, "t", np.inf)) or est.solver not in ("auto", "cholesky", "cg", "nystrom"):
         return None
     from ... import solvers
     from ...config import format_bytes
@@ -143,7 +160,11 @@ def run(args) -> int:
     kinds = feature_kinds(table, features)
     names = [table.names[c] for c in features]
     X = model_frame(table, features, kinds, names)
-    est = make_estimator(task, args, arch)
+    if args.depths is not None and not args.select:
+        args.parser.error("--depths: only with --select")
+    est = cv_estimator(task, args, arch) if args.select else make_estimator(task, args, arch)
+    if args.n_centers and args.n_centers > len(X):
+        raise CommandError(f"--n-centers {args.n_centers}: more Nystrom centres than the {len(X)} training rows")
     preprocess = make_preprocessor(names, kinds)
     model = Pipeline([("preprocess", preprocess), ("model", est)])
     what = "accuracy" if task == "classification" else "R^2"
@@ -168,6 +189,9 @@ def run(args) -> int:
     solver = getattr(est, "solver_", None)
     how = f" (solver {solver!r})" if solver else ""
     say(f"fitted {type(est).__name__} in {time.perf_counter() - t0:.2f} s{how}")
+    if args.select:
+        say(f"selected by {getattr(est, 'cv_method_', 'cross-validation')}: depth {est.depth_}, diag_reg "
+            f"{est.diag_reg_:.3g} (best score {est.best_score_:.4g})")  # fmt: skip
     bundle = {
         "format": MODEL_FORMAT,
         "model": model,  # the sklearn Pipeline: joblib.load(path)["model"].predict(a DataFrame)
