@@ -171,3 +171,20 @@ def test_missing_target_and_infinite_feature_are_refused(capsys, tmp_path):
     g.write_text("a,y\n1,2\ninf,3\n3,4\n")
     assert_error(call(capsys, "fit", g, "--target", "y", "-o", model), 1, "column 'a' has an infinite value on line 3")
     assert not model.exists()
+
+
+def test_decimal_comma(capsys, tmp_path):
+    import ntkfast as nf
+
+    X = np.array([[1.5, -2.25], [0.5, 3.0], [2.0, 1.25]])
+    path = tmp_path / "eu.csv"
+    path.write_text("a;b;y\n" + "".join(f"{a};{b};{a + b}\n".replace(".", ",") for a, b in X))
+    out, model = tmp_path / "K.npy", tmp_path / "m.joblib"
+    # without --decimal: a clear error with the hint, never one-hot encoded numbers
+    assert_error(call(capsys, "fit", path, "--target", "y", "-o", model), 1, "decimal comma", "--decimal ,")
+    code, _, err = call(capsys, "kernel", path, "-o", out, "--decimal", ",", "--no-progress")
+    assert code == 0, err
+    K = np.load(out)
+    np.testing.assert_allclose(K, nf.kernel(nf.MLP(3, "relu", 1.4, 0.1), np.c_[X, X.sum(1)]), rtol=1e-12)
+    code, outp, err = call(capsys, "fit", path, "--target", "y", "-o", model, "--decimal", ",")
+    assert code == 0 and "2 features" in outp and "categorical" not in outp, err

@@ -146,6 +146,9 @@ def _table_parent() -> argparse.ArgumentParser:
     )
     g.add_argument("--encoding", default=None, help="text encoding of CSV files (default: UTF-8)")
     g.add_argument(
+        "--decimal", choices=(".", ","), default=".", help="decimal mark of CSV numbers (default: %(default)s)"
+    )
+    g.add_argument(
         "--na-values",
         type=_names,
         default=None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import CommandError
+from .tables import decimal_comma_hint
 
 __all__ = ["NUMERIC", "CATEGORICAL", "feature_kinds", "model_frame", "make_preprocessor"]
 
@@ -32,6 +33,12 @@ def feature_kinds(table, cols) -> list[str]:
             raise CommandError(
                 f"{table.path}: column {table.names[c]!r} holds numbers but has {value!r}, not a number on "
                 f"{table.unit} {table.line(row)}; fix the cell, or mark it missing with --na-values {value}"
+            )
+        present = table.frame.iloc[:, c].dropna()
+        if len(present) and all(decimal_comma_hint(v) for v in present):
+            raise CommandError(
+                f"{table.path}: column {table.names[c]!r} holds numbers with a decimal comma (e.g. "
+                f"{present.iloc[0]!r}); pass --decimal , (else they would be one-hot encoded as text)"
             )
         kinds.append(CATEGORICAL)
     return kinds

@@ -13,6 +13,7 @@ the file, the column and the line.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,18 +22,26 @@ import numpy as np
 from .errors import CommandError
 from .files import input_file
 
-__all__ = ["Table", "read_table", "read_matrix", "is_number", "standardize", "SNIFF_DELIMITERS"]
+__all__ = ["Table", "read_table", "read_matrix", "is_number", "decimal_comma_hint", "standardize", "SNIFF_DELIMITERS"]
 
 SNIFF_DELIMITERS = ",;\t|"
 _SAMPLE_BYTES = 1 << 16
 
 
-def is_number(text) -> bool:
+def is_number(text, decimal: str = ".") -> bool:
     try:
-        float(text)
+        float(text if decimal == "." else str(text).replace(decimal, "."))
     except (TypeError, ValueError):
         return False
     return True
+
+
+_DECIMAL_COMMA = re.compile(r"\s*[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?\s*")
+
+
+def decimal_comma_hint(value) -> str:
+    """A hint for a cell such as '1,5' (a decimal comma read as text)."""
+    return "; numbers with a decimal comma? pass --decimal ," if _DECIMAL_COMMA.fullmatch(str(value)) else ""
 
 
 @dataclass
@@ -132,6 +141,7 @@ class Table:
         value = str(s.iloc[row])
         raise CommandError(
             f"{self.path}: column {self.names[c]!r} has {value!r}, not a number on {self.unit} {self.line(row)}"
+            + decimal_comma_hint(value)
         )
 
     def text_share(self, c: int) -> tuple[float, int | None]:
@@ -207,6 +217,7 @@ def read_table(path: str, args=None) -> Table:
     delimiter = getattr(args, "delimiter", None)
     encoding = getattr(args, "encoding", None) or "utf-8-sig"
     na_values = getattr(args, "na_values", None) or []
+    decimal = getattr(args, "decimal", None) or "."
     p = input_file(path)
     if p.suffix.lower() == ".npy":
         return _read_npy(p)
@@ -214,7 +225,7 @@ def read_table(path: str, args=None) -> Table:
     if not sample.strip():
         raise CommandError(f"{p}: the file is empty")
     if delimiter is None:
-        delimiter = "\t" if p.suffix.lower() == ".tsv" else _sniff(sample)
+        delimiter = "\t" if p.suffix.lower() == ".tsv" else _sniff(sample, SNIFF_DELIMITERS.replace(decimal, ""))
     elif len(delimiter) != 1:
         raise CommandError(f"--delimiter: expected one character, got {delimiter!r}")
     first = next(_csv_rows(p, delimiter, encoding), None)
@@ -222,7 +233,7 @@ def read_table(path: str, args=None) -> Table:
         raise CommandError(f"{p}: the file is empty")
     row, line = first
     na = set(na_values) | _DEFAULT_NA
-    kinds = ["number" if is_number(c) else "missing" if c in na else "text" for c in row]
+    kinds = ["number" if is_number(c, decimal) else "missing" if c in na else "text" for c in row]
     frame = None
     if header is None:
         if "text" not in kinds:
@@ -230,10 +241,10 @@ def read_table(path: str, args=None) -> Table:
         elif all(k == "text" for k in kinds) and len(set(row)) == len(row):
             header = True
         else:
-            frame = _read_csv(p, delimiter, encoding, na_values, header=False, first_line=line)
+            frame = _read_csv(p, delimiter, encoding, na_values, header=False, first_line=line, decimal=decimal)
             header = _mixed_first_line(p, frame, row, kinds, line)
     if frame is None or header:
-        frame = _read_csv(p, delimiter, encoding, na_values, header=header, first_line=line)
+        frame = _read_csv(p, delimiter, encoding, na_values, header=header, first_line=line, decimal=decimal)
     if header:
         names = [str(c).strip() for c in frame.columns]  # pandas renames repeats: 'a', 'a.1'
     else:
@@ -295,15 +306,15 @@ def _sample(p: Path, encoding: str) -> str:
         raise CommandError(f"--encoding: unknown encoding {encoding!r}") from None
 
 
-def _sniff(sample: str) -> str:
+def _sniff(sample: str, delimiters: str = SNIFF_DELIMITERS) -> str:
     lines = [ln for ln in sample.splitlines() if ln.strip()][:50]
     try:
-        return csv.Sniffer().sniff("\n".join(lines), delimiters=SNIFF_DELIMITERS).delimiter
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=delimiters).delimiter
     except csv.Error:
         return ","  # one column, or nothing to tell: the CSV default
 
 
-def _read_csv(p: Path, delimiter: str, encoding: str, na_values, header: bool, first_line: int):
+def _read_csv(p: Path, delimiter: str, encoding: str, na_values, header: bool, first_line: int, decimal: str = "."):
     import pandas as pd
 
     try:
@@ -316,6 +327,7 @@ def _read_csv(p: Path, delimiter: str, encoding: str, na_values, header: bool, f
             na_values=list(na_values),
             skipinitialspace=True,
             skip_blank_lines=True,
+            decimal=decimal,
             comment=None,
             low_memory=False,
         )
