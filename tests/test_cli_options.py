@@ -104,10 +104,12 @@ def test_progress_lines_without_a_terminal():
     stream = io.StringIO()
     lines = console.LogLines(stream, every=1e9)
     lines.write("a warning\n")
+    print("a plan line", file=lines)  # print writes the text and its newline separately
     bar = tqdm(total=3, file=lines)
     bar.update(3)
     bar.close()
-    assert stream.getvalue() == "a warning\n"
+    print("after", file=lines)
+    assert stream.getvalue() == "a warning\na plan line\nafter\n"
 
 
 def test_kernel_logs_progress_lines_when_not_a_terminal(capsys, tmp_path):

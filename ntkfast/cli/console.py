@@ -59,6 +59,7 @@ class LogLines:
         self._status = None  # latest status not written yet
         self._last = clock()  # when a status line was last written (the first comes after `every`)
         self._written = 0
+        self._after_status = False  # the last write was tqdm's: a lone newline closes its bar
 
     def write(self, text: str) -> int:
         with self._lock:
@@ -68,11 +69,14 @@ class LogLines:
                     self._status = status
                     if self.clock() - self._last >= self.every:
                         self._emit()
-            elif not text.strip():
+                self._after_status = True
+            elif self._after_status and not text.strip():
                 if "\n" in text and self._status is not None and self._written:
                     self._emit()  # the bar closes: its final state (a job too short to log stays quiet)
+                self._after_status = False
             else:
-                self.stream.write(text)
+                self.stream.write(text)  # print()'s text and its newline, warnings, ...
+                self._after_status = False
             return len(text)
 
     def _emit(self) -> None:
