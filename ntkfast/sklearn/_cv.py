@@ -23,7 +23,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import config
-from .._validation import check_choice, check_nonnegative_int, check_positive_float, check_positive_int
+from .._validation import check_backend, check_choice, check_nonnegative_int, check_positive_float, check_positive_int
 from ..errors import ArgumentError, ArgumentTypeError
 from ..gram import kernel
 from ..spec import MLP
@@ -40,28 +40,18 @@ _RUNTIME = ("solver", "n_centers", "tol", "max_iter", "random_state", "dtype", "
 
 
 def _grams_by_depth(arch: MLP, X, Y, depths, get: str, *, dtype, backend, n_jobs, progress=False) -> tuple:
-    """The Gram of ``arch`` at every depth of ``depths`` (a tuple, same order).
-
-    Today one ``kernel`` call per depth; at merge this becomes the single tile pass
-    ``kernel(arch, X, Y, get=get, depths=depths, ...)`` (the engine's every-depth-in-one-pass call,
-    at the cost of the deepest), with nothing else changing.
-    """
-    return tuple(
-        np.asarray(
-            kernel(
-                dataclasses.replace(arch, depth=d),
-                X,
-                Y,
-                get=get,
-                dtype=dtype,
-                backend=backend,
-                n_jobs=n_jobs,
-                progress=progress,
-            ),  # fmt: skip
-            dtype=np.float64,
+    """The Gram of ``arch`` at every depth of ``depths`` (a tuple, same order), from one tile pass
+    of ``kernel(..., depths=depths)`` at the cost of the deepest."""
+    on_gpu = backend == "gpu" or (backend == "auto" and check_backend("auto", X, Y) == "gpu")
+    if on_gpu:  # every-depth-in-one-pass is CPU only for now: one call per depth on the device
+        grams = tuple(
+            kernel(dataclasses.replace(arch, depth=d), X, Y, get=get, dtype=dtype, backend=backend, progress=progress)
+            for d in depths
         )
-        for d in depths
-    )
+    else:
+        grams = kernel(arch, X, Y, get=get, depths=tuple(depths), dtype=dtype, backend=backend, n_jobs=n_jobs,
+                       progress=progress)  # fmt: skip
+    return tuple(np.asarray(K, dtype=np.float64) for K in grams)
 
 
 def _grid(value, name: str, allow_none: bool) -> tuple:
