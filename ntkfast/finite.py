@@ -1,7 +1,7 @@
 """Finite-width networks in NumPy: forward pass, analytic per-example Jacobians, the empirical
 NTK layer by layer, and full-batch gradient descent.
 
-Conventions (DESIGN.md section 2).  A Dense layer with fan-in N maps ``a`` to
+Conventions (docs/design.md section 2).  A Dense layer with fan-in N maps ``a`` to
 ``a @ (w_scale * W) + b_scale * b``: NTK parameterization ``w_scale = W_std / sqrt(N)``,
 ``b_scale = b_std``, ``W, b ~ N(0, 1)``; standard parameterization ``w_scale = b_scale = 1``,
 ``W ~ N(0, W_std^2 / N)``, ``b ~ N(0, b_std^2)``.  ``b_std=None``: no bias parameters.
