@@ -59,6 +59,7 @@ FLOORS = {
 # Lazy (function-level) imports that go up a floor on purpose: (importer prefix, imported prefix): why.
 LAZY_UPWARD = {
     ("ntkfast.solvers", "ntkfast.distributed"): "solvers.nystrom(client=...) runs its K_nm products on Dask",
+    ("ntkfast.spectrum", "ntkfast.experiments"): "deprecated alias spectrum.fourier_feature_spectra (moved)",
 }
 
 # What the code on this branch still breaks (rule, importer, imported or name). The lead empties this at
@@ -240,8 +241,10 @@ def test_no_import_cycles_at_module_level():
     for node in sorted(graph):
         if node not in state:
             visit(node)
-    # a package importing its own submodule (its __init__ re-exporting) is not a cycle
-    real = [c for c in cycles if not all(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(c, c[1:]))]
+    # A cycle that runs through a package's __init__ and stays inside that package is how a package
+    # re-exports its submodules (the half-initialised package is already in sys.modules): not a cycle
+    # to report.  A cycle among siblings alone, or one that leaves the package, is.
+    real = [c for c in cycles if not any(all(n == p or n.startswith(p + ".") for n in c) for p in c)]
     assert not real, "module-level import cycles: " + "; ".join(" -> ".join(c) for c in real)
 
 
