@@ -1,4 +1,4 @@
-"""Closed-form training dynamics of wide networks and GP inference (DESIGN.md section 2).
+"""Closed-form training dynamics of wide networks and GP inference (docs/design.md section 2).
 
 Loss ``1/(2N) ||f(X) - Y||^2`` with ``N = n k`` target entries, learning rate ``lr``.  Under
 gradient flow the train residual along eigenvector v_i of Theta decays as exp(-lr lambda_i t / N),

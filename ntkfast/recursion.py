@@ -9,7 +9,7 @@ the same functions for the GPU).  Each family gives, for pre-activation covarian
 and a ``*_diag`` version for ``x == y`` that is exact (no 0/0, no angle).  Functions are plain
 scalar Python compiled by Numba; constants go through :func:`ntkfast._jit.like` so that float32
 inputs stay in float32, and the angle comes from the branch-free :func:`ntkfast._jit.atan2`
-so that the loops calling these functions vectorise.  Conventions (DESIGN.md section 2):
+so that the loops calling these functions vectorise.  Conventions (docs/design.md section 2):
 no arccos of a clipped cosine, no division by norms, finite values for zero variances.
 """
 

@@ -107,7 +107,7 @@ def LeakyReLU(alpha: float = 0.01) -> ABReLU:
 
 
 def Abs() -> ABReLU:
-    """|x|."""
+    """phi(x) = ``|x|``."""
     return ABReLU(-1.0, 1.0, name="abs")
 
 
