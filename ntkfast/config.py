@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 
-from .errors import ConfigError
+from .errors import ConfigError, InsufficientMemoryError
 
 # ------------------------------------------------------------------------------------ tiling
 # Tile edge for the fused recursion: a 512 x 512 float64 tile is 2 MiB, near the per-core L2.
@@ -116,6 +116,19 @@ def dense_max_n() -> int:
 def debug() -> bool:
     """Whether the CLI shows tracebacks of library errors (``$NTKFAST_DEBUG`` set and not "0")."""
     return os.environ.get("NTKFAST_DEBUG", "").strip() not in ("", "0")
+
+
+def check_fits(nbytes: int, what: str, alternatives: str) -> None:
+    """Refuse, before anything is allocated, a request of ``nbytes`` above :func:`memory_budget`.
+
+    The :class:`~ntkfast.errors.InsufficientMemoryError` names what needs the memory, both sizes,
+    and ``alternatives`` (the fix).
+    """
+    budget = memory_budget()
+    if nbytes > budget:
+        raise InsufficientMemoryError(
+            f"{what} needs {format_bytes(nbytes)} but the memory budget is {format_bytes(budget)}. {alternatives}"
+        )
 
 
 def format_bytes(n: float) -> str:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from scipy import special
 
+from .config import check_fits
 from .errors import ArgumentError, ArgumentTypeError
-from .tiling import check_fits
 
 # Integer codes understood by ntkfast.recursion.dual / dual_diag.  Monomial families carry their
 # degree in the code so that it is a compile-time constant in the kernels.

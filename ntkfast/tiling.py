@@ -13,20 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import config
-from .config import format_bytes, memory_budget
+from .config import check_fits, format_bytes, memory_budget
 from .errors import InsufficientMemoryError
 
 __all__ = ["InsufficientMemoryError", "TilePlan", "allocate", "check_fits", "check_scratch", "default_n_jobs",
            "format_bytes", "max_n_jobs", "memory_budget", "plan_tiles", "run_tiles"]
-
-
-def check_fits(nbytes: int, what: str, alternatives: str) -> None:
-    budget = memory_budget()
-    if nbytes > budget:
-        raise InsufficientMemoryError(
-            f"{what} needs {format_bytes(nbytes)} but the memory budget is {format_bytes(budget)}. "
-            f"{alternatives}"
-        )
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,6 @@ KNOWN_VIOLATIONS = {
     ("private", "ntkfast.backends.gpu", "ntkfast.gram._prepare"),
     ("private", "ntkfast.backends.gpu", "ntkfast.gram._validate"),
     ("upward", "ntkfast.backends.gpu", "ntkfast.gram"),
-    ("private", "ntkfast.sklearn", "ntkfast.predict._flow_gain"),  # the flow gain gets one home (issue 13.5)
     ("private", "ntkfast.solvers", "ntkfast.tiling._blas_controller"),  # lapack_threads' BLAS thread control
 }
 
