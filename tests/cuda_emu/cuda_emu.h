@@ -1,0 +1,206 @@
+// Host emulation of the CUDA subset gram.cu uses, so that the real kernels run on the CPU
+// (tests/cuda_emu/README.md).  One host thread per CUDA thread of a block, from a persistent
+// pool; blocks run one after another in a chosen order; __syncthreads() is a checked barrier.
+//
+//  * __shared__ variables are function-local statics (blocks run one at a time); the loader finds
+//    them in the symbol table of the built module and registers them (ntk_emu_set_shared), and
+//    they are filled with 0xFF bytes (a NaN in float and in double) before every block, so an
+//    element read before it is written shows.
+//  * A barrier mismatch (threads of a block waiting at different __syncthreads, a thread
+//    leaving while others wait, or a barrier after a thread of the block has left) stops the
+//    launch with the file and line(s); the launch then reports the error to Python.
+#pragma once
+
+#include <math.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __syncthreads() ::ntk_emu::sync_threads(__FILE__, __LINE__)
+
+struct uint3 {
+  unsigned int x, y, z;
+};
+using dim3 = uint3;
+
+inline thread_local uint3 threadIdx;  // set by the pool for each worker
+inline uint3 blockIdx, blockDim, gridDim;  // set by the launcher before each block (read-only in it)
+
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+
+namespace ntk_emu {
+
+struct Abort {};  // thrown in every thread of a failed block to unwind it
+
+// One thread per CUDA thread of a block, created once per block size and reused by every launch.
+class Pool {
+ public:
+  explicit Pool(int n) : n_(n) {
+    for (int t = 0; t < n; ++t) threads_.emplace_back([this, t] { worker(t); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      quit_ = true;
+      ++epoch_;
+    }
+    cv_start_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  // Runs `job` once per thread of the block (threadIdx from `block`); returns "" or the error.
+  std::string run_block(const uint3& block, const std::function<void()>& job) {
+    std::unique_lock<std::mutex> lk(mu_);
+    job_ = &job;
+    block_ = block;
+    live_ = n_;
+    remaining_ = n_;
+    arrived_ = 0;
+    exited_ = false;
+    failed_ = false;
+    error_.clear();
+    ++epoch_;
+    cv_start_.notify_all();
+    cv_done_.wait(lk, [this] { return remaining_ == 0; });
+    job_ = nullptr;
+    return failed_ ? error_ : std::string();
+  }
+
+  void sync(const char* file, int line) {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (failed_) throw Abort();
+    if (exited_) fail(lk, std::string("__syncthreads() at ") + where(file, line) + " after a thread of the block exited");
+    if (arrived_ == 0) {
+      bar_file_ = file;
+      bar_line_ = line;
+    } else if (line != bar_line_ || std::strcmp(file, bar_file_) != 0) {
+      fail(lk, "threads of one block wait at different __syncthreads(): " + where(bar_file_, bar_line_) + " and " +
+                   where(file, line));
+    }
+    if (++arrived_ == live_) {
+      arrived_ = 0;
+      ++generation_;
+      cv_bar_.notify_all();
+      return;
+    }
+    const uint64_t gen = generation_;
+    cv_bar_.wait(lk, [&] { return generation_ != gen || failed_; });
+    if (failed_) throw Abort();
+  }
+
+ private:
+  static std::string where(const char* file, int line) { return std::string(file) + ":" + std::to_string(line); }
+
+  [[noreturn]] void fail(std::unique_lock<std::mutex>&, const std::string& msg) {
+    if (!failed_) {
+      failed_ = true;
+      error_ = msg;
+    }
+    cv_bar_.notify_all();
+    throw Abort();
+  }
+
+  void worker(int t) {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void()>* job;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_start_.wait(lk, [&] { return epoch_ != seen; });
+        seen = epoch_;
+        if (quit_) return;
+        job = job_;
+        threadIdx = {unsigned(t % block_.x), unsigned(t / block_.x % block_.y), unsigned(t / (block_.x * block_.y))};
+      }
+      current() = this;
+      std::string thrown;
+      try {
+        (*job)();
+      } catch (const Abort&) {
+      } catch (const std::exception& e) {
+        thrown = e.what();
+      } catch (...) {
+        thrown = "unknown C++ exception";
+      }
+      std::unique_lock<std::mutex> lk(mu_);
+      --live_;
+      if (!thrown.empty() && !failed_) {
+        failed_ = true;
+        error_ = "exception in a kernel thread: " + thrown;
+      }
+      if (arrived_ > 0 && !failed_) {
+        failed_ = true;
+        error_ = "a thread exited while others of its block wait at __syncthreads() " + where(bar_file_, bar_line_);
+      }
+      exited_ = true;
+      if (failed_) cv_bar_.notify_all();
+      if (--remaining_ == 0) cv_done_.notify_all();
+    }
+  }
+
+ public:
+  int size() const { return n_; }
+
+  static Pool*& current() {
+    static thread_local Pool* p = nullptr;
+    return p;
+  }
+
+ private:
+  int n_;
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_start_, cv_done_, cv_bar_;
+  uint64_t epoch_ = 0, generation_ = 0;
+  const std::function<void()>* job_ = nullptr;
+  uint3 block_{1, 1, 1};
+  int live_ = 0, remaining_ = 0, arrived_ = 0;
+  bool exited_ = false, failed_ = false, quit_ = false;
+  const char* bar_file_ = "";
+  int bar_line_ = 0;
+  std::string error_;
+};
+
+// The __shared__ variables of the module, as (address, bytes), registered by the loader.
+inline std::vector<std::pair<char*, size_t>>& shared_regions() {
+  static std::vector<std::pair<char*, size_t>> r;
+  return r;
+}
+
+inline void poison_shared() {
+  for (auto& [p, n] : shared_regions()) std::memset(p, 0xFF, n);  // NaN in float and double
+}
+
+inline void sync_threads(const char* file, int line) { Pool::current()->sync(file, line); }
+
+inline Pool& pool(int n) {
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<Pool>> pools;  // one per block size, kept for the process
+  std::lock_guard<std::mutex> lk(mu);
+  for (auto& p : pools)
+    if (p && p->size() == n) return *p;
+  pools.push_back(std::make_unique<Pool>(n));
+  return *pools.back();
+}
+
+}  // namespace ntk_emu
