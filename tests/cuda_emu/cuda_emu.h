@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -52,87 +53,126 @@ namespace ntk_emu {
 
 struct Abort {};  // thrown in every thread of a failed block to unwind it
 
+// A counting semaphore (C++17 has none): each thread of the pool sleeps on its own, so a block
+// start or a barrier release wakes exactly the threads it concerns (no herd on one mutex).
+class Semaphore {
+ public:
+  void post() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ++count_;
+    }
+    cv_.notify_one();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [this] { return count_ > 0; });
+    --count_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int count_ = 0;
+};
+
 // One thread per CUDA thread of a block, created once per block size and reused by every launch.
 class Pool {
  public:
-  explicit Pool(int n) : n_(n) {
+  explicit Pool(int n) : n_(n), start_(n), release_(n) {
     for (int t = 0; t < n; ++t) threads_.emplace_back([this, t] { worker(t); });
   }
   ~Pool() {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      quit_ = true;
-      ++epoch_;
-    }
-    cv_start_.notify_all();
+    quit_ = true;
+    for (auto& s : start_) s.post();
     for (auto& t : threads_) t.join();
   }
+  int size() const { return n_; }
 
   // Runs `job` once per thread of the block (threadIdx from `block`); returns "" or the error.
   std::string run_block(const uint3& block, const std::function<void()>& job) {
-    std::unique_lock<std::mutex> lk(mu_);
-    job_ = &job;
-    block_ = block;
-    live_ = n_;
-    remaining_ = n_;
-    arrived_ = 0;
-    exited_ = false;
-    failed_ = false;
-    error_.clear();
-    ++epoch_;
-    cv_start_.notify_all();
-    cv_done_.wait(lk, [this] { return remaining_ == 0; });
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      job_ = &job;
+      block_ = block;
+      live_ = n_;
+      remaining_ = n_;
+      waiting_.clear();
+      exited_ = false;
+      failed_ = false;
+      error_.clear();
+    }
+    for (auto& s : start_) s.post();
+    done_.wait();
+    std::lock_guard<std::mutex> lk(mu_);
     job_ = nullptr;
     return failed_ ? error_ : std::string();
   }
 
   void sync(const char* file, int line) {
+    const int t = self();
     std::unique_lock<std::mutex> lk(mu_);
     if (failed_) throw Abort();
-    if (exited_) fail(lk, std::string("__syncthreads() at ") + where(file, line) + " after a thread of the block exited");
-    if (arrived_ == 0) {
+    if (exited_) fail(std::string("__syncthreads() at ") + where(file, line) + " after a thread of the block exited");
+    if (waiting_.empty()) {
       bar_file_ = file;
       bar_line_ = line;
     } else if (line != bar_line_ || std::strcmp(file, bar_file_) != 0) {
-      fail(lk, "threads of one block wait at different __syncthreads(): " + where(bar_file_, bar_line_) + " and " +
-                   where(file, line));
+      fail("threads of one block wait at different __syncthreads(): " + where(bar_file_, bar_line_) + " and " +
+           where(file, line));
     }
-    if (++arrived_ == live_) {
-      arrived_ = 0;
-      ++generation_;
-      cv_bar_.notify_all();
+    if (int(waiting_.size()) + 1 == live_) {  // the last one in: release the others
+      for (int w : waiting_) release_[w].post();
+      waiting_.clear();
       return;
     }
-    const uint64_t gen = generation_;
-    cv_bar_.wait(lk, [&] { return generation_ != gen || failed_; });
+    waiting_.push_back(t);
+    lk.unlock();
+    release_[t].wait();
+    lk.lock();
     if (failed_) throw Abort();
+  }
+
+  static Pool*& current() {
+    static thread_local Pool* p = nullptr;
+    return p;
   }
 
  private:
   static std::string where(const char* file, int line) { return std::string(file) + ":" + std::to_string(line); }
 
-  [[noreturn]] void fail(std::unique_lock<std::mutex>&, const std::string& msg) {
+  static int& self() {
+    static thread_local int t = -1;
+    return t;
+  }
+
+  // (mu_ held) record the first error, wake every waiting thread, unwind this one
+  [[noreturn]] void fail(const std::string& msg) {
+    record(msg);
+    throw Abort();
+  }
+
+  void record(const std::string& msg) {
     if (!failed_) {
       failed_ = true;
       error_ = msg;
     }
-    cv_bar_.notify_all();
-    throw Abort();
+    for (int w : waiting_) release_[w].post();
+    waiting_.clear();
   }
 
   void worker(int t) {
-    uint64_t seen = 0;
+    self() = t;
+    current() = this;
     for (;;) {
+      start_[t].wait();
+      if (quit_) return;
       const std::function<void()>* job;
       {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_start_.wait(lk, [&] { return epoch_ != seen; });
-        seen = epoch_;
-        if (quit_) return;
+        std::lock_guard<std::mutex> lk(mu_);
         job = job_;
         threadIdx = {unsigned(t % block_.x), unsigned(t / block_.x % block_.y), unsigned(t / (block_.x * block_.y))};
       }
-      current() = this;
       std::string thrown;
       try {
         (*job)();
@@ -142,40 +182,31 @@ class Pool {
       } catch (...) {
         thrown = "unknown C++ exception";
       }
-      std::unique_lock<std::mutex> lk(mu_);
-      --live_;
-      if (!thrown.empty() && !failed_) {
-        failed_ = true;
-        error_ = "exception in a kernel thread: " + thrown;
+      bool last;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        --live_;
+        if (!thrown.empty()) record("exception in a kernel thread: " + thrown);
+        if (!waiting_.empty())
+          record("a thread exited while others of its block wait at __syncthreads() " + where(bar_file_, bar_line_));
+        exited_ = true;
+        last = --remaining_ == 0;
       }
-      if (arrived_ > 0 && !failed_) {
-        failed_ = true;
-        error_ = "a thread exited while others of its block wait at __syncthreads() " + where(bar_file_, bar_line_);
-      }
-      exited_ = true;
-      if (failed_) cv_bar_.notify_all();
-      if (--remaining_ == 0) cv_done_.notify_all();
+      if (last) done_.post();
     }
   }
 
- public:
-  int size() const { return n_; }
-
-  static Pool*& current() {
-    static thread_local Pool* p = nullptr;
-    return p;
-  }
-
- private:
   int n_;
   std::vector<std::thread> threads_;
+  std::vector<Semaphore> start_, release_;
+  Semaphore done_;
   std::mutex mu_;
-  std::condition_variable cv_start_, cv_done_, cv_bar_;
-  uint64_t epoch_ = 0, generation_ = 0;
   const std::function<void()>* job_ = nullptr;
   uint3 block_{1, 1, 1};
-  int live_ = 0, remaining_ = 0, arrived_ = 0;
-  bool exited_ = false, failed_ = false, quit_ = false;
+  int live_ = 0, remaining_ = 0;
+  std::vector<int> waiting_;
+  bool exited_ = false, failed_ = false;
+  std::atomic<bool> quit_{false};
   const char* bar_file_ = "";
   int bar_line_ = 0;
   std::string error_;

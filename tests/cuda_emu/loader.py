@@ -83,7 +83,8 @@ def build(code: str, expressions, extra_flags=()) -> Path:
 
 
 _SHARED_DECL = re.compile(r"__shared__\s+[\w:<>]+\s+(\w+)\s*\[")
-_LOCAL_STATIC = re.compile(r"^([0-9a-f]+) ([0-9a-f]+) [bBdDu] (ntkfast::.*\)::(\w+))$")
+# function-local statics (the __shared__ variables) outside the emulator and the C++ library
+_LOCAL_STATIC = re.compile(r"^([0-9a-f]+) ([0-9a-f]+) [bBdDu] ((?!ntk_emu::|std::|__gnu)\S.*\)::(\w+))$")
 
 # block order of the next launches: cycles through ORDERS unless pinned by block_order()
 _order_cycle = itertools.count()
@@ -132,7 +133,7 @@ class Library:
         self.shared = self._register_shared(code)
 
     def _register_shared(self, code: str) -> dict:
-        """Find the __shared__ variables (function-local statics of namespace ntkfast) in the
+        """Find the __shared__ variables (function-local statics) in the
         symbol table and register them for poisoning; check that every declared one was found."""
         res = subprocess.run(["nm", "-S", "-C", "--defined-only", str(self.path)], capture_output=True, text=True,
                              check=True)  # fmt: skip
@@ -233,8 +234,11 @@ def all_codes() -> list[int]:
 
 def session_expressions(code: str, wanted) -> list[str]:
     """What to build for a module asking for ``wanted``: every code's kernels in both dtypes
-    (one library for the whole test session), plus ``wanted`` if it asks for something else."""
+    (one library for the whole test session), plus ``wanted`` if it asks for something else.
+    A source other than the backend's gets ``wanted`` only."""
     from ntkfast.backends import gpu
 
+    if code != gpu.load_source():
+        return sorted(set(wanted))
     every = {e for c in all_codes() for dt in ("float32", "float64") for e in gpu.name_expressions(c, dt)}
     return sorted(every | set(wanted))
