@@ -266,6 +266,8 @@ def test_schedule_and_destinations_write_every_element_once(rng, symmetric, name
 # cupy module; everything above the kernels is the backend's real code.  "cupy": a real GPU.
 from cuda_emu import fake_cupy, loader  # noqa: E402
 
+from ntkfast import recursion  # noqa: E402
+
 
 @pytest.fixture(scope="module", params=[pytest.param("cudaemu", marks=pytest.mark.cudaemu),
                                         pytest.param("cupy", marks=pytest.mark.gpu)])  # fmt: skip
@@ -312,6 +314,51 @@ def _arch(act):
     return nf.MLP(depth=2, activation=act, W_std=1.0, b_std=0.2)
 
 
+def _reference(arch, X, Y=None, get=("nngp", "ntk")):
+    """The kernels from the Python twin of the recursion (ntkfast.recursion, checked against
+    quadrature elsewhere), pair by pair: a truth independent of the CPU engine's tiles (and of
+    its per-activation compilation, which would dominate these tests' time)."""
+    code, (p0, p1, p2) = arch.activation.code, (float(v) for v in arch.activation.params)
+    first, steps = arch.layer_coefficients(X.shape[1])
+    symmetric = Y is None
+    Y = X if symmetric else Y
+    G = X.astype(np.float64) @ Y.astype(np.float64).T
+
+    def diagonal(sq):
+        s, t, sig = first[0] * sq + first[1], first[2] * sq + first[3], []
+        for c in steps:
+            sig.append(s)
+            k, kdot = recursion.dual_diag(code, p0, p1, p2, s)
+            s, t = recursion.step(k, kdot, s, t, *c)
+        return sig, s, t
+
+    dx = [diagonal(float(G[i, i] if symmetric else X[i].astype(np.float64) @ X[i])) for i in range(X.shape[0])]
+    dy = dx if symmetric else [diagonal(float(y.astype(np.float64) @ y)) for y in Y]
+    out = {g: np.empty(G.shape) for g in ("nngp", "ntk")}
+    for i in range(G.shape[0]):
+        for j in range(G.shape[1]):
+            if symmetric and i == j:
+                s, t = dx[i][1], dx[i][2]
+            elif symmetric and j < i:
+                s, t = out["nngp"][j, i], out["ntk"][j, i]
+            else:
+                g = float(G[i, j])
+                s, t = first[0] * g + first[1], first[2] * g + first[3]
+                for layer, c in enumerate(steps):
+                    k, kdot = recursion.dual(code, p0, p1, p2, dx[i][0][layer], dy[j][0][layer], s)
+                    s, t = recursion.step(k, kdot, s, t, *c)
+            out["nngp"][i, j], out["ntk"][i, j] = s, t
+    return out[get] if isinstance(get, str) else tuple(out[g] for g in get)
+
+
+def test_reference_agrees_with_the_cpu_engine(rng):
+    arch = _arch(nf.Erf(1.3, 0.7, 0.2))
+    X, Y = _rows(rng, 9), _rows(rng, 4)
+    for y in (None, Y):
+        for r, c in zip(_reference(arch, X, y), nf.kernel(arch, X, y, get=("nngp", "ntk"))):
+            np.testing.assert_allclose(r, c, rtol=1e-13, atol=1e-14)
+
+
 def _rows(rng, n, d=5):
     """Rows of norm 0.6 ... 1 (the kernels of high-degree monomials stay within float32)."""
     Z = rng.standard_normal((n, d))
@@ -325,7 +372,7 @@ def test_gpu_gram_equals_cpu_float64(cp, rng, act, method):
     X, Y = _rows(rng, 37, 11), _rows(rng, 21, 11)  # d = 11: two shared-memory stages, one ragged
     X[5] = X[3]  # an exact duplicate row
     for y in (None, Y):
-        ref = nf.kernel(arch, X, y, get=("nngp", "ntk"))
+        ref = _reference(arch, X, y)
         # tile=16: several tiles with ragged edges; CuPy input -> device output
         got = gpu.kernel(arch, cp.asarray(X), None if y is None else cp.asarray(y), ("nngp", "ntk"), tile=16,
                          method=method)  # fmt: skip
@@ -334,7 +381,7 @@ def test_gpu_gram_equals_cpu_float64(cp, rng, act, method):
             np.testing.assert_allclose(g.get(), r, rtol=0, atol=1e-12 * _scale(r))
         if y is None:
             assert all(np.array_equal(g.get(), g.get().T) for g in got)
-            np.testing.assert_array_equal(np.diag(got[1].get()), nf.kernel_diag(arch, X))
+            np.testing.assert_array_equal(np.diag(got[1].get()), gpu.kernel_diag(arch, X))
 
 
 @pytest.mark.parametrize("method", gpu.METHODS)
@@ -347,7 +394,7 @@ def test_gpu_gram_float32(cp, rng, act, method):
     X[1] = X[0] + 1e-4 * rng.standard_normal(11) / np.sqrt(11)
     X, Y = X.astype(np.float32), Y.astype(np.float32)
     for y in (None, Y):
-        ref = nf.kernel(arch, X.astype(np.float64), None if y is None else y.astype(np.float64))
+        ref = _reference(arch, X, y, get="ntk")
         got = gpu.kernel(arch, cp.asarray(X), None if y is None else cp.asarray(y), tile=16, method=method).get()
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, ref, rtol=0, atol=5e-5 * _scale(ref))
@@ -396,25 +443,23 @@ def test_memmap_output(cp, rng, tmp_path):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("act", ONE_PER_CODE, ids=lambda a: f"{a.name}{a.code}")
 def test_gpu_matvec_equals_dense(cp, rng, act, dtype):
-    """Both methods, K(X, X) and K(X, Y), NTK and NNGP: 2 x 2 row and column tiles of the fused
-    kernel (ragged), several slices, k = 3 columns."""
+    """Both methods, K(X, X) and K(X, Y) (one NTK, the other NNGP, swapped between dtypes): 2 x 2
+    row and column tiles of the fused kernel (ragged), several slices, k = 3 columns."""
     arch = _arch(act)
-    X, Y = _rows(rng, 90).astype(dtype), _rows(rng, 70).astype(dtype)
+    X, Y = _rows(rng, 70).astype(dtype), _rows(rng, 66).astype(dtype)
     tol = 1e-12 if dtype == "float64" else 5e-5
-    for y in (None, Y):
-        for get in ("ntk", "nngp"):
-            op = nf.GramOperator(arch, X, y, get=get, backend="gpu")
-            K = nf.kernel(arch, X.astype(np.float64), None if y is None else y.astype(np.float64), get=get)
-            V = rng.standard_normal((K.shape[1], 3)).astype(dtype)
-            for method in gpu.METHODS:
-                got = gpu.matmat(op, V, method)
-                assert got.dtype == np.dtype(dtype)
-                np.testing.assert_allclose(got, K @ V, rtol=0, atol=tol * np.abs(K).sum(1).max())
-    op = nf.GramOperator(arch, X, Y, backend="gpu")
-    K = nf.kernel(arch, X.astype(np.float64), Y.astype(np.float64))
-    assert isinstance(op @ V[:70, 0], np.ndarray)
-    W = rng.standard_normal((90, 2)).astype(dtype)
-    np.testing.assert_allclose(op.T @ W, K.T @ W, rtol=0, atol=10 * tol * np.abs(K).sum(0).max())
+    gets = ("ntk", "nngp") if dtype == "float64" else ("nngp", "ntk")
+    for y, get in zip((None, Y), gets):
+        op = nf.GramOperator(arch, X, y, get=get, backend="gpu")
+        K = _reference(arch, X, y, get=get)
+        V = rng.standard_normal((K.shape[1], 3)).astype(dtype)
+        for method in gpu.METHODS:
+            got = gpu.matmat(op, V, method)
+            assert got.dtype == np.dtype(dtype)
+            np.testing.assert_allclose(got, K @ V, rtol=0, atol=tol * np.abs(K).sum(1).max())
+    assert isinstance(op @ V[:, 0], np.ndarray)
+    W = rng.standard_normal((70, 2)).astype(dtype)
+    np.testing.assert_allclose(op.T @ W, K.T @ W, rtol=0, atol=tol * np.abs(K).sum(0).max())
 
 
 @pytest.mark.parametrize("method", gpu.METHODS)
