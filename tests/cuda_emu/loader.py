@@ -238,7 +238,7 @@ def session_expressions(code: str, wanted) -> list[str]:
     A source other than the backend's gets ``wanted`` only."""
     from ntkfast.backends import gpu
 
-    if code != gpu.load_source():
+    if code != gpu.load_source() or sanitizer():  # (a sanitized build: only what is used)
         return sorted(set(wanted))
     every = {e for c in all_codes() for dt in ("float32", "float64") for e in gpu.name_expressions(c, dt)}
     return sorted(every | set(wanted))
