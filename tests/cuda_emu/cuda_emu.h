@@ -1,6 +1,7 @@
 // Host emulation of the CUDA subset gram.cu uses, so that the real kernels run on the CPU
 // (tests/cuda_emu/README.md).  One host thread per CUDA thread of a block, from a persistent
-// pool; blocks run one after another in a chosen order; __syncthreads() is a checked barrier.
+// pool; blocks run one after another in a chosen order; threads one at a time in a chosen order
+// (or all at once); __syncthreads() is a checked barrier.
 //
 //  * __shared__ variables are function-local statics (blocks run one at a time); the loader finds
 //    them in the symbol table of the built module and registers them (ntk_emu_set_shared), and
@@ -18,6 +19,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -77,32 +79,54 @@ class Semaphore {
 };
 
 // One thread per CUDA thread of a block, created once per block size and reused by every launch.
+//
+// Two schedules.  Serial (the default): one thread of the block runs at a time, in a fixed order
+// (forward or reverse thread index), until it waits at a barrier or exits; the threads a barrier
+// releases queue up behind the others.  Every interleaving is then reproducible, and a missing
+// barrier shows deterministically (thread 0 reads shared memory the others have not written yet,
+// or overwrites what they have not read yet).  Concurrent: all threads of the block run at once
+// (real races, for ThreadSanitizer).
 class Pool {
  public:
-  explicit Pool(int n) : n_(n), start_(n), release_(n) {
+  explicit Pool(int n) : n_(n), go_(n) {
     for (int t = 0; t < n; ++t) threads_.emplace_back([this, t] { worker(t); });
   }
   ~Pool() {
     quit_ = true;
-    for (auto& s : start_) s.post();
+    for (auto& s : go_) s.post();
     for (auto& t : threads_) t.join();
   }
   int size() const { return n_; }
 
+  enum Schedule { FORWARD = 0, REVERSE = 1, CONCURRENT = 2 };
+
   // Runs `job` once per thread of the block (threadIdx from `block`); returns "" or the error.
-  std::string run_block(const uint3& block, const std::function<void()>& job) {
+  std::string run_block(const uint3& block, const std::function<void()>& job, int schedule) {
     {
       std::lock_guard<std::mutex> lk(mu_);
       job_ = &job;
       block_ = block;
+      serial_ = schedule != CONCURRENT;
       live_ = n_;
       remaining_ = n_;
       waiting_.clear();
+      ready_.clear();
       exited_ = false;
       failed_ = false;
       error_.clear();
+      for (int q = 0; q < n_; ++q) ready_.push_back(schedule == REVERSE ? n_ - 1 - q : q);
     }
-    for (auto& s : start_) s.post();
+    if (!serial_) {
+      for (auto& s : go_) s.post();
+    } else {
+      int first;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        first = ready_.front();
+        ready_.pop_front();
+      }
+      go_[first].post();  // each thread hands the block on to the next when it waits or exits
+    }
     done_.wait();
     std::lock_guard<std::mutex> lk(mu_);
     job_ = nullptr;
@@ -121,14 +145,15 @@ class Pool {
       fail("threads of one block wait at different __syncthreads(): " + where(bar_file_, bar_line_) + " and " +
            where(file, line));
     }
-    if (int(waiting_.size()) + 1 == live_) {  // the last one in: release the others
-      for (int w : waiting_) release_[w].post();
-      waiting_.clear();
+    if (int(waiting_.size()) + 1 == live_) {  // the last one in: release the others, run on
+      release_waiting();
       return;
     }
     waiting_.push_back(t);
+    const int next = serial_ ? hand_off() : -1;
     lk.unlock();
-    release_[t].wait();
+    if (next >= 0) go_[next].post();
+    go_[t].wait();
     lk.lock();
     if (failed_) throw Abort();
   }
@@ -146,7 +171,27 @@ class Pool {
     return t;
   }
 
-  // (mu_ held) record the first error, wake every waiting thread, unwind this one
+  // (mu_ held, serial) the thread to run next, once this one waits or has exited
+  int hand_off() {
+    if (ready_.empty()) record("deadlock: every thread of the block waits at " + where(bar_file_, bar_line_));
+    if (ready_.empty()) return -1;  // (unreachable: the running thread is then the last at the barrier)
+    const int next = ready_.front();
+    ready_.pop_front();
+    return next;
+  }
+
+  // (mu_ held) the waiting threads may go on: now (concurrent) or after those already queued (serial)
+  void release_waiting() {
+    for (int w : waiting_) {
+      if (serial_)
+        ready_.push_back(w);
+      else
+        go_[w].post();
+    }
+    waiting_.clear();
+  }
+
+  // (mu_ held) record the first error, release every waiting thread (to unwind), unwind this one
   [[noreturn]] void fail(const std::string& msg) {
     record(msg);
     throw Abort();
@@ -157,25 +202,26 @@ class Pool {
       failed_ = true;
       error_ = msg;
     }
-    for (int w : waiting_) release_[w].post();
-    waiting_.clear();
+    release_waiting();
   }
 
   void worker(int t) {
     self() = t;
     current() = this;
     for (;;) {
-      start_[t].wait();
+      go_[t].wait();
       if (quit_) return;
       const std::function<void()>* job;
+      bool skip;
       {
         std::lock_guard<std::mutex> lk(mu_);
         job = job_;
+        skip = failed_;
         threadIdx = {unsigned(t % block_.x), unsigned(t / block_.x % block_.y), unsigned(t / (block_.x * block_.y))};
       }
       std::string thrown;
       try {
-        (*job)();
+        if (!skip) (*job)();
       } catch (const Abort&) {
       } catch (const std::exception& e) {
         thrown = e.what();
@@ -183,28 +229,35 @@ class Pool {
         thrown = "unknown C++ exception";
       }
       bool last;
+      int next = -1;
       {
         std::lock_guard<std::mutex> lk(mu_);
         --live_;
         if (!thrown.empty()) record("exception in a kernel thread: " + thrown);
-        if (!waiting_.empty())
+        if (!waiting_.empty() && !failed_)
           record("a thread exited while others of its block wait at __syncthreads() " + where(bar_file_, bar_line_));
         exited_ = true;
         last = --remaining_ == 0;
+        if (serial_ && !last) next = hand_off();
       }
-      if (last) done_.post();
+      if (last)
+        done_.post();
+      else if (next >= 0)
+        go_[next].post();
     }
   }
 
   int n_;
   std::vector<std::thread> threads_;
-  std::vector<Semaphore> start_, release_;
+  std::vector<Semaphore> go_;  // per thread: start, or go on after a barrier
   Semaphore done_;
   std::mutex mu_;
   const std::function<void()>* job_ = nullptr;
   uint3 block_{1, 1, 1};
+  bool serial_ = true;
   int live_ = 0, remaining_ = 0;
   std::vector<int> waiting_;
+  std::deque<int> ready_;
   bool exited_ = false, failed_ = false;
   std::atomic<bool> quit_{false};
   const char* bar_file_ = "";

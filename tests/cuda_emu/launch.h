@@ -18,7 +18,7 @@ struct Param {
   int pointee_float;  // pointers: whether the element is floating point
 };
 
-using Launcher = std::function<std::string(const unsigned*, const unsigned*, void**, int, unsigned long long)>;
+using Launcher = std::function<std::string(const unsigned*, const unsigned*, void**, int, int, unsigned long long)>;
 
 struct Entry {
   const char* name;
@@ -57,7 +57,7 @@ inline std::mutex& launch_mutex() {
 
 template <typename... A, size_t... I>
 std::string launch(void (*kernel)(A...), std::index_sequence<I...>, const unsigned* g, const unsigned* b,
-                   void** params, int order, unsigned long long seed) {
+                   void** params, int order, int schedule, unsigned long long seed) {
   const std::tuple<std::decay_t<A>...> values{*static_cast<std::decay_t<A>*>(params[I])...};
   const uint3 grid{g[0], g[1], g[2]}, block{b[0], b[1], b[2]};
   std::string err = check_geometry(grid, block);
@@ -78,7 +78,7 @@ std::string launch(void (*kernel)(A...), std::index_sequence<I...>, const unsign
   for (unsigned long long id : ids) {
     blockIdx = {unsigned(id % grid.x), unsigned(id / grid.x % grid.y), unsigned(id / (1ull * grid.x * grid.y))};
     poison_shared();
-    err = p.run_block(block, job);
+    err = p.run_block(block, job, schedule);
     if (!err.empty())
       return err + " (block " + std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
              std::to_string(blockIdx.z) + ")";
@@ -88,8 +88,9 @@ std::string launch(void (*kernel)(A...), std::index_sequence<I...>, const unsign
 
 template <typename... A>
 int add(const char* name, void (*kernel)(A...)) {
-  Launcher l = [kernel](const unsigned* g, const unsigned* b, void** params, int order, unsigned long long seed) {
-    return launch(kernel, std::index_sequence_for<A...>{}, g, b, params, order, seed);
+  Launcher l = [kernel](const unsigned* g, const unsigned* b, void** params, int order, int schedule,
+                        unsigned long long seed) {
+    return launch(kernel, std::index_sequence_for<A...>{}, g, b, params, order, schedule, seed);
   };
   registry().push_back({name, {describe<A>()...}, l});
   return 0;
@@ -120,12 +121,14 @@ void ntk_emu_set_shared(const unsigned long long* addresses, const unsigned long
   for (int q = 0; q < n; ++q)
     ntk_emu::shared_regions().emplace_back(reinterpret_cast<char*>(addresses[q]), size_t(sizes[q]));
 }
-// 0 on success; otherwise the error (file:line of a barrier mismatch, ...) in err.
-int ntk_emu_launch(int i, const unsigned* grid, const unsigned* block, void** params, int order,
+// 0 on success; otherwise the error (file:line of a barrier mismatch, ...) in err.  order: blocks
+// forward (0), reverse (1) or shuffled by seed (2); schedule: threads of a block one at a time in
+// forward (0) or reverse (1) order, or all at once (2).
+int ntk_emu_launch(int i, const unsigned* grid, const unsigned* block, void** params, int order, int schedule,
                    unsigned long long seed, char* err, int errlen) {
   std::string e;
   try {
-    e = ntk_emu::registry()[i].launch(grid, block, params, order, seed);
+    e = ntk_emu::registry()[i].launch(grid, block, params, order, schedule, seed);
   } catch (const std::exception& x) {
     e = std::string("launcher: ") + x.what();
   }

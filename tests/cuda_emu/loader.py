@@ -31,7 +31,8 @@ SANITIZERS = {
     "address": ["-fsanitize=address", "-fno-omit-frame-pointer"],
     "thread": ["-fsanitize=thread"],
 }
-ORDERS = ("forward", "reverse", "shuffled")
+ORDERS = ("forward", "reverse", "shuffled")  # of the blocks of a grid
+SCHEDULES = ("forward", "reverse", "concurrent")  # of the threads of a block (see cuda_emu.h)
 
 
 class EmulatedLaunchError(RuntimeError):
@@ -102,10 +103,21 @@ def block_order(order: str):
         _pinned_order.pop()
 
 
-def _next_order() -> tuple[int, int]:
+def schedule() -> str:
+    """How the threads of a block run: ``NTK_EMU_THREADS`` ("serial", the default: one at a time,
+    forward and reverse order in turn; "concurrent": all at once, for ThreadSanitizer)."""
+    s = os.environ.get("NTK_EMU_THREADS", "serial")
+    if s not in ("serial", "concurrent"):
+        raise ValueError(f"NTK_EMU_THREADS: expected 'serial' or 'concurrent', got {s!r}")
+    return s
+
+
+def _next_order() -> tuple[int, int, int]:
+    """(block order, thread schedule, seed) of the next launch."""
     t = next(_order_cycle)
     order = _pinned_order[-1] if _pinned_order else ORDERS[t % 3]
-    return ORDERS.index(order), t
+    threads = "concurrent" if schedule() == "concurrent" else SCHEDULES[(t // 3) % 2]
+    return ORDERS.index(order), SCHEDULES.index(threads), t
 
 
 class Library:
@@ -116,7 +128,7 @@ class Library:
         lib = ctypes.CDLL(str(path))
         lib.ntk_emu_name.restype = ctypes.c_char_p
         lib.ntk_emu_launch.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
-                                       ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_ulonglong,
+                                       ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int, ctypes.c_ulonglong,
                                        ctypes.c_char_p, ctypes.c_int]  # fmt: skip
         self.lib = lib
         self.index = {}
@@ -205,9 +217,9 @@ class Kernel:
             ptrs[q] = ctypes.addressof(buf)
         g = (ctypes.c_uint * 3)(*[int(v) for v in (tuple(grid) + (1, 1))[:3]])
         b = (ctypes.c_uint * 3)(*[int(v) for v in (tuple(block) + (1, 1))[:3]])
-        order, seed = _next_order()
+        order, threads, seed = _next_order()
         err = ctypes.create_string_buffer(4096)
-        if self.library.lib.ntk_emu_launch(self.i, g, b, ptrs, order, seed, err, len(err)):
+        if self.library.lib.ntk_emu_launch(self.i, g, b, ptrs, order, threads, seed, err, len(err)):
             raise EmulatedLaunchError(f"{self.name}: {err.value.decode()}")
         self.after_launch(self.name)
 
