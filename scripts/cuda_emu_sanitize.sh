@@ -16,6 +16,7 @@ case "$kind" in
   address) lib="$("$CXX" -print-file-name=libasan.so)"
            export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:${ASAN_OPTIONS:-}" ;;
   thread)  lib="$("$CXX" -print-file-name=libtsan.so)"
+           export NTK_EMU_THREADS=concurrent  # the threads of a block at once: real races
            export TSAN_OPTIONS="halt_on_error=1:report_signal_unsafe=0:${TSAN_OPTIONS:-}" ;;
   *) echo "usage: $0 address|thread [pytest args]" >&2; exit 2 ;;
 esac

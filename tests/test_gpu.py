@@ -477,8 +477,9 @@ def test_no_race_results_repeat_bitwise(cp, rng, method):
         assert np.array_equal(gpu.matmat(op, V, method), first)
 
 
-def test_gpu_empirical_ntk_equals_cpu(cp, rng):
-    arch = nf.MLP(depth=2, activation="erf", W_std=1.3, b_std=0.2, width=64)
+@pytest.mark.parametrize("act", ONE_PER_CODE, ids=lambda a: f"{a.name}{a.code}")
+def test_gpu_empirical_ntk_equals_cpu(cp, rng, act):
+    arch = nf.MLP(depth=2, activation=act, W_std=1.3, b_std=0.2, width=64)
     net = nf.FiniteMLP(arch, out_dim=3, seed=1)
     X, Y = rng.standard_normal((20, 5)), rng.standard_normal((9, 5))
     for y in (None, Y):
@@ -636,3 +637,19 @@ def test_emulator_catches_out_of_bounds_writes(cp, selftest):
     out = cp.zeros(10)
     with pytest.raises(loader.EmulatedLaunchError, match="out-of-bounds write"):
         selftest.get_function("overrun")((1,), (4,), (out, np.int32(10)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["address", "thread"])
+def test_emulated_kernels_under_sanitizers(kind):
+    """scripts/cuda_emu_sanitize.sh: a subset of the emulated tests with the kernels built with
+    -fsanitize=address (out-of-bounds, use-after-free) or -fsanitize=thread (races between the
+    threads of a block, run concurrently); ~1 minute each once built."""
+    from pathlib import Path
+
+    if not loader.available():
+        pytest.skip("the CUDA emulation needs g++")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cuda_emu_sanitize.sh"
+    res = subprocess.run(["bash", str(script), kind], capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    assert " passed" in res.stdout and "failed" not in res.stdout

@@ -1,9 +1,10 @@
 """GPU backend (CuPy): host side of the CUDA kernels in ``backends/cuda/gram.cu``.
 
 CuPy is an optional extra (``pip install ntkfast[gpu]``) and is imported only when the GPU is
-asked for; importing ntkfast never needs CUDA.  The work is split as on the CPU: the public
-functions of :mod:`ntkfast.gram` validate and prepare the rows (input map, exact diagonal
-recursion) on the host, and this module runs the O(n m) part on the device, following the tile
+asked for; importing ntkfast never needs CUDA.  The work is split as on the CPU: the inputs are
+validated at this backend's entry points and their rows prepared on the host by
+:func:`ntkfast.engine.prepare_rows` (input map, exact diagonal recursion), and the O(n m) part
+runs on the device, following the tile
 grid of :class:`ntkfast.tiling.TilePlan` (upper triangle only for K(X, X)):
 
 * Gram, ``method="gemm"`` (default): per tile, cuBLAS computes the inner products

@@ -28,7 +28,7 @@ from .geometry import (
     schedule,
     select,
     tile_destinations,
-)  # fmt: skip
+)
 
 METHODS = ("gemm", "fused")
 # The Gram and matvec implementation used when none is named.  cuBLAS + elementwise is the
