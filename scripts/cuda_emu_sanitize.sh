@@ -24,4 +24,4 @@ export NTK_EMU_SANITIZE="$kind"
 # one closed form of each family of kernels, both dtypes, both methods, K(X,X) and K(X,Y), matvec
 select='cudaemu and (ab_relu0 or erf1 or monomial35 or emulator or order or written)'
 LD_PRELOAD="$lib $("$CXX" -print-file-name=libstdc++.so)" PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" \
-  python -m pytest tests/test_gpu.py -q -p no:cacheprovider -m cudaemu -k "$select" "$@"
+  python -m pytest tests/test_gpu.py -q -s -p no:cacheprovider -m cudaemu -k "$select" "$@"  # -s: a report stays visible
