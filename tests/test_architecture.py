@@ -66,10 +66,6 @@ LAZY_UPWARD = {
 # merge, when the engine layer (ntkfast/engine.py) and the GPU package stop reaching into gram's privates,
 # and the dense helpers get their one home (solvers/dense.py).
 KNOWN_VIOLATIONS = {
-    ("private", "ntkfast.backends.gpu", "ntkfast.gram._REFINE_TOL32"),
-    ("private", "ntkfast.backends.gpu", "ntkfast.gram._prepare"),
-    ("private", "ntkfast.backends.gpu", "ntkfast.gram._validate"),
-    ("upward", "ntkfast.backends.gpu", "ntkfast.gram"),
     ("private", "ntkfast.solvers", "ntkfast.tiling._blas_controller"),  # lapack_threads' BLAS thread control
 }
 
