@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from ._jit import atan2, is_single, jit, like
+from ._jit import atan2, is_single, jit, jit_inline, like
 from .spec import ABRELU, ERF, EXP, GAUSSIAN, GELU, MONOMIAL, RECTIFIED_MONOMIAL, SIGN, SIN
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
@@ -42,21 +42,50 @@ def _det(sxx, syy, sxy):
     return max(sxx * syy - sxy * sxy, like(sxy, 0.0))
 
 
-@jit
+@jit_inline
 def _angle(sxx, syy, sxy):
     """(r, theta): r = sqrt(sxx syy - sxy^2), theta = atan2(r, sxy) in [0, pi].
 
     theta = pi/2 when r = sxy = 0 (a zero-variance input: treated as uncorrelated), and r = 0
     when sxx syy - sxy^2 is within rounding noise of 0 (see ``_PARALLEL_TOL64``).
+
+    Computed in units of sxx (y = syy/sxx, c = sxy/sxx, r = sxx sqrt(y - c^2)) so that nothing
+    overflows or underflows while the variances are normal numbers whose ratio is representable:
+    the product sxx syy would leave the float range at variances around 1e+-154 (float64) or
+    1e+-19 (float32) and make every pair look parallel.  The reciprocal 1/sxx depends on the row
+    only, so the tile loops hoist it: the fast path gains two multiplications, no division.
     """
     zero = like(sxy, 0.0)
     tol = like(sxy, _PARALLEL_TOL32) if is_single(sxy) else like(sxy, _PARALLEL_TOL64)
-    s = sxx * syy
-    det = s - sxy * sxy
-    r = math.sqrt(det) if det > tol * s else zero
+    # sxx = 0 (then sxy = 0): any finite inv gives r = 0; max() keeps the code branch-free
+    inv = like(sxy, 1.0) / max(sxx, like(sxy, 1.1754944e-38) if is_single(sxy) else like(sxy, 2.2250738585072014e-308))
+    y = syy * inv
+    c = sxy * inv
+    det = y - c * c
+    r = math.sqrt(det) * sxx if det > tol * y else zero
     theta = atan2(r, sxy)
     degenerate = (r == zero) & (sxy == zero)
     return r, like(sxy, math.pi / 2) if degenerate else theta
+
+
+@jit
+def _scaled_det1(c, sxx, syy, sxy):
+    """(a, dn, x, v, w) with det(I + c Sigma) = a^2 dn, a = 1 + c sxx, and x, v, w = c (sxx, syy, sxy) / a.
+
+    det(I + c Sigma) = 1 + c (sxx + syy) + c^2 det(Sigma) in units of a^2, as
+    dn = (1 + x + v) / a + max(x v - w^2, 0), with nothing cancelling between large terms and no
+    product of two variances (which overflows at variances around 1e154 in float64, 1e19 in
+    float32, while the kernels themselves are still representable).  Needs a > 0; 1/a depends
+    on the row only, so the tile loops hoist it.
+    """
+    one = like(sxy, 1.0)
+    a = one + c * sxx
+    ia = one / a
+    x = c * sxx * ia
+    v = c * syy * ia
+    w = c * sxy * ia
+    dn = ia * (ia + x + v) + max(x * v - w * w, like(sxy, 0.0))
+    return a, dn, x, v, w
 
 
 # ------------------------------------------------------------------------------ ABReLU family
@@ -81,14 +110,17 @@ def abrelu_diag(a, b, sxx):
 # --------------------------------------------------------------------------------------- Erf
 @jit
 def erf(a, b, c, sxx, syy, sxy):
-    """phi = a erf(b x) + c (Williams 1997)."""
+    """phi = a erf(b x) + c (Williams 1997): with r^2 = det(I + 2 b^2 Sigma),
+    K = a^2 (2/pi) atan2(2 b^2 sxy, r) + c^2, Kdot = a^2 b^2 (4/pi) / r.
+
+    r = a' sqrt(dn) from :func:`_scaled_det1` (no overflow of b^4 sxx syy at large variances).
+    """
     b2 = b * b
     two = like(sxy, 2.0)
-    sxx, syy, sxy = b2 * sxx, b2 * syy, b2 * sxy
-    # r^2 = (1 + 2 sxx)(1 + 2 syy) - 4 sxy^2 >= 1
-    r = math.sqrt(like(sxy, 1.0) + two * (sxx + syy) + like(sxy, 4.0) * _det(sxx, syy, sxy))
-    k = like(sxy, 2.0 / math.pi) * atan2(two * sxy, r)
-    kdot = like(sxy, 4.0 / math.pi) / r
+    ra, dn, x, v, w = _scaled_det1(two * b2, sxx, syy, sxy)
+    sdn = math.sqrt(dn)  # r / ra, >= 1 / ra
+    k = like(sxy, 2.0 / math.pi) * atan2(w, sdn)  # atan2(2 b^2 sxy, r), both divided by ra
+    kdot = like(sxy, 4.0 / math.pi) / (ra * sdn)
     return a * a * k + c * c, a * a * b2 * kdot
 
 
@@ -100,25 +132,34 @@ def erf_diag(a, b, c, sxx):
 # -------------------------------------------------------------------------------------- GELU
 @jit
 def gelu(sxx, syy, sxy):
-    """phi = x Phi(x) (exact GELU).  With P = (1+sxx)(1+syy), D = P - sxy^2:
+    """phi = x Phi(x) (exact GELU).  With a = 1 + sxx, b = 1 + syy, P = a b, D = P - sxy^2, q = sxy^2 / P:
 
     K    = sxy/4 + sxy atan2(sxy, sqrt D)/(2 pi) + (sxx syy + sxy^2 (1 - sxx syy)/P) / (2 pi sqrt D)
     Kdot = 1/4 + atan2(sxy, sqrt D)/(2 pi) + sxy ((sxx+syy+3) - sxy^2 (sxx+syy+2)/P) / (2 pi D^1.5)
     (derived with Gaussian integration by parts; checked against quadrature in the tests).
+
+    Evaluated without cancellation, using 1 - q = D/P:
+    sxx syy + q (1 - sxx syy) = sxx syy D/P + q and (s + 3) - q (s + 2) = (a + b) D/P + 1, and in
+    units of a (:func:`_scaled_det1`, D = a^2 dn, y = b/a), so that neither large variances
+    (sxx syy and P overflow) nor float32 near-duplicates at large variance (the plain form lost
+    1e-4 of the diagonal to the cancellation) lose digits.
     """
     one = like(sxy, 1.0)
-    p = (one + sxx) * (one + syy)
-    q = sxy * sxy / p  # in [0, 1): keeps the products below finite in float32 at large variances
-    sq = math.sqrt(one + sxx + syy + _det(sxx, syy, sxy))  # sqrt(D), D = P - sxy^2 >= 1
-    angle = atan2(sxy, sq) * like(sxy, _INV_2PI)
+    a, dn, x, v, w = _scaled_det1(one, sxx, syy, sxy)
+    ia = one / a  # hoisted with a
+    y = ia + v  # b / a
+    iy = one / y
+    sdn = math.sqrt(dn)  # sqrt(D) / a
+    rsq = one / sdn
+    inv_2pi = like(sxy, _INV_2PI)
+    angle = atan2(w, sdn) * inv_2pi  # atan2(sxy, sqrt D)
+    q = w * w * iy
     quarter = like(sxy, 0.25)
-    k = quarter * sxy + sxy * angle + (sxx * syy + q * (one - sxx * syy)) * like(sxy, _INV_2PI) / sq
-    s = sxx + syy
-    kdot = (
-        quarter
-        + angle
-        + sxy * ((s + like(sxy, 3.0)) - q * (s + like(sxy, 2.0))) * like(sxy, _INV_2PI) / (sq * sq * sq)
-    )
+    # (sxx/a)(syy/b) sqrt(D) + q / sqrt(D)
+    k = quarter * sxy + sxy * angle + (x * (syy * iy) * sdn + q * ia * rsq) * inv_2pi
+    # sxy (a + b) / (P sqrt D) + sxy / D^1.5
+    u = ia * rsq
+    kdot = quarter + angle + w * ((one + y) * iy * u + u * u * rsq) * inv_2pi
     return k, kdot
 
 
@@ -162,7 +203,8 @@ def sin_diag(a, b, c, sxx):
 def sign(sxx, syy, sxy):
     """phi = sign(x): K = 1 - 2 theta/pi; Kdot = 0 (the derivative vanishes almost everywhere)."""
     r, theta = _angle(sxx, syy, sxy)
-    return like(sxy, 1.0) - like(sxy, 2.0 / math.pi) * theta, like(sxy, 0.0)
+    # as (2/pi)(pi/2 - theta): exactly 0 at theta = pi/2 whether or not LLVM fuses a multiply-add
+    return like(sxy, 2.0 / math.pi) * (like(sxy, math.pi / 2) - theta), like(sxy, 0.0)
 
 
 @jit
@@ -189,14 +231,14 @@ def gaussian(a, b, sxx, syy, sxy):
     """phi = a exp(b x^2): with D = det(I - 2 b Sigma), K = a^2 / sqrt(D), Kdot = 4 a^2 b^2 sxy / D^1.5.
 
     Finite only while I - 2 b Sigma is positive definite (always for b <= 0); the public
-    functions check the diagonal, which bounds every pair.
+    functions check the diagonal, which bounds every pair.  D = a^2 dn (:func:`_scaled_det1`), so
+    that b < 0 at large variances does not overflow.
     """
     one = like(sxy, 1.0)
-    two_b = like(sxy, 2.0) * b
-    det = one - two_b * (sxx + syy) + two_b * two_b * _det(sxx, syy, sxy)
-    inv_sqrt = one / math.sqrt(max(det, like(sxy, 0.0)))
+    ra, dn, x, v, w = _scaled_det1(like(sxy, -2.0) * b, sxx, syy, sxy)
+    inv_sqrt = one / (ra * math.sqrt(max(dn, like(sxy, 0.0))))  # inf where not positive definite
     k = a * a * inv_sqrt
-    return k, like(sxy, 4.0) * b * b * sxy * k * inv_sqrt * inv_sqrt
+    return k, like(sxy, 4.0) * b * b * (sxy * k) * inv_sqrt * inv_sqrt
 
 
 @jit
@@ -311,7 +353,7 @@ def monomial_diag(n, sxx):
 
 
 # ---------------------------------------------------------------------------------- dispatch
-@jit
+@jit_inline
 def dual(code, p0, p1, p2, sxx, syy, sxy):
     """(K, Kdot) of the activation with integer ``code`` and parameters (p0, p1, p2).
 
