@@ -1,0 +1,173 @@
+"""Extreme but representable scales (issue 12 item 3): truths from homogeneity, scale invariance
+and an extended-precision recursion, not from our own code at ordinary scales.
+
+ABReLU (ReLU, abs, leaky ReLU) without biases is homogeneous: every Sigma and Theta of the NTK
+parameterization scales as c^2 when the inputs do, and as W^(2 (depth + 1)) with W_std.  Sign is
+scale-invariant in its inputs (its K depends on the angle only).  Before the scaled form of
+``recursion._angle``, sxx * syy overflowed (or underflowed) at variances around 1e+-154 and every
+pair was taken as parallel while the diagonal stayed right.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import ntkfast as nf
+
+EXAMPLES = settings().max_examples  # from the profile loaded in conftest.py
+
+HOMOGENEOUS = ["relu", "abs", "leaky_relu"]
+# variances stay normal numbers, with room for the constants of the recursion
+SAFE_LOG10 = 295.0
+
+
+def _base(seed: int, n: int, d: int, dtype) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    X[-1] = X[0]  # an exact duplicate: parallel at every scale
+    return X.astype(dtype)
+
+
+def _layer_log10_variances(log_c: float, log_w: float, depth: int) -> list[float]:
+    """log10 of (a bound on) the diagonal variances entering each step and leaving the last."""
+    return [2 * log_c + 2 * (layer + 1) * log_w for layer in range(depth + 1)]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    act=st.sampled_from(HOMOGENEOUS),
+    depth=st.integers(1, 3),
+    log_c=st.floats(-150, 150),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_homogeneous_in_the_inputs_over_the_float_range(act, depth, log_c, seed):
+    c = 10.0**log_c
+    X = _base(seed, 5, 3, np.float64)
+    arch = nf.MLP(depth=depth, activation=act, W_std=1.3, b_std=None)
+    assume(max(abs(v) for v in _layer_log10_variances(log_c, math.log10(1.3), depth)) < SAFE_LOG10)
+    ref = nf.kernel(arch, X, get=("nngp", "ntk"))
+    got = nf.kernel(arch, X * c, get=("nngp", "ntk"))
+    cross = nf.kernel(arch, X * c, X[::-1] * c, get="ntk")  # the general (non-symmetric) path
+    for K, K1 in zip(got, ref):
+        np.testing.assert_allclose(K / c**2, K1, rtol=1e-11, atol=0)
+    np.testing.assert_allclose(cross / c**2, ref[1][:, ::-1], rtol=1e-11, atol=0)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    act=st.sampled_from(HOMOGENEOUS),
+    depth=st.integers(1, 3),
+    log_w=st.floats(-150, 150),
+    log_c=st.floats(-150, 150),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_homogeneous_in_W_std_over_the_float_range(act, depth, log_w, log_c, seed):
+    """NTK parameterization, no biases: Sigma and Theta scale as W^(2 (depth + 1)) c^2."""
+    logs = _layer_log10_variances(log_c, log_w, depth)
+    assume(max(abs(v) for v in logs) < SAFE_LOG10)
+    w = 10.0**log_w
+    c = 10.0**log_c
+    X = _base(seed, 4, 2, np.float64)
+    ref = nf.kernel(nf.MLP(depth=depth, activation=act, W_std=1.0, b_std=None), X, get=("nngp", "ntk"))
+    got = nf.kernel(nf.MLP(depth=depth, activation=act, W_std=w, b_std=None), X * c, get=("nngp", "ntk"))
+    # the scale as a power of ten: w**(2 (depth + 1)) itself may leave the float range
+    for K, K1 in zip(got, ref):
+        ratio = np.log10(np.abs(K[K1 != 0])) - np.log10(np.abs(K1[K1 != 0]))
+        np.testing.assert_allclose(ratio, logs[-1], rtol=0, atol=1e-11 * max(1.0, abs(logs[-1])))
+        np.testing.assert_array_equal(np.sign(K), np.sign(K1))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(depth=st.integers(1, 4), log_c=st.floats(-150, 150), seed=st.integers(0, 2**31 - 1))
+def test_sign_is_scale_invariant_over_the_float_range(depth, log_c, seed):
+    X = _base(seed, 5, 3, np.float64)
+    arch = nf.MLP(depth=depth, activation="sign", W_std=1.0, b_std=None)
+    ref = nf.kernel(arch, X, get=("nngp", "ntk"))
+    got = nf.kernel(arch, X * 10.0**log_c, get=("nngp", "ntk"))
+    for K, K1 in zip(got, ref):
+        np.testing.assert_allclose(K, K1, rtol=1e-12, atol=1e-12)
+    assert np.all(np.diag(got[0]) == 1.0)
+
+
+@settings(max_examples=max(EXAMPLES // 2, 1), deadline=None)
+@given(act=st.sampled_from(HOMOGENEOUS + ["sign"]), log_c=st.floats(-15, 15), seed=st.integers(0, 2**31 - 1))
+def test_float32_scales(act, log_c, seed):
+    """float32: variances up to 1e30 (sxx * syy would overflow float32 above ~1e19)."""
+    c = np.float32(10.0**log_c)
+    X = _base(seed, 5, 3, np.float32)
+    arch = nf.MLP(depth=2, activation=act, W_std=1.0, b_std=None)
+    ref = nf.kernel(arch, X.astype(np.float64))
+    got = nf.kernel(arch, X * c).astype(np.float64)
+    deg = 0 if act == "sign" else 2
+    scale = float(c) ** deg
+    np.testing.assert_allclose(got / scale, ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("act", ["erf", "gelu", "sign", "relu"])
+def test_no_pair_is_taken_as_parallel_at_large_variance(act):
+    """At inputs of size 1e100 (variances 1e200, sxx * syy = inf in float64) orthogonal inputs
+    stay orthogonal: erf and sign give 0, GELU and ReLU their large-variance limit."""
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]) * 1e100
+    K = nf.kernel(nf.MLP(depth=1, activation=act, b_std=None), X, get="nngp")
+    if act in ("erf", "sign"):
+        assert K[0, 1] == 0.0
+        # 45 degrees: sign gives 1 - 2 theta/pi = 1/2 on the first layer's angle
+        if act == "sign":
+            assert K[0, 2] == pytest.approx(0.5, rel=1e-14)
+    else:
+        # ReLU / GELU at huge variance: the arc-cosine kernel, K(e1, e2) = W^2 sqrt(sxx syy)/(2 pi)
+        s = 1e200 / 2  # W_std = 1, d = 2
+        assert K[0, 1] == pytest.approx(s / (2 * math.pi), rel=1e-12)
+
+
+def test_large_variance_erf_matches_its_limit():
+    """erf(b x) tends to sign(x) as the variance grows: K -> a^2 (2/pi) arcsin(rho)."""
+    rho = 0.3
+    X = np.array([[1.0, 0.0], [rho, math.sqrt(1 - rho**2)]]) * 1e120
+    K = nf.kernel(nf.MLP(depth=1, activation="erf", b_std=None), X, get="nngp")
+    assert K[0, 1] == pytest.approx((2 / math.pi) * math.asin(rho), rel=1e-12)
+
+
+def _relu_truth(x, y, depth, w):
+    """ReLU, NTK parameterization, no biases, in extended precision (x87 long double): the
+    arc-cosine recursion on the angle, theta = 0 exactly for x == y."""
+    ld = np.longdouble
+    pi = np.arccos(ld(-1))
+    w2 = ld(w) ** 2
+    x, y = x.astype(ld), y.astype(ld)
+    same = np.array_equal(x, y)
+    sxx, syy, sxy = w2 * np.dot(x, x) / len(x), w2 * np.dot(y, y) / len(x), w2 * np.dot(x, y) / len(x)
+    t = sxy
+    for _ in range(depth):
+        th = ld(0) if same else np.arccos(np.clip(sxy / (np.sqrt(sxx) * np.sqrt(syy)), -1, 1))
+        k = np.sqrt(sxx) * np.sqrt(syy) * (np.sin(th) + (pi - th) * np.cos(th)) / (2 * pi)
+        t = w2 * k + w2 * (pi - th) / (2 * pi) * t
+        sxy = w2 * k
+        sxx, syy = w2 * sxx / 2, w2 * syy / 2
+    return float(sxy), float(t)
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).eps > 1e-18, reason="needs an extended-precision long double (x86)")
+@pytest.mark.parametrize("depth", [300, 520, 700, 1000])
+def test_deep_relu_against_extended_precision(depth):
+    """Depth 520-1000 with W_std = 2: the variance grows as 2^depth, so sxx syy overflowed past
+    depth ~510 and the kernel drifted by 1e-4 (NNGP) and 100 % (NTK) with no warning."""
+    X = np.random.default_rng(1).standard_normal((3, 4))
+    nngp, ntk = nf.kernel(nf.MLP(depth=depth, activation="relu", W_std=2.0, b_std=None), X, get=("nngp", "ntk"))
+    for i in range(3):
+        for j in range(3):
+            s, t = _relu_truth(X[i], X[j], depth, 2.0)
+            assert nngp[i, j] == pytest.approx(s, rel=1e-13)
+            assert ntk[i, j] == pytest.approx(t, rel=1e-10)
+
+
+def test_overflowing_results_are_refused():
+    """Where the result really leaves the float range the call says so (no inf, no NaN)."""
+    X = np.random.default_rng(0).standard_normal((3, 2))
+    with pytest.raises(ValueError, match="overflow"):
+        nf.kernel(nf.MLP(depth=1100, activation="relu", W_std=2.0, b_std=None), X)
+    with pytest.raises(ValueError, match="overflow"):
+        nf.kernel(nf.MLP(depth=2, activation="relu", W_std=1e100, b_std=None), X * 1e10)
