@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from . import tiling
+from . import recursion, tiling
 from ._validation import (
     check_arch,
     check_array,
@@ -23,6 +23,7 @@ from ._validation import (
     resolve_dtype,
 )
 from .backends import cpu
+from .errors import ArgumentError
 from .spec import MLP
 
 __all__ = ["kernel", "kernel_diag", "GramOperator"]
@@ -89,6 +90,9 @@ def _prepare(arch: MLP, X: np.ndarray, coef: _Coefficients | None = None):
             f"the kernel of {arch.activation!r} diverges (or overflows {X.dtype}) for these inputs: "
             "its expectation is infinite at their variance; scale the inputs or W_std down"
         )
+    underflow = recursion.variance_underflow(arch.activation, coef.first, coef.steps, feats, sig, nngp, ntk)
+    if underflow:
+        raise ArgumentError(underflow)
     if coef.float64 is None:
         return _Rows(feats, sig, nngp, ntk), coef
     feats64 = feats.astype(np.float64)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ._jit import atan2, is_single, jit, jit_inline, like
 from .spec import ABRELU, ERF, EXP, GAUSSIAN, GELU, MONOMIAL, RECTIFIED_MONOMIAL, SIGN, SIN
 
@@ -86,6 +88,61 @@ def _scaled_det1(c, sxx, syy, sxy):
     w = c * sxy * ia
     dn = ia * (ia + x + v) + max(x * v - w * w, like(sxy, 0.0))
     return a, dn, x, v, w
+
+
+def variance_underflow(activation, first, steps, feats, sig, nngp, ntk) -> str | None:
+    """Why the diagonal recursion of these rows left the float range at the small end, or None.
+
+    The overflow side shows as inf/NaN (the caller refuses those); underflow is silent: a
+    variance that rounds to 0 or to a subnormal number makes every pair of that row look
+    orthogonal or parallel (sign gives K(x, x) = 0 instead of 1).  Flagged: any subnormal
+    variance or output, and a variance that is 0 where it cannot be (a non-zero input row with
+    W_std > 0 at the first layer; a positive variance into a step with W_std > 0 and an
+    activation that is not identically zero).  O(n d + n L), outside the tile loops.
+
+    Parameters
+    ----------
+    activation : ntkfast.spec.Activation
+    first, steps : ndarray
+        ``MLP.layer_coefficients``.
+    feats : ndarray of shape (n, d)
+        The rows after the input map.
+    sig : ndarray of shape (n_steps, n)
+        Sigma(x, x) entering each step.
+    nngp, ntk : ndarray of shape (n,)
+        The diagonal kernels.
+
+    Returns
+    -------
+    str or None
+        A message for the caller's error, naming the inputs and W_std.
+    """
+    tiny = np.finfo(sig.dtype).tiny
+
+    def subnormal(a):
+        a = np.abs(a)
+        return bool(((a > 0) & (a < tiny)).any())
+
+    if subnormal(sig) or subnormal(nngp) or subnormal(ntk):
+        bad = True
+    else:
+        levels = np.concatenate([sig, nngp[None, :]]) if sig.size else nngp[None, :]
+        bad = False
+        if first[0] > 0:
+            small = np.flatnonzero(levels[0] < tiny)  # usually none: only those rows are read
+            bad = bool(np.any(feats[small] != 0))
+        nontrivial = bool(np.any(activation.phi(np.array([-1.7, -0.6, 0.45, 1.3])) != 0))
+        if not bad and nontrivial:
+            for layer in range(steps.shape[0]):
+                if steps[layer, 1] > 0 and ((levels[layer] >= tiny) & (levels[layer + 1] < tiny)).any():
+                    bad = True
+                    break
+    if not bad:
+        return None
+    return (
+        f"the variances of the recursion underflow {sig.dtype} for these inputs (below {tiny:.3g}): "
+        "the kernel cannot be resolved there; scale the inputs or W_std up"
+    )
 
 
 # ------------------------------------------------------------------------------ ABReLU family

@@ -16,6 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import ntkfast as nf
+from ntkfast.errors import ArgumentError
 
 EXAMPLES = settings().max_examples  # from the profile loaded in conftest.py
 
@@ -65,14 +66,24 @@ def test_homogeneous_in_the_inputs_over_the_float_range(act, depth, log_c, seed)
     seed=st.integers(0, 2**31 - 1),
 )
 def test_homogeneous_in_W_std_over_the_float_range(act, depth, log_w, log_c, seed):
-    """NTK parameterization, no biases: Sigma and Theta scale as W^(2 (depth + 1)) c^2."""
+    """NTK parameterization, no biases: Sigma and Theta scale as W^(2 (depth + 1)) c^2; where a
+    variance leaves the float range (by a margin) the call is refused, never silently wrong."""
     logs = _layer_log10_variances(log_c, log_w, depth)
-    assume(max(abs(v) for v in logs) < SAFE_LOG10)
     w = 10.0**log_w
     c = 10.0**log_c
     X = _base(seed, 4, 2, np.float64)
+    arch = nf.MLP(depth=depth, activation=act, W_std=w, b_std=None)
+    if max(logs) > 312:
+        with pytest.raises(ValueError, match="overflow"):
+            nf.kernel(arch, X * c)
+        return
+    if min(logs) < -330:
+        with pytest.raises(ArgumentError, match="underflow"):
+            nf.kernel(arch, X * c)
+        return
+    assume(max(abs(v) for v in logs) < SAFE_LOG10)
     ref = nf.kernel(nf.MLP(depth=depth, activation=act, W_std=1.0, b_std=None), X, get=("nngp", "ntk"))
-    got = nf.kernel(nf.MLP(depth=depth, activation=act, W_std=w, b_std=None), X * c, get=("nngp", "ntk"))
+    got = nf.kernel(arch, X * c, get=("nngp", "ntk"))
     # the scale as a power of ten: w**(2 (depth + 1)) itself may leave the float range
     for K, K1 in zip(got, ref):
         ratio = np.log10(np.abs(K[K1 != 0])) - np.log10(np.abs(K1[K1 != 0]))
@@ -171,3 +182,25 @@ def test_overflowing_results_are_refused():
         nf.kernel(nf.MLP(depth=1100, activation="relu", W_std=2.0, b_std=None), X)
     with pytest.raises(ValueError, match="overflow"):
         nf.kernel(nf.MLP(depth=2, activation="relu", W_std=1e100, b_std=None), X * 1e10)
+
+
+@pytest.mark.parametrize(
+    "arch, scale",
+    [
+        (nf.MLP(depth=2, activation="sign", W_std=1e-150, b_std=None), 1e-150),  # first layer: 1e-600
+        (nf.MLP(depth=3, activation="relu", W_std=1e-100, b_std=None), 1.0),  # a later layer: 1e-400
+        (nf.MLP(depth=1, activation="relu", b_std=None), 1e-155),  # subnormal first-layer variance
+    ],
+)
+def test_underflowing_variances_are_refused(arch, scale):
+    """Underflow is silent otherwise: sign would give K(x, x) = 0 instead of 1."""
+    X = np.random.default_rng(0).standard_normal((3, 2)) * scale
+    with pytest.raises(ArgumentError, match="underflow"):
+        nf.kernel(arch, X)
+
+
+def test_zero_rows_and_zero_weights_are_not_underflow():
+    X = np.zeros((2, 3))
+    assert np.all(nf.kernel(nf.MLP(depth=2, activation="relu", b_std=None), X) == 0)
+    X = np.random.default_rng(0).standard_normal((2, 3))
+    assert np.all(nf.kernel(nf.MLP(depth=2, activation="relu", W_std=0.0, b_std=None), X, get="nngp") == 0)
