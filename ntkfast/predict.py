@@ -21,6 +21,7 @@ from ._validation import (
     check_lapack_size,
     check_nonnegative_float,
     check_positive_float,
+    check_positive_int,
     check_real,
 )
 from .errors import ArgumentError, ArgumentTypeError, SingularKernelError
@@ -182,6 +183,7 @@ def max_learning_rate(K_train, n_outputs: int = 1, momentum: float = 0.0) -> flo
     float
     """
     K = _square(K_train)
+    n_outputs = check_positive_int(n_outputs, "n_outputs", allow_none=False)
     momentum = _momentum(momentum)
     lam_max = _max_eigenvalue(K)
     if lam_max <= 0:

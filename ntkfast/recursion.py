@@ -225,6 +225,29 @@ def gelu_diag(sxx):
     return gelu(sxx, sxx, sxx)
 
 
+# sxx + syy - 2 sxy within this many eps of sxx + syy is rounding noise of the inner products
+# (BLAS and the row norms round differently): such pairs get the parallel distance.
+_DISTANCE_ULPS = 64.0
+
+
+@jit
+def _sq_distance(sxx, syy, sxy):
+    """E(u - v)^2 = sxx + syy - 2 sxy, never below its Cauchy-Schwarz floor (sqrt sxx - sqrt syy)^2.
+
+    The sum cancels for (nearly) parallel pairs: at variance 1e8 an exact duplicate pair got
+    1e-8 of relative noise into sin's K, at 1e18 exp of a negative distance (K ~ 1e55).  A
+    distance within rounding of 0 (``_DISTANCE_ULPS`` eps of sxx + syy) is the parallel one, so
+    duplicates are exact and no distance is negative.  (Genuinely distinct pairs keep an error
+    ~ eps (sxx + syy) b^2 from the inner products: the kernel only sees Sigma.)
+    """
+    eps = like(sxy, 1.1920929e-07) if is_single(sxy) else like(sxy, 2.220446049250313e-16)
+    total = sxx + syy
+    d = total - like(sxy, 2.0) * sxy
+    floor = math.sqrt(sxx) - math.sqrt(syy)
+    floor = floor * floor
+    return floor if d <= like(sxy, _DISTANCE_ULPS) * eps * total else max(d, floor)
+
+
 # ------------------------------------------------------------------ Sin family (Cos, Rbf too)
 @jit
 def sin(a, b, c, sxx, syy, sxy):
@@ -237,8 +260,8 @@ def sin(a, b, c, sxx, syy, sxy):
     """
     b2 = b * b
     h = like(sxy, -0.5) * b2
-    e_minus = math.exp(h * (sxx + syy - like(sxy, 2.0) * sxy))
-    e_plus = math.exp(h * (sxx + syy + like(sxy, 2.0) * sxy))
+    e_minus = math.exp(h * _sq_distance(sxx, syy, sxy))
+    e_plus = math.exp(h * _sq_distance(sxx, syy, -sxy))
     x = like(sxy, -2.0) * b2 * sxy
     # e- - e+ = -e- expm1(x): accurate for small |x|; for large |x| the plain difference is (and
     # expm1 could overflow against an underflowed e-)

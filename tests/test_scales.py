@@ -204,3 +204,16 @@ def test_zero_rows_and_zero_weights_are_not_underflow():
     assert np.all(nf.kernel(nf.MLP(depth=2, activation="relu", b_std=None), X) == 0)
     X = np.random.default_rng(0).standard_normal((2, 3))
     assert np.all(nf.kernel(nf.MLP(depth=2, activation="relu", W_std=0.0, b_std=None), X, get="nngp") == 0)
+
+
+@pytest.mark.parametrize("act", ["sin", "cos", "rbf"])
+@pytest.mark.parametrize("log_scale", [4, 8, 12])
+def test_exp_families_keep_duplicates_exact_at_large_variance(act, log_scale):
+    """sin/cos/rbf see E(u - v)^2 = sxx + syy - 2 sxy, which cancels for duplicates (BLAS and the
+    row norms round differently): 1e-8 off at inputs of 1e4, K ~ 1e55 at 1e9.  A duplicate pair
+    of K(X, Y) must equal the exact diagonal."""
+    X = np.random.default_rng(3).standard_normal((4, 5)) * 10.0**log_scale
+    arch = nf.MLP(depth=1, activation=act, b_std=None)
+    K = nf.kernel(arch, X, X.copy(), get="nngp")
+    np.testing.assert_allclose(np.diag(K), nf.kernel_diag(arch, X, get="nngp"), rtol=1e-14)
+    assert np.all(np.abs(K) <= np.sqrt(np.outer(np.diag(K), np.diag(K))) * (1 + 1e-12))

@@ -91,11 +91,25 @@ template <typename T> __host__ __device__ inline Dual<T> gelu(T sxx, T syy, T sx
   return {k, kdot};
 }
 
+template <typename T> __host__ __device__ inline T machine_eps();
+template <> __host__ __device__ inline double machine_eps<double>() { return 2.220446049250313e-16; }
+template <> __host__ __device__ inline float machine_eps<float>() { return 1.1920929e-07f; }
+
+// sxx + syy - 2 sxy, at least (sqrt sxx - sqrt syy)^2, and exactly that within 64 eps of rounding
+// noise (ntkfast.recursion._sq_distance).
+template <typename T> __host__ __device__ inline T sq_distance(T sxx, T syy, T sxy) {
+  T total = sxx + syy;
+  T d = total - T(2) * sxy;
+  T f = sqrt(sxx) - sqrt(syy);
+  f = f * f;
+  return d <= T(64) * machine_eps<T>() * total ? f : (d > f ? d : f);
+}
+
 template <typename T> __host__ __device__ inline Dual<T> sin_dual(T a, T b, T c, T sxx, T syy, T sxy) {
   T b2 = b * b;
   T h = T(-0.5) * b2;
-  T e_minus = exp(h * (sxx + syy - T(2) * sxy));
-  T e_plus = exp(h * (sxx + syy + T(2) * sxy));
+  T e_minus = exp(h * sq_distance(sxx, syy, sxy));
+  T e_plus = exp(h * sq_distance(sxx, syy, -sxy));
   T x = T(-2) * b2 * sxy;
   T diff = fabs(x) < T(0.5) ? -e_minus * expm1(x) : e_minus - e_plus;
   T sc = sin(c), cc = cos(c);
