@@ -519,18 +519,22 @@ def abrelu_grad(a, b, sxx, syy, sxy):
 
 @jit
 def erf_grad(a, b, c, sxx, syy, sxy):
+    # in the scaled variables of ``erf`` (r = ra sqrt(dn), w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so
+    # that r^2 = det(I + 2 b^2 Sigma) is never formed: it overflows at variances around 1e154
     b2 = b * b
-    sxx, syy, sxy = b2 * sxx, b2 * syy, b2 * sxy
-    r2 = 1.0 + 2.0 * (sxx + syy) + 4.0 * _det(sxx, syy, sxy)
-    r = math.sqrt(r2)
-    k = (2.0 / math.pi) * atan2(2.0 * sxy, r)
-    kdot = (4.0 / math.pi) / r
-    # partials in the scaled variables, then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
-    kx = -kdot * sxy / (1.0 + 2.0 * sxx)
-    ky = -kdot * sxy / (1.0 + 2.0 * syy)
-    dx = -kdot * (1.0 + 2.0 * syy) / r2
-    dy = -kdot * (1.0 + 2.0 * sxx) / r2
-    dxy = 4.0 * kdot * sxy / r2
+    ra, dn, x, v, w = _scaled_det1(2.0 * b2, sxx, syy, sxy)
+    ia = 1.0 / ra
+    sdn = math.sqrt(dn)
+    k = (2.0 / math.pi) * atan2(w, sdn)
+    kdot = (4.0 / math.pi) / (ra * sdn)
+    # partials in the b^2-scaled variables s' (1 + 2 s'xx = ra, 1 + 2 s'yy = ra (ia + v), s'xy = ra w / 2),
+    # then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
+    kx = -kdot * 0.5 * w
+    ky = -kdot * 0.5 * w / (ia + v)
+    rdn = ra * dn  # r^2 / ra
+    dx = -kdot * (ia + v) / rdn
+    dy = -kdot / rdn
+    dxy = 2.0 * kdot * w / rdn
     a2 = a * a
     s1 = a2 * b2
     s2 = s1 * b2
