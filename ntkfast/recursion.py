@@ -86,7 +86,11 @@ def _scaled_det1(c, sxx, syy, sxy):
     x = c * sxx * ia
     v = c * syy * ia
     w = c * sxy * ia
-    dn = ia * (ia + x + v) + max(x * v - w * w, like(sxy, 0.0))
+    # x v - w^2 as x (v - |w|) + |w| (x - |w|): exactly 0 for a parallel pair (x = v = |w|) however
+    # LLVM contracts it into fused multiply-adds (x v - w w gave +-1 ulp of x^2 depending on
+    # the inlining context), and without the cancellation of x v - w^2 near parallel
+    aw = abs(w)
+    dn = ia * (ia + x + v) + max(x * (v - aw) + aw * (x - aw), like(sxy, 0.0))
     return a, dn, x, v, w
 
 
@@ -519,14 +523,14 @@ def abrelu_grad(a, b, sxx, syy, sxy):
 
 @jit
 def erf_grad(a, b, c, sxx, syy, sxy):
-    # in the scaled variables of ``erf`` (r = ra sqrt(dn), w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so
-    # that r^2 = det(I + 2 b^2 Sigma) is never formed: it overflows at variances around 1e154
+    # K and Kdot are the very values of ``erf``; the partials use its scaled variables (r = ra sqrt(dn),
+    # w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so that r^2 = det(I + 2 b^2 Sigma), which overflows at
+    # variances around 1e154, is never formed
+    k_out, kdot_out = erf(a, b, c, sxx, syy, sxy)
     b2 = b * b
     ra, dn, x, v, w = _scaled_det1(2.0 * b2, sxx, syy, sxy)
     ia = 1.0 / ra
-    sdn = math.sqrt(dn)
-    k = (2.0 / math.pi) * atan2(w, sdn)
-    kdot = (4.0 / math.pi) / (ra * sdn)
+    kdot = (4.0 / math.pi) / (ra * math.sqrt(dn))
     # partials in the b^2-scaled variables s' (1 + 2 s'xx = ra, 1 + 2 s'yy = ra (ia + v), s'xy = ra w / 2),
     # then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
     kx = -kdot * 0.5 * w
@@ -535,10 +539,9 @@ def erf_grad(a, b, c, sxx, syy, sxy):
     dx = -kdot * (ia + v) / rdn
     dy = -kdot / rdn
     dxy = 2.0 * kdot * w / rdn
-    a2 = a * a
-    s1 = a2 * b2
+    s1 = a * a * b2
     s2 = s1 * b2
-    return a2 * k + c * c, s1 * kdot, s1 * kx, s1 * ky, s1 * kdot, s2 * dx, s2 * dy, s2 * dxy
+    return k_out, kdot_out, s1 * kx, s1 * ky, kdot_out, s2 * dx, s2 * dy, s2 * dxy
 
 
 @jit

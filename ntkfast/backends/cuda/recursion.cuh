@@ -45,7 +45,8 @@ template <typename T> __host__ __device__ inline ScaledDet<T> scaled_det1(T c, T
   T a = T(1) + c * sxx;
   T ia = T(1) / a;
   T x = c * sxx * ia, v = c * syy * ia, w = c * sxy * ia;
-  T d = x * v - w * w;
+  T aw = fabs(w);
+  T d = x * (v - aw) + aw * (x - aw);  // x v - w^2, exactly 0 when parallel
   return {a, ia * (ia + x + v) + (d > T(0) ? d : T(0)), x, v, w};
 }
 
