@@ -547,19 +547,26 @@ def erf_grad(a, b, c, sxx, syy, sxy):
 @jit
 def gelu_grad(sxx, syy, sxy):
     # with a = 1 + sxx, b = 1 + syy, D = a b - sxy^2 (partials simplified with sympy; the tests
-    # check them against finite differences)
+    # check them against finite differences), each term divided through by D^2 so that nothing
+    # of order variance^4 is formed (D^2 overflowed at variances around 1e77): sqrt(D) = a sqrt(dn)
     k, kdot = gelu(sxx, syy, sxy)
     a = 1.0 + sxx
     b = 1.0 + syy
-    D = 1.0 + sxx + syy + _det(sxx, syy, sxy)
-    sq = math.sqrt(D)
-    c1 = _INV_2PI / (2.0 * D * sq)
-    kx = c1 * (D * D * (a + 2.0) - D * a * (a + b) - a * a * b) / (a * a)
-    ky = c1 * (D * D * (b + 2.0) - D * b * (a + b) - a * b * b) / (b * b)
-    c2 = c1 / D
-    dx = -c2 * sxy * (D * D * (a + 2.0) + D * a * (a + b) + 3.0 * a * a * b) / (a * a)
-    dy = -c2 * sxy * (D * D * (b + 2.0) + D * b * (a + b) + 3.0 * a * b * b) / (b * b)
-    dxy = 2.0 * c2 * (D * D + D * (a + b - 2.0) + 3.0 * a * b)
+    ra, dn, x, v, w = _scaled_det1(1.0, sxx, syy, sxy)
+    sdn = math.sqrt(dn)
+    sq = a * sdn  # sqrt(D)
+    ia = 1.0 / a
+    ib = 1.0 / b
+    i_d = ia * ia / dn  # 1 / D
+    i_dsq = i_d * ia / sdn  # 1 / (D sqrt D)
+    c = 0.25 / math.pi
+    # (a + 2) / a^2 = (1 + 2/a) / a, and sqrt(D) / a = sqrt(dn)
+    kx = c * (sdn * (1.0 + 2.0 * ia) - (a + b) * ia / sq - b * i_dsq)
+    ky = c * (sdn * (a * ib) * (1.0 + 2.0 * ib) - (a + b) * ib / sq - a * i_dsq)
+    # sxy / a (resp. / b) taken first: sxy times terms of order 1/variance^2 would underflow
+    dx = -c * (sxy * ia) * ((1.0 + 2.0 * ia) / sq + (a + b) * i_dsq + 3.0 * (b * i_dsq) * (a * i_d))
+    dy = -c * (sxy * ib) * ((1.0 + 2.0 * ib) / sq + (a + b) * i_dsq + 3.0 * (a * i_dsq) * (b * i_d))
+    dxy = 2.0 * c * (1.0 / sq + (a + b - 2.0) * i_dsq + 3.0 * (a * i_d) * (b * i_dsq))
     return k, kdot, kx, ky, kdot, dx, dy, dxy
 
 

@@ -237,3 +237,26 @@ def test_float32_near_duplicates_at_large_variance(act, log_scale):
         ref = nf.kernel(arch, X.astype(np.float64), Y.astype(np.float64), get=("nngp", "ntk"))
         for K32, K64 in zip(got, ref):
             np.testing.assert_allclose(K32, K64, rtol=0, atol=2e-5 * np.abs(K64).max())
+
+
+@pytest.mark.parametrize("name", ["erf_grad", "gelu_grad"])
+@pytest.mark.parametrize("scale", [1e-100, 1.0, 1e100, 1e300])
+def test_gradients_at_extreme_variances_match_finite_differences(name, scale):
+    """The partials used by ntkfast.sklearn's hyper-parameter gradients: r^2 (erf) and D^2 (GELU)
+    used to overflow at variances ~1e154 / ~1e77 (inf or 0 partials)."""
+    from ntkfast import recursion
+
+    grad = getattr(recursion, name)
+    forward = recursion.erf if name == "erf_grad" else recursion.gelu
+    extra = (1.1, 0.8, 0.2) if name == "erf_grad" else ()
+    sxx, syy, sxy = 1.3 * scale, 0.7 * scale, 0.4 * scale
+    g = grad(*extra, sxx, syy, sxy)
+    assert np.isfinite(g).all()
+    for axis in range(3):
+        h = 1e-5 * scale
+        e = np.eye(3)[axis] * h
+        plus = forward(*extra, sxx + e[0], syy + e[1], sxy + e[2])
+        minus = forward(*extra, sxx - e[0], syy - e[1], sxy - e[2])
+        for q in range(2):
+            fd = (plus[q] - minus[q]) / (2 * h)
+            assert g[2 + 3 * q + axis] == pytest.approx(fd, rel=1e-6, abs=1e-9 * abs(g[q]) / scale)
