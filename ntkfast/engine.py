@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import config, tiling
+from . import config, recursion, tiling
 from .backends import cpu
 from .errors import ArgumentError, InsufficientMemoryError
 from .spec import MLP
@@ -131,6 +131,9 @@ def prepare_rows(arch: MLP, X: np.ndarray, coef: Coefficients | None = None) -> 
             f"the kernel of {arch.activation!r} diverges (or overflows {X.dtype}) for these inputs: "
             "its expectation is infinite at their variance; scale the inputs or W_std down"
         )
+    underflow = recursion.variance_underflow(arch.activation, coef.first, coef.steps, feats, sig, nngp, ntk)
+    if underflow:
+        raise ArgumentError(underflow)
     if coef.float64 is None:
         return Rows(feats, sig, nngp, ntk), coef
     feats64 = feats.astype(np.float64)

@@ -111,6 +111,8 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         t2 = np.empty(bj, G.dtype)
         flagged = 0
         n_out = write_at.shape[0]
+        one = G.dtype.type(1.0)
+        zero = G.dtype.type(0.0)
         if steps.shape[0] == 0:  # a linear kernel has no angle to resolve
             tau = -np.inf
             sig_rows = np.ones((1, bi), G.dtype)
@@ -118,13 +120,17 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         first_cols = sig_cols[0]
         for i in range(bi):
             first_row = sig_rows[0, i]
+            # 1 - rho^2 <= tau in units of the row's variance (the product of two variances
+            # overflows or underflows at extreme scales): y - c^2 <= tau y, y = syy/sxx, c = sxy/sxx
+            inv_row = one / first_row if first_row > zero else zero
             for j in range(bj):
                 g = G[i, j]
                 sij = f0 * g + f1
                 s[j] = sij
                 t[j] = f2 * g + f3
-                S = first_row * first_cols[j]
-                flagged += S - sij * sij <= tau * S
+                ratio = first_cols[j] * inv_row
+                rho = sij * inv_row
+                flagged += ratio - rho * rho <= tau * ratio
             # The steps, with a residual network's readout spliced in where a shallower depth is
             # cut (on the state, saved before and restored after).  One call site of layer_row
             # for both, so a depth's readout rounds exactly as in that depth's own network.
@@ -316,20 +322,24 @@ def near_parallel(G, w, b, sig_x, sig_y, tau, skip_diagonal):
     i == j (a symmetric Gram's diagonal, which gets its exact values anyway).
     """
     bi, bj = G.shape
+    one = G.dtype.type(1.0)
+    zero = G.dtype.type(0.0)
     count = 0
     for i in range(bi):
+        inv_row = one / sig_x[i] if sig_x[i] > zero else zero  # scaled as in ``tile``
         for j in range(bj):
-            s = w * G[i, j] + b
-            S = sig_x[i] * sig_y[j]
-            count += (S - s * s <= tau * S) and not (skip_diagonal and i == j)
+            c = (w * G[i, j] + b) * inv_row
+            y = sig_y[j] * inv_row
+            count += (y - c * c <= tau * y) and not (skip_diagonal and i == j)
     ii = np.empty(count, np.int64)
     jj = np.empty(count, np.int64)
     k = 0
     for i in range(bi):
+        inv_row = one / sig_x[i] if sig_x[i] > zero else zero
         for j in range(bj):
-            s = w * G[i, j] + b
-            S = sig_x[i] * sig_y[j]
-            if S - s * s <= tau * S and not (skip_diagonal and i == j):
+            c = (w * G[i, j] + b) * inv_row
+            y = sig_y[j] * inv_row
+            if y - c * c <= tau * y and not (skip_diagonal and i == j):
                 ii[k] = i
                 jj[k] = j
                 k += 1
