@@ -107,7 +107,7 @@ def test_leverage_scores_prefer_isolated_points(rng):
     # 290 points in a tight cluster and 10 far-away ones: the far ones have leverage ~1
     X = np.concatenate([0.01 * rng.standard_normal((290, 3)) + 1.0, 3 * rng.standard_normal((10, 3))])
     reg = 1e-3 * np.mean(nf.kernel_diag(ARCH, X))
-    idx = solvers._leverage_centers(ARCH, X, 30, reg=reg, get="ntk", rng=np.random.default_rng(0))
+    idx = solvers.leverage_centers(ARCH, X, 30, reg=reg, get="ntk", rng=np.random.default_rng(0))
     assert len(set(idx)) == 30
     assert (idx >= 290).sum() >= 7  # uniform sampling picks 1 of them on average
 
