@@ -47,7 +47,10 @@ def check_array(X, name: str, dtype: np.dtype, n_features: int | None = None) ->
     """A finite, non-empty 2-D real array of ``dtype`` (C-contiguous)."""
     if hasattr(X, "toarray") or hasattr(X, "tocsr"):
         raise ArgumentTypeError(f"{name}: sparse input is not supported; pass a dense array")
-    arr = np.asarray(X)
+    try:
+        arr = np.asarray(X)
+    except ValueError as exc:  # ragged nested lists
+        raise ArgumentError(f"{name}: expected a 2-D array of shape (n_samples, n_features) ({exc})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
         raise ArgumentTypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):

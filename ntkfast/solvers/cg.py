@@ -20,7 +20,14 @@ from .._validation import check_choice, check_positive_float, check_positive_int
 from ..errors import ArgumentError, ArgumentTypeError
 from .dense import diag_regularizer
 
-__all__ = ["CGResult", "ConvergenceWarning", "block_cg", "conjugate_gradient"]
+__all__ = [
+    "CGResult",
+    "ConvergenceWarning",
+    "block_cg",
+    "check_cg_vectors",
+    "check_symmetric_operator",
+    "conjugate_gradient",
+]
 
 # CG keeps X, R, Z, P and A P (n x k each) and forms one more n x k temporary per step
 CG_VECTORS = 6
@@ -47,6 +54,32 @@ def check_cg_vectors(n: int, k: int, who: str) -> None:
         f"{who}: the conjugate-gradient vectors ({CG_VECTORS} x {n} x {k} float64)",
         "Solve fewer right-hand sides (columns of y) at a time, or raise NTKFAST_MEMORY_BUDGET.",
     )
+
+
+def check_symmetric_operator(op: LinearOperator, name: str = "op") -> None:
+    """Refuse an operator that is clearly not symmetric: ``u^T (A v)`` against ``v^T (A u)`` for two
+    fixed random vectors (one product with two columns).  Skipped for operators that say they are
+    symmetric (``op.symmetric``, as :class:`ntkfast.GramOperator` does).  The tolerance (1e-6, 1e-3
+    for float32 operators, of ``||u|| ||A v||``) lets round-off pass and catches a wrong operator:
+    CG on it would return a wrong answer with a small recurrence residual.
+    """
+    if getattr(op, "symmetric", False) is True:
+        return
+    n = op.shape[0]
+    U = np.random.default_rng(0).standard_normal((n, 2))
+    W = np.asarray(op @ U, dtype=np.float64).reshape(n, 2)
+    if not np.isfinite(W).all():
+        raise FloatingPointError(f"{name}: the operator returned NaN/inf")
+    rtol = 1e-3 if np.dtype(getattr(op, "dtype", None) or np.float64) == np.float32 else 1e-6
+    gap = abs(U[:, 0] @ W[:, 1] - U[:, 1] @ W[:, 0])
+    scale = 0.5 * (
+        np.linalg.norm(U[:, 0]) * np.linalg.norm(W[:, 1]) + np.linalg.norm(U[:, 1]) * np.linalg.norm(W[:, 0])
+    )
+    if gap > rtol * scale:
+        raise ArgumentError(
+            f"{name}: not symmetric (u^T A v and v^T A u differ by {gap / max(scale, 1e-300):.3g} relative); "
+            "conjugate gradient needs a symmetric positive semi-definite operator"
+        )
 
 
 def block_cg(apply, B, tol, maxiter, precondition=None, X0=None, progress=False, desc="CG", who="conjugate_gradient"):
@@ -139,7 +172,8 @@ def conjugate_gradient(
     Parameters
     ----------
     op : scipy.sparse.linalg.LinearOperator of shape (n, n)
-        Symmetric positive semi-definite, e.g. :class:`ntkfast.GramOperator`.
+        Symmetric positive semi-definite, e.g. :class:`ntkfast.GramOperator`.  Other operators
+        get one probe product that refuses a clearly non-symmetric one.
     y : array-like of shape (n,) or (n, k)
     diag_reg : float, default=0.0
         Ridge, relative to ``mean(op.diagonal())`` unless ``diag_reg_absolute_scale``.
@@ -180,6 +214,7 @@ def conjugate_gradient(
     if preconditioner is not None:
         check_choice(preconditioner, "preconditioner", ("jacobi", None))
     check_cg_vectors(n, Y.shape[1], "conjugate_gradient")
+    check_symmetric_operator(op)
     diag = op.diagonal() if hasattr(op, "diagonal") else None
     if preconditioner == "jacobi" and diag is None:
         raise ArgumentError("preconditioner='jacobi' needs op.diagonal(); pass preconditioner=None")

@@ -19,7 +19,15 @@ from .. import config, tiling
 from .._validation import check_lapack_size, check_nonnegative_float, check_targets
 from ..errors import ArgumentError, ArgumentTypeError, SingularKernelError
 
-__all__ = ["cho_factor_inplace", "cholesky_solve", "diag_regularizer", "lapack_threads", "singular_kernel_error"]
+__all__ = [
+    "check_symmetric",
+    "cho_factor_inplace",
+    "cholesky_solve",
+    "diag_regularizer",
+    "factor_solve",
+    "lapack_threads",
+    "singular_kernel_error",
+]
 
 
 def diag_regularizer(diag: np.ndarray, diag_reg: float, absolute: bool = False) -> float:
@@ -52,19 +60,19 @@ def singular_kernel_error(
     """The error for a ``K + reg I`` that is not numerically positive definite, with a ``diag_reg`` to try.
 
     The suggestion is 10x the current ``diag_reg`` (relative or absolute, as the caller gave it),
-    or, when it is 0, 1e-6 relative (``1e-6 * mean_diag`` when ``absolute``).
+    and at least 1e-6 relative (``1e-6 * mean_diag`` when ``absolute``).
 
     Returns
     -------
     SingularKernelError
         To be raised by the caller.
     """
+    floor = 1e-6 * mean_diag if absolute and mean_diag > 0 else 1e-6
     if diag_reg > 0:
-        kind = "absolute" if absolute else "relative to mean(diag K)"
-        now, suggestion = f"diag_reg={diag_reg:g} ({kind})", f"diag_reg={10 * diag_reg:g}"
+        now = f"diag_reg={diag_reg:g} ({'absolute' if absolute else 'relative to mean(diag K)'})"
     else:
         now = "diag_reg=0"
-        suggestion = f"diag_reg={1e-6 * mean_diag:g} (absolute)" if absolute else "diag_reg=1e-6"
+    suggestion = f"diag_reg={max(10 * diag_reg, floor):g}" + (" (absolute)" if absolute else "")
     return SingularKernelError(
         f"{what} + diag_reg is not numerically positive definite with {now}"
         f"{' (' + detail + ')' if detail else ''}: the kernel matrix is singular or nearly so "
@@ -139,6 +147,28 @@ def _dense_matrix(K, overwrite_k: bool) -> np.ndarray:
     return A
 
 
+def check_symmetric(A: np.ndarray, name: str = "K", rtol: float = 1e-8, block: int = 1024) -> None:
+    """Refuse a square A with ``max |A - A^T| > rtol max |A|``, by blocks (no n^2 temporary).
+
+    A Cholesky factorisation reads one triangle only: a non-symmetric K would be solved as a
+    different matrix without a word.
+    """
+    n = len(A)
+    worst = scale = 0.0
+    for i0 in range(0, n, block):
+        i1 = min(i0 + block, n)
+        for j0 in range(i0, n, block):
+            j1 = min(j0 + block, n)
+            upper = A[i0:i1, j0:j1]
+            worst = max(worst, float(np.max(np.abs(upper - A[j0:j1, i0:i1].T))))
+            scale = max(scale, float(np.max(np.abs(upper))))
+    if worst > rtol * scale:
+        raise ArgumentError(
+            f"{name}: not symmetric (max |{name} - {name}.T| = {worst:.3g} exceeds {rtol:g} of max |{name}| = "
+            f"{scale:.3g}); pass a symmetric kernel matrix, e.g. 0.5 * ({name} + {name}.T)"
+        )
+
+
 def factor_solve(K: np.ndarray, Y: np.ndarray, diag_reg: float, absolute: bool) -> np.ndarray:
     """``(K + reg I)^-1 Y`` for a checked float64 K (destroyed) and targets Y (n, k).
 
@@ -174,7 +204,7 @@ def cholesky_solve(
     Parameters
     ----------
     K : array-like of shape (n, n)
-        Symmetric positive semi-definite kernel matrix.
+        Symmetric positive semi-definite kernel matrix (symmetric to 1e-8 of max |K|, or refused).
     y : array-like of shape (n,) or (n, k)
     diag_reg : float, default=0.0
         Ridge, relative to ``mean(diag K)`` unless ``diag_reg_absolute_scale``.
@@ -203,6 +233,7 @@ def cholesky_solve(
     diag_reg = check_nonnegative_float(diag_reg, "diag_reg")
     A = _dense_matrix(K, overwrite_k)
     check_lapack_size(len(A), "K", "use conjugate_gradient or nystrom", cholesky=True)
+    check_symmetric(A)
     Y, squeeze = check_targets(y, len(A))
     alpha = factor_solve(A, Y, diag_reg, bool(diag_reg_absolute_scale))
     return alpha[:, 0] if squeeze else alpha

@@ -35,6 +35,7 @@ from .result import KernelRidgeResult
 __all__ = ["SolverPlan", "plan_solver", "solve"]
 
 SOLVERS = ("auto", "cholesky", "cg", "nystrom")
+MAX_COUNT = 2**53  # sizes beyond this are no data set (and leave float64's exact integers)
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,13 @@ def plan_solver(
     >>> plan_solver(10**6, d=28, budget="4G").method
     'nystrom'
     """
-    n = check_positive_int(n, "n", allow_none=False)
-    k = check_positive_int(k, "k", allow_none=False)
+    n = check_positive_int(n, "n", allow_none=False, maximum=MAX_COUNT)
+    k = check_positive_int(k, "k", allow_none=False, maximum=MAX_COUNT)
     n_test = check_nonnegative_int(n_test, "n_test")
     d = check_nonnegative_int(d, "d")
+    for value, name in ((n_test, "n_test"), (d, "d")):
+        if value > MAX_COUNT:
+            raise ArgumentError(f"{name}: {value} is above the largest supported value, {MAX_COUNT}")
     check_choice(solver, "solver", SOLVERS)
     if isinstance(itemsize, bool) or itemsize not in (4, 8):
         raise ArgumentError(f"itemsize: expected 4 (float32) or 8 (float64), got {itemsize!r}")
