@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_nonnegative_int, check_positive_float, check_positive_int
+from ._validation import check_lapack_size, check_nonnegative_int, check_positive_float, check_positive_int
 from .errors import ArgumentError, ArgumentTypeError
 from .gram import kernel
 from .spec import MLP, RandomFourierFeatures
@@ -60,6 +60,8 @@ def fourier_feature_spectra(
     side = int(round(n ** (1.0 / dim)))
     if side < 2:
         raise ArgumentError(f"n: {n} points in {dim} dimensions leave fewer than 2 grid points per axis; raise n")
+    # refused before the n x n kernels are computed, not after
+    check_lapack_size(side**dim, "n", "use fewer grid points (the spectra are dense eigendecompositions)")
     grid = np.stack(np.meshgrid(*[np.arange(side) / side] * dim, indexing="ij"), -1).reshape(-1, dim)
     out: dict[object, SpectrumResult] = {"plain": analyze(kernel(MLP(depth=depth, activation="relu", b_std=0.1), grid))}
     for s in scales:

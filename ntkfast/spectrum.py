@@ -94,7 +94,9 @@ class SpectrumResult:
             factor = np.exp(-2.0 * self.flow_rates[None, :] * t.reshape(-1, 1))
         e = np.sum(self.y_projection**2, axis=1)
         outside = self.y_energy_total - e.sum()  # energy in modes not computed: not learned
-        return (factor @ e + max(outside, 0.0)).reshape(t.shape)
+        with np.errstate(invalid="ignore", over="ignore"):  # a diverging mode without energy adds 0, not NaN
+            kept = np.where(e > 0, factor * e, 0.0).sum(axis=1)
+        return (kept + max(outside, 0.0)).reshape(t.shape)
 
     def loss(self, t, discrete: bool = False) -> np.ndarray:
         """Predicted training loss 1/(2N) ||y - f_t||^2 from f_0 = 0 at times (or steps) ``t``."""
@@ -329,15 +331,24 @@ def analyze(
     n_out = 1
     if Y is not None:
         n_out = Y.shape[1]
-        y_proj = V.T @ Y
-        energy = float(np.sum(Y * Y))
+        with np.errstate(over="ignore"):  # checked just below
+            y_proj = V.T @ Y
+            energy = float(np.sum(Y * Y))
+        if not (np.isfinite(energy) and np.isfinite(y_proj).all()):
+            raise ArgumentError("y: ||y||^2 overflows float64; rescale the targets (e.g. standardise them)")
     if lr is None:
         if not lam[0] > 0:
             raise SingularKernelError(
                 "K_or_operator: has no positive eigenvalue (K = 0 up to round-off), so the default "
                 "learning rate N / lambda_max is undefined; pass lr, or check the kernel"
             )
-        lr = n * n_out / lam[0]
+        with np.errstate(over="ignore"):  # checked just below
+            lr = n * n_out / lam[0]
+        if not np.isfinite(lr):
+            raise SingularKernelError(
+                f"K_or_operator: lambda_max = {lam[0]:.3g} is too small for the default learning rate "
+                "N / lambda_max in float64; pass lr, or rescale K"
+            )
     return SpectrumResult(lam, V, n, n_out, float(lr), y_proj, energy, method)
 
 

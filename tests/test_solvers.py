@@ -385,3 +385,34 @@ def test_cg_refuses_a_non_symmetric_operator_and_handles_a_zero_row(rng):
     assert res.converged
     np.testing.assert_allclose(res.alpha[1:], np.linalg.solve(psd[1:, 1:], y[1:]), rtol=1e-9)
     assert res.alpha[0] == 0.0
+
+
+@pytest.mark.parametrize("exponent", [-996, -498, 498, 996])
+def test_solutions_scale_with_the_targets_and_the_kernel(rng, exponent):
+    """Kernel ridge is linear in y and alpha(s K, y) = alpha(K, y) / s (relative ridge): a truth
+    at every representable scale (s a power of two, so that scaling is exact), where unscaled
+    inner products of CG would over- or underflow."""
+    X, y = _data(rng, n=80)
+    K = nf.kernel(ARCH, X)
+    s = 2.0**exponent  # 1.5e-300 .. 6.7e299
+    ref = solvers.cholesky_solve(K, y, 1e-3)
+    np.testing.assert_allclose(solvers.cholesky_solve(K, s * y, 1e-3) / s, ref, rtol=1e-12)
+    np.testing.assert_allclose(solvers.cholesky_solve(s * K, y, 1e-3) * s, ref, rtol=1e-12)
+    res = solvers.conjugate_gradient(nf.GramOperator(ARCH, X), s * y, 1e-3, tol=1e-12)
+    assert res.converged
+    np.testing.assert_allclose(res.alpha / s, ref, rtol=1e-8, atol=1e-10 * np.abs(ref).max())
+
+
+def test_targets_that_alias_k_and_other_malformed_targets(rng):
+    K = nf.kernel(ARCH, rng.standard_normal((30, 3)))
+    ref = np.linalg.solve(K + 1e-3 * np.mean(np.diag(K)) * np.eye(30), K[:, 0])
+    work = K.copy()
+    np.testing.assert_allclose(solvers.cholesky_solve(work, work[:, 0], 1e-3, overwrite_k=True), ref, rtol=1e-10)
+    with pytest.raises(nf.errors.ArgumentTypeError, match="K: complex"):
+        solvers.cholesky_solve(K + 0j, np.ones(30))
+    with pytest.raises(nf.errors.ArgumentTypeError, match="y: complex"):
+        solvers.cholesky_solve(K, np.ones(30) + 1j)
+    with pytest.raises(nf.errors.ArgumentError, match="k >= 1"):
+        solvers.cholesky_solve(K, np.ones((30, 0)))
+    with pytest.raises(nf.errors.ArgumentError, match="k >= 1"):
+        solvers.conjugate_gradient(nf.GramOperator(ARCH, rng.standard_normal((30, 3))), np.ones((30, 0)))

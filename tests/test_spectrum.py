@@ -123,3 +123,20 @@ def test_fourier_feature_spectra_moved_to_experiments():
             experiments.fourier_feature_spectra(**bad)
     with pytest.raises(ArgumentTypeError, match="scales"):
         experiments.fourier_feature_spectra(scales=4.0)
+
+
+def test_extreme_scales_give_results_or_clear_errors():
+    K, lam = _circulant(32)
+    for s in (1e-250, 1e250):  # eigenvalues scale with K, the default learning rate inversely
+        res = spectrum.analyze(s * K)
+        np.testing.assert_allclose(res.eigenvalues / s, lam, rtol=1e-10, atol=1e-12 * lam[0])
+        assert res.lr * s == pytest.approx(32 / lam[0], rel=1e-10)
+    with pytest.raises(SingularKernelError, match="too small for the default learning rate"):
+        spectrum.analyze(1e-320 * K)
+    with pytest.raises(ArgumentError, match="overflows float64"):
+        spectrum.analyze(K, y=np.full(32, 1e300))
+    # discrete steps above the stable rate: modes without target energy add nothing (not NaN)
+    v = np.linalg.eigh(K)[1][:, -1]
+    res = spectrum.analyze(K, y=v, lr=3 * 32 / lam[-1])
+    loss = res.loss(np.array([0.0, 1.0, np.inf]), discrete=True)
+    assert not np.isnan(loss).any() and loss[0] == pytest.approx(0.5 / 32)

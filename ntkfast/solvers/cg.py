@@ -95,7 +95,12 @@ def block_cg(apply, B, tol, maxiter, precondition=None, X0=None, progress=False,
     -------
     (X, iterations, residuals, converged)
     """
-    X = np.zeros_like(B) if X0 is None else X0.copy()
+    # each column is solved for b / max|b| and scaled back: CG is linear in b, so no inner
+    # product overflows or underflows whatever the targets' scale
+    scale = np.max(np.abs(B), axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    B = B / scale
+    X = np.zeros_like(B) if X0 is None else X0 / scale
     R = B.copy() if X0 is None else B - apply(X)
     Z = precondition(R) if precondition is not None else R
     P = Z.copy()
@@ -150,6 +155,9 @@ def block_cg(apply, B, tol, maxiter, precondition=None, X0=None, progress=False,
             ConvergenceWarning,
             stacklevel=3,
         )
+    X *= scale
+    if not np.isfinite(X).all():
+        raise FloatingPointError(f"{who}: the solution overflows float64; rescale y or raise diag_reg")
     return X, it, res, converged
 
 

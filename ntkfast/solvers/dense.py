@@ -125,6 +125,8 @@ def _dense_matrix(K, overwrite_k: bool) -> np.ndarray:
     """K as a square finite float64 array: K itself when it may be overwritten, else a budgeted copy."""
     if hasattr(K, "toarray") or hasattr(K, "tocsr"):
         raise ArgumentTypeError("K: sparse matrices are not supported; pass a dense array")
+    if isinstance(K, np.ndarray) and np.iscomplexobj(K):
+        raise ArgumentTypeError("K: complex matrices are not supported; pass a real symmetric kernel matrix")
     if overwrite_k and isinstance(K, np.ndarray) and K.dtype == np.float64 and K.flags.writeable:
         A = K
     else:
@@ -193,7 +195,13 @@ def factor_solve(K: np.ndarray, Y: np.ndarray, diag_reg: float, absolute: bool) 
         detail = f"Cholesky pivot {i} is {pivots[i]:.3g}, at round-off level {floor:.3g}"
         raise singular_kernel_error(diag_reg, absolute, mean_diag, detail=detail)
     with lapack_threads(n):
-        return scipy.linalg.cho_solve((c, lower), Y, check_finite=False)
+        alpha = scipy.linalg.cho_solve((c, lower), Y, check_finite=False)
+    if not np.isfinite(alpha).all():
+        raise FloatingPointError(
+            f"the coefficients (K + reg I)^-1 y overflow float64 (K's diagonal is at scale {scale:.3g}); "
+            "rescale K (and y) towards 1"
+        )
+    return alpha
 
 
 def cholesky_solve(
@@ -235,5 +243,7 @@ def cholesky_solve(
     check_lapack_size(len(A), "K", "use conjugate_gradient or nystrom", cholesky=True)
     check_symmetric(A)
     Y, squeeze = check_targets(y, len(A))
+    if np.shares_memory(Y, A):  # y is a view of the K that is about to be overwritten
+        Y = Y.copy()
     alpha = factor_solve(A, Y, diag_reg, bool(diag_reg_absolute_scale))
     return alpha[:, 0] if squeeze else alpha
