@@ -26,7 +26,7 @@ from ._validation import (
 )
 from .errors import ArgumentError, ArgumentTypeError, SingularKernelError
 from .solvers.cg import check_symmetric_operator
-from .solvers.dense import check_symmetric
+from .solvers.dense import NonFiniteError, check_symmetric
 
 __all__ = ["SpectrumResult", "analyze"]
 
@@ -323,7 +323,7 @@ def analyze(
                 "clearly above round-off; ask for fewer eigenpairs (k) or use method='eigsh'"
             ) from None
     if not np.isfinite(lam).all():
-        raise FloatingPointError(f"analyze: {method} returned NaN/inf eigenvalues")
+        raise NonFiniteError(f"analyze: {method} returned NaN/inf eigenvalues")
     order = np.argsort(lam)[::-1]
     lam, V = np.clip(lam[order], 0.0, None), V[:, order]  # round-off negatives clipped
 

@@ -416,3 +416,12 @@ def test_targets_that_alias_k_and_other_malformed_targets(rng):
         solvers.cholesky_solve(K, np.ones((30, 0)))
     with pytest.raises(nf.errors.ArgumentError, match="k >= 1"):
         solvers.conjugate_gradient(nf.GramOperator(ARCH, rng.standard_normal((30, 3))), np.ones((30, 0)))
+
+
+def test_non_finite_results_are_library_errors():
+    from scipy.sparse.linalg import aslinearoperator
+
+    nan_op = aslinearoperator(np.full((4, 4), np.nan))
+    with pytest.raises(solvers.NonFiniteError, match="NaN") as info:
+        solvers.conjugate_gradient(nan_op, np.ones(4), preconditioner=None)
+    assert isinstance(info.value, nf.errors.NtkfastError) and isinstance(info.value, FloatingPointError)

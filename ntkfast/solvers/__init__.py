@@ -30,7 +30,14 @@ works).
 from __future__ import annotations
 
 from .cg import CGResult, ConvergenceWarning, conjugate_gradient
-from .dense import cho_factor_inplace, cholesky_solve, diag_regularizer, lapack_threads, singular_kernel_error
+from .dense import (
+    NonFiniteError,
+    cho_factor_inplace,
+    cholesky_solve,
+    diag_regularizer,
+    lapack_threads,
+    singular_kernel_error,
+)
 from .memory import NYSTROM_MIN_M, default_centers
 from .nystrom import leverage_centers, nystrom
 from .planner import SolverPlan, plan_solver, solve
@@ -41,6 +48,7 @@ __all__ = [
     "ConvergenceWarning",
     "KernelRidgeResult",
     "NYSTROM_MIN_M",
+    "NonFiniteError",
     "SolverPlan",
     "cho_factor_inplace",
     "cholesky_solve",

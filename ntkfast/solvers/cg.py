@@ -18,7 +18,7 @@ from scipy.sparse.linalg import LinearOperator
 from .. import tiling
 from .._validation import check_choice, check_positive_float, check_positive_int, check_targets
 from ..errors import ArgumentError, ArgumentTypeError
-from .dense import diag_regularizer
+from .dense import NonFiniteError, diag_regularizer
 
 __all__ = [
     "CGResult",
@@ -69,7 +69,7 @@ def check_symmetric_operator(op: LinearOperator, name: str = "op") -> None:
     U = np.random.default_rng(0).standard_normal((n, 2))
     W = np.asarray(op @ U, dtype=np.float64).reshape(n, 2)
     if not np.isfinite(W).all():
-        raise FloatingPointError(f"{name}: the operator returned NaN/inf")
+        raise NonFiniteError(f"{name}: the operator returned NaN/inf")
     rtol = 1e-3 if np.dtype(getattr(op, "dtype", None) or np.float64) == np.float32 else 1e-6
     gap = abs(U[:, 0] @ W[:, 1] - U[:, 1] @ W[:, 0])
     scale = 0.5 * (
@@ -86,7 +86,7 @@ def block_cg(apply, B, tol, maxiter, precondition=None, X0=None, progress=False,
     """Preconditioned CG for ``A X = B`` on all columns of B at once (one ``apply`` per step).
 
     Stops when every column's relative residual ``||b - A x|| / ||b||`` is at most ``tol``, or
-    after ``maxiter`` steps (ConvergenceWarning).  NaN/inf raises FloatingPointError; a step
+    after ``maxiter`` steps (ConvergenceWarning).  NaN/inf raises NonFiniteError (a FloatingPointError); a step
     with ``p^T A p <= 0`` on an unconverged column (A not positive definite, or precision
     exhausted) stops with a ConvergenceWarning instead of looping on to ``maxiter``.
     KeyboardInterrupt propagates (the progress bar is closed on the way).
@@ -118,7 +118,7 @@ def block_cg(apply, B, tol, maxiter, precondition=None, X0=None, progress=False,
             AP = apply(P)
             pap = np.sum(P * AP, axis=0)
             if not np.isfinite(pap).all():
-                raise FloatingPointError(f"{who}: the operator returned NaN/inf at iteration {it + 1}")
+                raise NonFiniteError(f"{who}: the operator returned NaN/inf at iteration {it + 1}")
             active = res > tol  # converged columns stay put
             if (pap[active] <= 0).any():
                 breakdown = True
@@ -128,9 +128,7 @@ def block_cg(apply, B, tol, maxiter, precondition=None, X0=None, progress=False,
             R -= AP * step
             res = np.linalg.norm(R, axis=0) / norm_b
             if not np.isfinite(res).all():
-                raise FloatingPointError(
-                    f"{who}: the residual became NaN/inf (is the operator positive semi-definite?)"
-                )
+                raise NonFiniteError(f"{who}: the residual became NaN/inf (is the operator positive semi-definite?)")
             Z = precondition(R) if precondition is not None else R
             rz_new = np.sum(R * Z, axis=0)
             P = Z + P * np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
@@ -157,7 +155,7 @@ def block_cg(apply, B, tol, maxiter, precondition=None, X0=None, progress=False,
         )
     X *= scale
     if not np.isfinite(X).all():
-        raise FloatingPointError(f"{who}: the solution overflows float64; rescale y or raise diag_reg")
+        raise NonFiniteError(f"{who}: the solution overflows float64; rescale y or raise diag_reg")
     return X, it, res, converged
 
 
@@ -204,8 +202,8 @@ def conjugate_gradient(
 
     Raises
     ------
-    FloatingPointError
-        The operator returned NaN or inf.
+    NonFiniteError
+        The operator returned NaN or inf (a ``FloatingPointError``).
     KeyboardInterrupt
         Ctrl-C stops at the next product; nothing is returned.
     """

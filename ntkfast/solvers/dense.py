@@ -17,9 +17,10 @@ import scipy.linalg
 
 from .. import config, tiling
 from .._validation import check_lapack_size, check_nonnegative_float, check_targets
-from ..errors import ArgumentError, ArgumentTypeError, SingularKernelError
+from ..errors import ArgumentError, ArgumentTypeError, NtkfastError, SingularKernelError
 
 __all__ = [
+    "NonFiniteError",
     "check_symmetric",
     "cho_factor_inplace",
     "cholesky_solve",
@@ -28,6 +29,12 @@ __all__ = [
     "lapack_threads",
     "singular_kernel_error",
 ]
+
+
+class NonFiniteError(NtkfastError, FloatingPointError):
+    """A computation produced NaN or inf from finite inputs (an operator that returns NaN, a
+    solution beyond float64's range); the message says what to rescale.  A ``FloatingPointError``
+    for callers that catch that."""
 
 
 def diag_regularizer(diag: np.ndarray, diag_reg: float, absolute: bool = False) -> float:
@@ -204,7 +211,7 @@ def factor_solve(K: np.ndarray, Y: np.ndarray, diag_reg: float, absolute: bool) 
     with lapack_threads(n):
         alpha = scipy.linalg.cho_solve((c, lower), Y, check_finite=False)
     if not np.isfinite(alpha).all():
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"the coefficients (K + reg I)^-1 y overflow float64 (K's diagonal is at scale {scale:.3g}); "
             "rescale K (and y) towards 1"
         )
