@@ -112,6 +112,8 @@ class SpectrumResult:
         tol = check_nonnegative_float(tol, "tol")
         if self.loss(0.0) <= tol:
             return 0.0
+        if tol == 0:  # the loss decays to 0 only as t -> inf (a finite answer would be underflow's)
+            return math.inf
         floor = float(self.loss(1e300))
         if floor > tol:
             return math.inf

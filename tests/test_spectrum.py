@@ -140,3 +140,10 @@ def test_extreme_scales_give_results_or_clear_errors():
     res = spectrum.analyze(K, y=v, lr=3 * 32 / lam[-1])
     loss = res.loss(np.array([0.0, 1.0, np.inf]), discrete=True)
     assert not np.isnan(loss).any() and loss[0] == pytest.approx(0.5 / 32)
+
+
+def test_time_to_loss_zero_is_infinite():
+    K, _ = _circulant(16)
+    res = spectrum.analyze(K, y=np.ones(16))
+    assert res.time_to_loss(0.0) == np.inf
+    assert np.isfinite(res.time_to_loss(1e-300))
