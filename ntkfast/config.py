@@ -50,6 +50,25 @@ BLOCK_BYTES = 64 * 2**20  # row blocks of K_nm streamed by the Nystrom products
 CACHED_BLOCK_BYTES = 2**20  # row blocks when K_nm is cached (it is already in memory)
 LEVERAGE_POOL = 10  # leverage-score centres are drawn from a uniform pool of this many times m
 
+# ------------------------------------------------------------------------------------ networks
+# Largest MLP depth.  Every kernel entry costs O(depth) (10**5 layers of a 1000 x 1000 kernel are
+# 10**11 entry-layers, minutes of work), and the per-layer coefficients and widths are O(depth)
+# arrays; far below this most activations' kernels have converged to their fixed point.
+MAX_DEPTH = 100_000
+# Largest width: the standard parameterization's NTK uses the width as a float64 coefficient,
+# exact only up to 2**53 (finite networks are bounded by the memory budget long before).
+MAX_WIDTH = 2**53
+MAX_BLOCK = 4096  # rows per block of the empirical NTK when the budget allows more
+SYMMETRIC_MIN_BLOCK, SYMMETRIC_MAX_BLOCK = 256, 512  # block rows for K(X, X) (mirrored): still efficient GEMMs
+MAX_SAMPLES = 10**6  # monte_carlo_kernel: beyond this the O(1/width) finite-width bias dominates any width
+
+# ------------------------------------------------------------------------------------ estimators
+# diag_reg="auto" picks the ridge by exact leave-one-out on at most this many training points
+AUTO_DIAG_REG_N = 1000
+# ... and uses this one where that is impossible (fewer than 3 points)
+FALLBACK_DIAG_REG = 1e-2
+NYSTROM_MIN_M = 100  # the smallest Nystrom model the planner considers when refusing
+
 # ------------------------------------------------------------------------------------ dask
 DEFAULT_CHUNK = 2048  # rows per block of the distributed kernel
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import config
 from ._validation import (
     check_arch,
     check_array,
@@ -41,15 +42,12 @@ from ._validation import (
     check_seed,
     check_targets,
 )
+from .config import check_fits, format_bytes, memory_budget
 from .errors import ArgumentError, ArgumentTypeError, InsufficientMemoryError
 from .spec import MLP
-from .tiling import check_fits, format_bytes, memory_budget
 
 __all__ = ["FiniteMLP", "TrainingDivergedError", "TrainResult", "monte_carlo_kernel"]
 
-MAX_BLOCK = 4096  # rows per block of the empirical NTK when the budget allows more
-SYMMETRIC_MIN_BLOCK, SYMMETRIC_MAX_BLOCK = 256, 512  # block rows for K(X, X) (mirrored): still efficient GEMMs
-MAX_SAMPLES = 10**6  # monte_carlo_kernel: beyond this the O(1/width) finite-width bias dominates any width
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -458,7 +456,7 @@ class FiniteMLP:
         if symmetric and cached and block_size is None:
             # smaller blocks skip more of the mirrored lower triangle (4 blocks a side: 10 of 16
             # products); features are computed once per block either way
-            bs = min(bs, max(SYMMETRIC_MIN_BLOCK, min(SYMMETRIC_MAX_BLOCK, -(-n // 4))))
+            bs = min(bs, max(config.SYMMETRIC_MIN_BLOCK, min(config.SYMMETRIC_MAX_BLOCK, -(-n // 4))))
         y_blocks = {j0: features(Y[j0 : j0 + bs]) for j0 in range(0, m, bs)} if cached else {}
 
         def y_features(j0):
@@ -486,7 +484,7 @@ class FiniteMLP:
         return 8 * total
 
     def _check_block_size(self, block_size, traced: bool, rows: int) -> int:
-        """Rows per block (at most ``rows``): ``block_size``, or the most (up to :data:`MAX_BLOCK`) that
+        """Rows per block (at most ``rows``): ``block_size``, or the most (up to :data:`config.MAX_BLOCK`) that
         the memory budget allows for two blocks of features and the block's products."""
         per_row = 2 * self._row_bytes(traced)
         per_pair = 8 * (4 if traced else 4 * self.out_dim**2)
@@ -494,7 +492,7 @@ class FiniteMLP:
         if block_size is None:
             # the largest bs with bs * per_row + bs^2 * per_pair <= budget
             disc = per_row * per_row + 4 * per_pair * budget
-            block_size = min(MAX_BLOCK, int((math.sqrt(disc) - per_row) / (2 * per_pair)))
+            block_size = min(config.MAX_BLOCK, int((math.sqrt(disc) - per_row) / (2 * per_pair)))
         block_size = max(1, min(block_size, rows))
         need = block_size * per_row + block_size**2 * per_pair
         if need > budget:
@@ -676,7 +674,7 @@ def monte_carlo_kernel(
     """
     arch = check_arch(arch)
     get = check_choice(get, "get", ("nngp", "ntk"))
-    n_samples = check_positive_int(n_samples, "n_samples", allow_none=False, maximum=MAX_SAMPLES)
+    n_samples = check_positive_int(n_samples, "n_samples", allow_none=False, maximum=config.MAX_SAMPLES)
     seed = check_nonnegative_int(seed, "seed")
     out_dim = check_positive_int(out_dim, "out_dim", allow_none=False)
     if width is not None:

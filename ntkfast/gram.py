@@ -39,12 +39,6 @@ def _validate(arch, X, Y, dtype):
     return arch, X, Y, dtype
 
 
-# Compatibility for backends/gpu.py until it calls ntkfast.engine directly (remove then).
-_prepare = engine.prepare_rows
-_coefficients = engine.coefficients
-_REFINE_TOL32 = config.REFINE_TOL32
-
-
 def _check_threads(tile, n_jobs):
     """``tile`` and ``n_jobs`` as positive ints (or None), refused above their sane maxima."""
     tile = check_positive_int(tile, "tile")

@@ -19,12 +19,12 @@ import scipy.linalg
 
 from ._validation import (
     check_lapack_size,
-    check_nonnegative_float,
     check_positive_float,
     check_positive_int,
     check_real,
 )
 from .errors import ArgumentError, ArgumentTypeError, SingularKernelError
+from .solvers.dense import diag_regularizer, eigenvalue_cutoff, flow_gain
 
 __all__ = [
     "gradient_descent_mse",
@@ -106,26 +106,6 @@ def _steps(steps) -> np.ndarray:
     return s_arr.astype(np.int64)
 
 
-def diag_regularizer(diag: np.ndarray, diag_reg: float, absolute: bool = False) -> float:
-    """The ridge added to the diagonal: ``diag_reg * mean(diag)``, or ``diag_reg`` if ``absolute``.
-
-    Parameters
-    ----------
-    diag : ndarray of shape (n,)
-        The diagonal of the kernel matrix.
-    diag_reg : float
-        A finite number >= 0.
-    absolute : bool, default=False
-        Take ``diag_reg`` as it is rather than relative to the mean diagonal.
-
-    Returns
-    -------
-    float
-    """
-    diag_reg = check_nonnegative_float(diag_reg, "diag_reg")
-    return float(diag_reg * (1.0 if absolute else np.mean(diag)))
-
-
 def _regularize(K, diag_reg: float, absolute: bool) -> np.ndarray:
     reg = diag_regularizer(np.diag(K), diag_reg, absolute)
     return K if reg == 0 else K + reg * np.eye(len(K))
@@ -144,16 +124,6 @@ def _initial(f0, shape, name: str) -> np.ndarray:
         return np.broadcast_to(f0, shape)
     except ValueError:
         raise ArgumentError(f"{name}: cannot broadcast shape {f0.shape} to {shape}") from None
-
-
-def eigenvalue_cutoff(lam: np.ndarray) -> float:
-    """The round-off level of the eigenvalues ``lam`` of an (n, n) PSD matrix: ``n eps max(lam)``.
-
-    Eigenvalues at or below it are indistinguishable from 0 (LAPACK's eigenvalues carry an
-    absolute error of order ``n eps ||K||``); :func:`flow_gain` and the dynamics treat them as 0.
-    """
-    top = float(np.max(lam)) if len(lam) else 0.0
-    return max(top, 0.0) * len(lam) * np.finfo(np.float64).eps
 
 
 def _eigh(K):
@@ -191,33 +161,6 @@ def max_learning_rate(K_train, n_outputs: int = 1, momentum: float = 0.0) -> flo
     return 2.0 * (1.0 + momentum) * K.shape[0] * n_outputs / lam_max
 
 
-def flow_gain(lam: np.ndarray, lr_t_over_n: float) -> np.ndarray:
-    """(1 - exp(-lr lam t / N)) / lam per mode: what the test outputs gain along each eigenvector.
-
-    Round-off eigenvalues (at or below :func:`eigenvalue_cutoff`, zeros included) get 0: their
-    modes do not move (along a true null vector of Theta the test-train kernel vanishes too).
-    ``lr_t_over_n = inf`` gives the pseudo-inverse, 1/lam on the range of Theta.
-
-    Parameters
-    ----------
-    lam : ndarray of shape (n,)
-        Eigenvalues of the train kernel.
-    lr_t_over_n : float
-        ``lr * t / N`` (np.inf allowed).
-
-    Returns
-    -------
-    ndarray of shape (n,)
-    """
-    lam = np.asarray(lam, dtype=np.float64)
-    moving = lam > eigenvalue_cutoff(lam)
-    safe = np.where(moving, lam, 1.0)
-    if np.isinf(lr_t_over_n):
-        return np.where(moving, 1.0 / safe, 0.0)
-    return np.where(moving, -np.expm1(-safe * lr_t_over_n) / safe, 0.0)
-
-
-_flow_gain = flow_gain  # the name ntkfast.sklearn used before flow_gain was public
 
 
 def _singular(K, what: str, diag_reg_name: str = "diag_reg") -> SingularKernelError:

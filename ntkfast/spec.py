@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from scipy import special
 
+from . import config
 from .config import check_fits
 from .errors import ArgumentError, ArgumentTypeError
 
@@ -27,13 +28,6 @@ RECTIFIED_MONOMIAL = 16
 MONOMIAL = 32
 MAX_RECTIFIED_DEGREE = 5
 MAX_MONOMIAL_DEGREE = 8
-# Largest MLP depth.  Every kernel entry costs O(depth) (10**5 layers of a 1000 x 1000 kernel are
-# 10**11 entry-layers, minutes of work), and the per-layer coefficients and widths are O(depth)
-# arrays; far below this most activations' kernels have converged to their fixed point.
-MAX_DEPTH = 100_000
-# Largest width: the standard parameterization's NTK uses the width as a float64 coefficient,
-# exact only up to 2**53 (finite networks are bounded by the memory budget long before).
-MAX_WIDTH = 2**53
 
 
 def _real(value, name: str) -> float:
@@ -449,7 +443,7 @@ class RandomFourierFeatures(InputMap):
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "n_features", _check_int(self.n_features, "n_features", 1, MAX_WIDTH))
+        object.__setattr__(self, "n_features", _check_int(self.n_features, "n_features", 1, config.MAX_WIDTH))
         scale = _check_real(self.scale, "scale")
         if scale <= 0:
             raise ArgumentError(f"scale must be > 0, got {self.scale}")
@@ -520,8 +514,8 @@ class MLP:
     input_map: InputMap | None = None
 
     def __post_init__(self):
-        why = " (each kernel entry costs O(depth); see ntkfast.spec.MAX_DEPTH)"
-        object.__setattr__(self, "depth", _check_int(self.depth, "depth", 0, MAX_DEPTH, why))
+        why = " (each kernel entry costs O(depth); see ntkfast.config.MAX_DEPTH)"
+        object.__setattr__(self, "depth", _check_int(self.depth, "depth", 0, config.MAX_DEPTH, why))
         object.__setattr__(self, "activation", get_activation(self.activation))
         W_std = _check_real(self.W_std, "W_std")
         if W_std < 0:
@@ -579,7 +573,7 @@ width=7, residual=True, input_map=None)
             raise ArgumentTypeError(f"width must be an int or a tuple of ints, got {width!r}")
         if any(w < 1 for w in widths):
             raise ArgumentError(f"width must be >= 1, got {width}")
-        if any(w > MAX_WIDTH for w in widths):
+        if any(w > config.MAX_WIDTH for w in widths):
             raise ArgumentError(
                 f"width: {max(widths)} is above the largest supported width, 2**53 (the standard "
                 "parameterization uses it as a float64 coefficient)"

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import ntkfast as nf
-from ntkfast import gram
+from ntkfast import engine
 from ntkfast._validation import check_backend
 from ntkfast.backends import gpu
 
@@ -156,7 +156,7 @@ def test_pack_args_casts_to_the_c_types():
 
 def test_pack_coefficients_layout():
     arch = nf.MLP(depth=3, activation=nf.Erf(1.3, 0.7, 0.2), W_std=1.2, b_std=0.3, residual=True)
-    coef = gram._coefficients(arch, 7, np.dtype(np.float32))
+    coef = engine.coefficients(arch, 7, np.dtype(np.float32))
     packed = gpu.pack_coefficients(coef, np.float32)
     assert packed.dtype == np.float32
     first, steps = arch.layer_coefficients(7)

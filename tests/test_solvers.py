@@ -191,7 +191,7 @@ def test_plan_solver_choices_and_refusals():
     assert roomy.method == "nystrom" and roomy.cache
     assert roomy.needs["nystrom_cached"] - roomy.needs["nystrom"] > 10**6 * 2000 * 4 - nf.config.BLOCK_BYTES - 1
     shrunk = solvers.plan_solver(10**6, d=28, budget="350M")
-    assert shrunk.method == "nystrom" and solvers.NYSTROM_MIN_M <= shrunk.m < 2000
+    assert shrunk.method == "nystrom" and nf.config.NYSTROM_MIN_M <= shrunk.m < 2000
     with pytest.raises(nf.InsufficientMemoryError, match=r"No solver fits: n = 1000000: exact Cholesky needs 7\.3 TiB"):
         solvers.plan_solver(10**6, d=28, budget="50M")
     with pytest.raises(

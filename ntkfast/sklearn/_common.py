@@ -10,14 +10,10 @@ import numpy as np
 from ..errors import ArgumentError, ArgumentTypeError
 from ._loo import EigenLOO, best_index, classification_score, regression_score
 
-__all__ = ["DIAG_REGS", "AUTO_DIAG_REG_N", "FALLBACK_DIAG_REG", "Progress", "check_verbose", "select_diag_reg"]
+__all__ = ["DIAG_REGS", "Progress", "check_verbose", "select_diag_reg"]
 
 # ridges relative to mean(diag K): 1e-5 (noiseless data) to 100 (mostly noise), half a decade apart
 DIAG_REGS = tuple(float(r) for r in np.logspace(-5, 2, 15))
-# diag_reg="auto" picks the ridge by exact leave-one-out on at most this many training points
-AUTO_DIAG_REG_N = 1000
-# ... and uses this one where that is impossible (fewer than 3 points)
-FALLBACK_DIAG_REG = 1e-2
 
 
 def check_verbose(verbose) -> int:

@@ -17,7 +17,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .. import predict, solvers
+from .. import config, solvers
 from .._validation import (
     check_choice,
     check_lapack_size,
@@ -28,8 +28,9 @@ from .._validation import (
 from ..config import format_bytes
 from ..errors import ArgumentError, SingularKernelError
 from ..gram import kernel, kernel_diag
+from ..solvers.dense import diag_regularizer, flow_gain
 from ..spec import MLP
-from ._common import AUTO_DIAG_REG_N, DIAG_REGS, FALLBACK_DIAG_REG, Progress, check_verbose, select_diag_reg
+from ._common import DIAG_REGS, Progress, check_verbose, select_diag_reg
 from ._loo import fit_temperature
 
 __all__ = ["NTKRegressor", "NTKClassifier"]
@@ -118,19 +119,6 @@ def check_diag_reg(diag_reg, allow_auto: bool = True):
             return "auto"
         raise ArgumentError(f"diag_reg: expected a finite number >= 0 or 'auto', got {diag_reg!r}")
     return check_nonnegative_float(diag_reg, "diag_reg")
-
-
-def flow_gain(lam: np.ndarray, lr_t_over_n: float) -> np.ndarray:
-    """(1 - exp(-lr lam t / N)) / lam per mode, its limit lr t / N at lam = 0 (t = inf: 1/lam, 0).
-
-    The gradient-flow gain of ``ntkfast.predict`` (private there); at merge the dense helpers'
-    public home replaces this copy.
-    """
-    positive = lam > 0
-    safe = np.where(positive, lam, 1.0)
-    if np.isinf(lr_t_over_n):
-        return np.where(positive, 1.0 / safe, 0.0)
-    return np.where(positive, -np.expm1(-lam * lr_t_over_n) / safe, lr_t_over_n)
 
 
 def _singular(reg: float, n: int) -> SingularKernelError:
@@ -224,15 +212,15 @@ class NTKBase(BaseEstimator):
     def _auto_diag_reg(self, X, Y, K=None) -> float:
         """The ridge "auto" picks: the least leave-one-out squared error over ``DIAG_REGS`` (for a
         classifier on its one-hot targets: the kernel regression's own loss, smoother than accuracy)
-        on at most ``AUTO_DIAG_REG_N`` training points (a fixed random subset; the Gram's sub-block
+        on at most ``config.AUTO_DIAG_REG_N`` training points (a fixed random subset; the Gram's sub-block
         when K is there)."""
         n = len(X)
         if n < 3:
-            return FALLBACK_DIAG_REG
-        if n <= AUTO_DIAG_REG_N:
+            return config.FALLBACK_DIAG_REG
+        if n <= config.AUTO_DIAG_REG_N:
             idx = np.arange(n)
         else:
-            idx = np.sort(np.random.default_rng(0).choice(n, AUTO_DIAG_REG_N, replace=False))
+            idx = np.sort(np.random.default_rng(0).choice(n, config.AUTO_DIAG_REG_N, replace=False))
         K_sub = self._gram(X[idx]) if K is None else K[np.ix_(idx, idx)]
         chosen, _ = select_diag_reg(K_sub, Y[idx], None, DIAG_REGS)
         return chosen
@@ -279,7 +267,7 @@ class NTKBase(BaseEstimator):
         self.diag_reg_ = self._auto_diag_reg(X, Y, K) if auto else float(self.diag_reg)
         if auto:
             progress.say(f"diag_reg = {self.diag_reg_:.3g} (auto: leave-one-out over {len(DIAG_REGS)} values)")
-        reg = predict.diag_regularizer(np.diag(K), self.diag_reg_)
+        reg = diag_regularizer(np.diag(K), self.diag_reg_)
         self._reg = reg
         posterior = posterior and self.kernel == "nngp" and np.isinf(self.t)
         if self.solver_ == "cholesky":

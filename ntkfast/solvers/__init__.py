@@ -38,7 +38,7 @@ from .dense import (
     lapack_threads,
     singular_kernel_error,
 )
-from .memory import NYSTROM_MIN_M, default_centers
+from .memory import default_centers
 from .nystrom import leverage_centers, nystrom
 from .planner import SolverPlan, plan_solver, solve
 from .result import KernelRidgeResult
@@ -47,7 +47,6 @@ __all__ = [
     "CGResult",
     "ConvergenceWarning",
     "KernelRidgeResult",
-    "NYSTROM_MIN_M",
     "NonFiniteError",
     "SolverPlan",
     "cho_factor_inplace",

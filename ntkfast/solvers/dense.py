@@ -25,6 +25,8 @@ __all__ = [
     "cho_factor_inplace",
     "cholesky_solve",
     "diag_regularizer",
+    "eigenvalue_cutoff",
+    "flow_gain",
     "factor_solve",
     "lapack_threads",
     "singular_kernel_error",
@@ -59,6 +61,42 @@ def diag_regularizer(diag: np.ndarray, diag_reg: float, absolute: bool = False) 
     """
     diag_reg = check_nonnegative_float(diag_reg, "diag_reg")
     return float(diag_reg * (1.0 if absolute else np.mean(diag)))
+
+
+def eigenvalue_cutoff(lam: np.ndarray) -> float:
+    """The round-off level of the eigenvalues ``lam`` of an (n, n) PSD matrix: ``n eps max(lam)``.
+
+    Eigenvalues at or below it are indistinguishable from 0 (LAPACK's eigenvalues carry an
+    absolute error of order ``n eps ||K||``); :func:`flow_gain` and the dynamics treat them as 0.
+    """
+    top = float(np.max(lam)) if len(lam) else 0.0
+    return max(top, 0.0) * len(lam) * np.finfo(np.float64).eps
+
+
+def flow_gain(lam: np.ndarray, lr_t_over_n: float) -> np.ndarray:
+    """(1 - exp(-lr lam t / N)) / lam per mode: what the test outputs gain along each eigenvector.
+
+    Round-off eigenvalues (at or below :func:`eigenvalue_cutoff`, zeros included) get 0: their
+    modes do not move (along a true null vector of Theta the test-train kernel vanishes too).
+    ``lr_t_over_n = inf`` gives the pseudo-inverse, 1/lam on the range of Theta.
+
+    Parameters
+    ----------
+    lam : ndarray of shape (n,)
+        Eigenvalues of the train kernel.
+    lr_t_over_n : float
+        ``lr * t / N`` (np.inf allowed).
+
+    Returns
+    -------
+    ndarray of shape (n,)
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    moving = lam > eigenvalue_cutoff(lam)
+    safe = np.where(moving, lam, 1.0)
+    if np.isinf(lr_t_over_n):
+        return np.where(moving, 1.0 / safe, 0.0)
+    return np.where(moving, -np.expm1(-safe * lr_t_over_n) / safe, 0.0)
 
 
 def singular_kernel_error(

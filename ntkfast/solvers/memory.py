@@ -23,9 +23,8 @@ from .._validation import check_real
 from ..errors import ArgumentError, ArgumentTypeError, ConfigError
 from .cg import CG_VECTORS
 
-__all__ = ["NYSTROM_MIN_M", "data_bytes", "default_centers", "nystrom_bytes", "resolve_budget", "solver_needs"]
+__all__ = ["data_bytes", "default_centers", "nystrom_bytes", "resolve_budget", "solver_needs"]
 
-NYSTROM_MIN_M = 100  # the smallest Nyström model the planner considers when refusing
 
 
 def resolve_budget(budget) -> int:
@@ -57,7 +56,7 @@ def default_centers(n: int) -> int:
     >>> default_centers(10**6)
     2000
     """
-    return int(min(n, max(NYSTROM_MIN_M, round(2 * math.sqrt(n)))))
+    return int(min(n, max(config.NYSTROM_MIN_M, round(2 * math.sqrt(n)))))
 
 
 def data_bytes(n: int, n_test: int, k: int, d: int, n_jobs: int) -> int:

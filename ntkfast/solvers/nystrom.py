@@ -32,10 +32,10 @@ from ..spec import MLP
 from ..tiling import default_n_jobs, format_bytes
 from .cg import block_cg
 from .dense import diag_regularizer
-from .memory import NYSTROM_MIN_M, default_centers, resolve_budget, solver_needs
+from .memory import default_centers, resolve_budget, solver_needs
 from .result import KernelRidgeResult
 
-__all__ = ["NYSTROM_MIN_M", "default_centers", "leverage_centers", "nystrom"]
+__all__ = ["default_centers", "leverage_centers", "nystrom"]
 
 
 def _upper_cholesky(M: np.ndarray, what: str) -> np.ndarray:
@@ -183,7 +183,7 @@ def _check_cache(cache, n, m, k, d, dtype, budget, distributed: bool) -> bool:
         raise InsufficientMemoryError(
             f"nystrom: m = {m} centres with K_nm ({n} x {m}, {dtype.name}) streamed by row blocks need "
             f"{format_bytes(needs['nystrom'])} but the memory budget is {format_bytes(budget)}; use fewer "
-            f"centres (m, at least {NYSTROM_MIN_M} is sensible), dtype=float32, or raise the budget "
+            f"centres (m, at least {config.NYSTROM_MIN_M} is sensible), dtype=float32, or raise the budget "
             "(budget= or NTKFAST_MEMORY_BUDGET)"
         )
     fits = needs["nystrom_cached"] <= budget

@@ -28,7 +28,7 @@ from ..spec import MLP
 from ..tiling import default_n_jobs, format_bytes
 from .cg import check_cg_vectors, conjugate_gradient
 from .dense import diag_regularizer, factor_solve
-from .memory import NYSTROM_MIN_M, data_bytes, default_centers, nystrom_bytes, resolve_budget, solver_needs
+from .memory import data_bytes, default_centers, nystrom_bytes, resolve_budget, solver_needs
 from .nystrom import nystrom
 from .result import KernelRidgeResult
 
@@ -98,7 +98,7 @@ def plan_solver(
     Raises
     ------
     InsufficientMemoryError
-        The chosen method (for "auto": even Nyström with ``NYSTROM_MIN_M`` centres and K_nm
+        The chosen method (for "auto": even Nyström with ``config.NYSTROM_MIN_M`` centres and K_nm
         streamed) cannot fit.
 
     Examples
@@ -142,7 +142,7 @@ def plan_solver(
             return SolverPlan("cg", f"the Gram does not fit and n <= {cg_max}. {summary}", budget, needs, m, cache)
         if needs["nystrom"] <= budget:
             return SolverPlan("nystrom", f"n > {cg_max} or CG does not fit. {summary}", budget, needs, m, cache)
-        m_min = min(n, NYSTROM_MIN_M)
+        m_min = min(n, config.NYSTROM_MIN_M)
         if nystrom_needs(m_min) <= budget:
             m_fit = m_min
             while m_fit < m and nystrom_needs(2 * m_fit) <= budget:
