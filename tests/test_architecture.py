@@ -65,9 +65,7 @@ LAZY_UPWARD = {
 # What the code on this branch still breaks (rule, importer, imported or name). The lead empties this at
 # merge, when the engine layer (ntkfast/engine.py) and the GPU package stop reaching into gram's privates,
 # and the dense helpers get their one home (solvers/dense.py).
-KNOWN_VIOLATIONS = {
-    ("private", "ntkfast.solvers", "ntkfast.tiling._blas_controller"),  # lapack_threads' BLAS thread control
-}
+KNOWN_VIOLATIONS: set[tuple[str, str, str]] = set()
 
 
 # ------------------------------------------------------------------------------------------- the graph
