@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
 from .. import config
@@ -36,7 +37,7 @@ from .errors import (
     CommandError,
     Terminated,
 )
-from .files import sigterm_raises
+from .files import received_signal, sigterm_raises
 from .parser import build_parser
 
 __all__ = [
@@ -67,10 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     prog = parser.prog
     try:
-        with sigterm_raises():
-            args = parser.parse_args(argv or ["demo"])
-            prog = args.parser.prog
-            return command_module(args.command).run(args)
+        try:
+            with sigterm_raises():
+                args = parser.parse_args(argv or ["demo"])
+                prog = args.parser.prog
+                return command_module(args.command).run(args)
+        except Exception:
+            signum = received_signal()  # a signal whose exception a C callback turned into another
+            if signum is None:
+                raise
+            raise (Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()) from None
     except SystemExit as exc:  # argparse: --help, --version (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
     except Terminated:

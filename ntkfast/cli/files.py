@@ -124,20 +124,41 @@ def _umask() -> int:
     return mask
 
 
+_received: list[int] = []  # the signals that arrived while sigterm_raises() was active
+
+
 def _raise_terminated(signum, frame):
+    _received.append(signum)
     raise Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    _received.append(signum)
+    raise KeyboardInterrupt()
+
+
+def received_signal() -> int | None:
+    """The last SIGTERM/SIGINT that arrived while :func:`sigterm_raises` was active, or None.
+
+    A signal that lands inside a C callback (Numba compiling a kernel, for one) has its exception
+    swallowed there and resurfaces as another error; the command still honours the signal."""
+    return _received[-1] if _received else None
 
 
 @contextlib.contextmanager
 def sigterm_raises():
-    """While active, SIGTERM raises :class:`Terminated` in the main thread (so ``finally`` blocks
-    run and partial files are removed); the previous handler is restored afterwards.  A no-op
+    """While active, SIGTERM raises :class:`Terminated` and SIGINT ``KeyboardInterrupt`` in the
+    main thread (so ``finally`` blocks run and partial files are removed), and both are recorded
+    (:func:`received_signal`); the previous handlers are restored afterwards.  A no-op
     outside the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _received.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

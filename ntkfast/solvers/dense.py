@@ -264,7 +264,7 @@ def cholesky_solve(
     Parameters
     ----------
     K : array-like of shape (n, n)
-        Symmetric positive semi-definite kernel matrix (symmetric to 1e-8 of max |K|, or refused).
+        Symmetric positive semi-definite kernel matrix (symmetric to 1e-8 of ``max |K|``, or refused).
     y : array-like of shape (n,) or (n, k)
     diag_reg : float, default=0.0
         Ridge, relative to ``mean(diag K)`` unless ``diag_reg_absolute_scale``.
