@@ -312,6 +312,23 @@ class GramOperator(LinearOperator):
             raise ArgumentError("diagonal: only defined for GramOperator(arch, X) with Y=None")
         return self._rows_x.diag(self.get).copy()
 
+    def matvec(self, x):
+        self._check_operand(x, vector=True)
+        return super().matvec(x)
+
+    def matmat(self, X):
+        self._check_operand(X, vector=False)
+        return super().matmat(X)
+
+    def _check_operand(self, V, vector: bool) -> None:
+        """A clear refusal (naming V and the shape expected) where SciPy would say "dimension mismatch"."""
+        shape = getattr(V, "shape", None)
+        m = self.shape[1]
+        ok = shape is not None and (shape in ((m,), (m, 1)) if vector else (len(shape) == 2 and shape[0] == m))
+        if not ok:
+            want = f"({m},) or ({m}, 1)" if vector else f"({m}, k)"
+            raise ArgumentError(f"V: expected shape {want} for this {self.shape[0]} x {m} operator, got {shape}")
+
     def _matvec(self, v):
         return self._matmat(np.asarray(v).reshape(-1, 1)).reshape(-1)
 
@@ -321,7 +338,7 @@ class GramOperator(LinearOperator):
             return self._matmat(V.real) + 1j * self._matmat(V.imag)
         V = np.ascontiguousarray(V, dtype=self.dtype)
         if not np.isfinite(V).all():
-            raise ValueError("V: contains NaN or inf")
+            raise ArgumentError("V: contains NaN or inf")
         if self.backend == "gpu":
             from .backends import gpu
 

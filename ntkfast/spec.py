@@ -335,11 +335,11 @@ def get_activation(activation: str | Activation) -> Activation:
     if isinstance(activation, str):
         key = activation.lower().replace("-", "_")
         if key not in ACTIVATIONS:
-            raise ValueError(
+            raise ArgumentError(
                 f"activation: unknown name {activation!r}; expected one of {sorted(ACTIVATIONS)}"
             )
         return ACTIVATIONS[key]()
-    raise TypeError(
+    raise ArgumentTypeError(
         f"activation must be a name or an ntkfast activation object, got {type(activation).__name__}"
     )
 
