@@ -179,8 +179,12 @@ def run_tiles(plan: TilePlan, work, n_jobs: int | None = None, progress: bool = 
                     bar.update()
 
             pool = ThreadPoolExecutor(max_workers=n_jobs)
-            futures = [pool.submit(run, w) for w in range(n_jobs)]
+            futures = []
             try:
+                # submits inside the try: a Ctrl-C landing in Thread.start() (it waits for the new
+                # thread) must still shut the pool down, or its workers keep the interpreter alive
+                for w in range(n_jobs):
+                    futures.append(pool.submit(run, w))
                 pending = futures
                 while pending:  # short waits: the main thread stays responsive to Ctrl-C
                     _, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
@@ -188,7 +192,7 @@ def run_tiles(plan: TilePlan, work, n_jobs: int | None = None, progress: bool = 
                         break
             finally:  # after Ctrl-C or a worker's exception the others stop after their current tile
                 cancel.set()
-                pool.shutdown(wait=True)
+                pool.shutdown(wait=True, cancel_futures=True)
             for f in futures:
                 f.result()  # re-raise a worker's exception
     finally:

@@ -319,3 +319,28 @@ def test_kernel_grad_peak_memory_is_what_it_budgets(rng):
     np.testing.assert_array_equal(dK, dK.transpose(1, 0, 2))
     np.testing.assert_allclose(K[:50, :50], ref_K, rtol=1e-13)
     np.testing.assert_allclose(dK[:50, :50], ref_dK, rtol=1e-12, atol=1e-15)
+
+
+def test_ctrl_c_while_starting_the_workers_leaves_no_thread_behind(monkeypatch):
+    """A Ctrl-C that lands in ``Thread.start()`` (it waits for the new thread) used to escape
+    before the pool was shut down: the started workers then kept the interpreter from exiting."""
+    import concurrent.futures
+    import threading
+
+    from ntkfast import tiling
+
+    real_submit = concurrent.futures.ThreadPoolExecutor.submit
+    calls = []
+
+    def submit(self, fn, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "submit", submit)
+    before = threading.active_count()
+    plan = tiling.TilePlan(64, 64, 8, False)
+    with pytest.raises(KeyboardInterrupt):
+        tiling.run_tiles(plan, lambda *tile: None, n_jobs=2)
+    assert threading.active_count() == before
