@@ -160,10 +160,11 @@ def test_real_full_disk_on_a_tiny_tmpfs(capsys, data, tiny_tmpfs):
 def test_interrupted_kernel_exits_cleanly_without_partial_file(tmp_path, sig, code):
     """Ctrl-C / SIGTERM during a long Gram: exit code 130 / 143, one line, no partial file.
 
-    (About 30 s of single-threaded work at depth 400; the signal comes once the partial file exists.)"""
+    (Minutes of single-threaded work at depth 5000, so it cannot finish first; the signal comes once
+    the partial file exists.)"""
     np.save(tmp_path / "X.npy", np.random.default_rng(0).standard_normal((4000, 5)).astype(np.float32))
     out = tmp_path / "K.npy"
-    cmd = [sys.executable, "-m", "ntkfast", "kernel", "X.npy", "-o", "K.npy", "--depth", "400", "--n-jobs", "1",
+    cmd = [sys.executable, "-m", "ntkfast", "kernel", "X.npy", "-o", "K.npy", "--depth", "5000", "--n-jobs", "1",
            "--no-progress"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -37,7 +37,7 @@ from .errors import (
     CommandError,
     Terminated,
 )
-from .files import received_signal, sigterm_raises
+from .files import raise_if_signalled, received_signal, sigterm_raises
 from .parser import build_parser
 
 __all__ = [
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             with sigterm_raises():
                 args = parser.parse_args(argv or ["demo"])
                 prog = args.parser.prog
-                return command_module(args.command).run(args)
+                code = command_module(args.command).run(args)
+                raise_if_signalled()  # the command finished, but a signal had asked it to stop
+                return code
         except Exception:
             signum = received_signal()  # a signal whose exception a C callback turned into another
             if signum is None:

@@ -110,6 +110,7 @@ def atomic_output(path: Path):
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the result gets the usual mode
     try:
         yield tmp
+        raise_if_signalled()  # a signal swallowed on the way (inside a C callback) still cancels
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
@@ -135,6 +136,13 @@ def _raise_terminated(signum, frame):
 def _raise_interrupted(signum, frame):
     _received.append(signum)
     raise KeyboardInterrupt()
+
+
+def raise_if_signalled() -> None:
+    """Raise :class:`Terminated` / ``KeyboardInterrupt`` if a signal arrived whose exception was lost."""
+    signum = received_signal()
+    if signum is not None:
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def received_signal() -> int | None:
