@@ -60,6 +60,9 @@ __all__ = [
     "layer_series",
     "diag_recursion",
     "evaluate",
+    "SeriesRows",
+    "prepare",
+    "inverse_sqrt",
 ]
 
 # Requested truncation bound, relative to sqrt(K(x, x) K(y, y)), and the degree cap.
@@ -102,22 +105,32 @@ def _gauss_legendre(m: int):
 
 
 @functools.cache
-def _rule(nmax: int):
-    """Quadrature for degrees <= nmax: nodes z (Q,), weights w (Q,) for E[f(z)], and
-    B (nmax + 1, Q) with B[k, q] = w_q h_k(z_q), so that c_k = sum_q B[k, q] f(z_q)."""
+def _hermite_rule(nmax: int):
+    """Split Gauss-Legendre nodes z (Q,) and weights wl (Q,) on [-Z, Z], and the Hermite functions
+    e (nmax + 1, Q), e_k = h_k(z) sqrt(pdf(z)), orthonormal in L2(dz) and bounded by 1."""
     m = int(1.25 * nmax) + 64
     half = 0.5 * (math.sqrt(4.0 * nmax + 2.0) + 10.0)
     x, wl = _gauss_legendre(m)
     z = np.concatenate([half * (x - 1.0), half * (x + 1.0)])
     wl = np.concatenate([half * wl, half * wl])
-    # Hermite functions e_k = h_k(z) sqrt(pdf(z)), orthonormal in L2(dz), |e_k| <= 1
     e = np.empty((nmax + 1, z.size))
     e[0] = (2.0 * math.pi) ** -0.25 * np.exp(-0.25 * z * z)
     if nmax > 0:
         e[1] = z * e[0]
     for k in range(1, nmax):
         e[k + 1] = (z * e[k] - math.sqrt(k) * e[k - 1]) / math.sqrt(k + 1)
-    root_pdf = e[0]  # sqrt(pdf(z))
+    return z, wl, e
+
+
+@functools.cache
+def _rule(nmax: int):
+    """Quadrature for degrees <= nmax: nodes z (Q,), weights w (Q,) for E[f(z)], and
+    B (nmax + 1, Q) with B[k, q] = w_q h_k(z_q), so that c_k = sum_q B[k, q] f(z_q).
+
+    B is formed as wl sqrt(pdf) e_k, never as w h_k: far out, w_q underflows while w_q h_k(z_q)
+    does not."""
+    z, wl, e = _hermite_rule(nmax)
+    root_pdf = e[0]
     w = wl * root_pdf * root_pdf
     B = (wl * root_pdf) * e
     for a in (z, w, B):
@@ -346,3 +359,61 @@ def evaluate(lx: LayerSeries, ly: LayerSeries, ix, iy, rho):
         k = k * rho + lx.c[m, ix] * ly.c[m, iy]
         kd = kd * rho + lx.d[m, ix] * ly.d[m, iy]
     return k, kd
+
+
+@dataclass(frozen=True)
+class SeriesRows:
+    """One side of a Gram for a series activation: the diagonal recursion and packed coefficients.
+
+    ``c``, ``d``: (n_steps, max_degree + 1, n) float64, zero above each layer's degree;
+    ``inv_sqrt``: (n_steps, n) 1/sqrt(Sigma(x, x)) (0 for a zero variance); ``degrees`` (n_steps,).
+    """
+
+    sig: np.ndarray
+    nngp: np.ndarray
+    ntk: np.ndarray
+    degrees: np.ndarray
+    c: np.ndarray
+    d: np.ndarray
+    inv_sqrt: np.ndarray
+    bound: float
+
+    def astype(self, dtype) -> SeriesRows:
+        """The per-pair arrays in the working dtype (the coefficients are computed in float64)."""
+        cast = [np.ascontiguousarray(a, dtype=dtype) for a in (self.sig, self.nngp, self.ntk)]
+        return SeriesRows(*cast, self.degrees, np.ascontiguousarray(self.c, dtype=dtype),
+                          np.ascontiguousarray(self.d, dtype=dtype), np.ascontiguousarray(self.inv_sqrt, dtype=dtype),
+                          self.bound)  # fmt: skip
+
+
+def _pack(sig, nngp, ntk, series) -> SeriesRows:
+    n_steps, n = sig.shape
+    degrees = np.array([ls.degree for ls in series], dtype=np.int64)
+    top = int(degrees.max(initial=0))
+    c = np.zeros((n_steps, top + 1, n))
+    d = np.zeros((n_steps, top + 1, n))
+    for layer, ls in enumerate(series):
+        c[layer, : ls.degree + 1] = ls.c
+        d[layer, : ls.degree + 1] = ls.d
+    bound = max((ls.bound for ls in series), default=0.0)
+    return SeriesRows(sig, nngp, ntk, degrees, c, d, inverse_sqrt(sig), bound)
+
+
+def prepare(activation, first, steps, sqnorm_x, sqnorm_y=None, tol: float = DEFAULT_TOL):
+    """Series rows of one side (``sqnorm_y`` None) or of both sides of a Gram at common degrees.
+
+    Returns a :class:`SeriesRows`, or a pair of them.  One warning at most per call.
+    """
+    sig, nngp, ntk, sx = diag_recursion(activation, first, steps, sqnorm_x, tol)
+    if sqnorm_y is None:
+        return _pack(sig, nngp, ntk, sx)
+    deg_x = [ls.degree for ls in sx]
+    with warnings.catch_warnings():
+        if any(ls.bound > tol for ls in sx):  # already warned for this call
+            warnings.simplefilter("ignore", SeriesAccuracyWarning)
+        sig_y, nngp_y, ntk_y, sy = diag_recursion(activation, first, steps, sqnorm_y, tol, deg_x)
+        deg_y = [ls.degree for ls in sy]
+        if deg_y != deg_x:
+            warnings.simplefilter("ignore", SeriesAccuracyWarning)
+            sig, nngp, ntk, sx = diag_recursion(activation, first, steps, sqnorm_x, tol, deg_y)
+    return _pack(sig, nngp, ntk, sx), _pack(sig_y, nngp_y, ntk_y, sy)
