@@ -63,6 +63,9 @@ __all__ = [
     "SeriesRows",
     "prepare",
     "inverse_sqrt",
+    "degree_table",
+    "RHO_BINS",
+    "RHO_STEPS",
 ]
 
 # Requested truncation bound, relative to sqrt(K(x, x) K(y, y)), and the degree cap.
@@ -214,9 +217,23 @@ def _tails(c: np.ndarray, e2: np.ndarray) -> np.ndarray:
     return tails + beyond[:, None]
 
 
+def _profile(c, d, e2, e2d) -> np.ndarray:
+    """max over rows of tail_N / energy for K and Kdot, N = 0..degree (rows of zero energy: 0)."""
+    out = np.zeros(c.shape[1])
+    for coef, energy in ((c, e2), (d, e2d)):
+        pos = energy > 0
+        if pos.any():
+            rel = _tails(coef[pos], energy[pos]) / energy[pos, None]
+            out = np.maximum(out, rel.max(axis=0))
+    return out
+
+
 @dataclass(frozen=True)
 class LayerSeries:
     """The series of one layer for one set of rows.
+
+    ``profile[N]`` is the relative truncation bound at degree ``N`` for ``|rho| = 1``; a pair with
+    smaller ``|rho|`` is within ``|rho|^(N+1) profile[N]`` (see :func:`degree_table`).
 
     ``c`` and ``d`` are coefficient-major, shape (degree + 1, n) and C-contiguous, so a kernel
     looping over a row of pairs reads them with unit stride.  ``bound`` is the truncation bound
@@ -229,6 +246,7 @@ class LayerSeries:
     e2: np.ndarray
     e2d: np.ndarray
     bound: float
+    profile: np.ndarray = None  # (degree + 1,): max over rows and (K, Kdot) of tail_N / energy
 
 
 def _degree_needed(c, d, e2, e2d, tol):
@@ -267,23 +285,16 @@ def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree
         if need <= level or level == _LEVELS[-1]:
             break
     degree = max(min(need, level), min_degree)
-    if need > level:
-        bound_reached = bound
-        if warn:
-            warnings.warn(
-                f"activation {_name(activation)}: the Hermite series reached its degree cap {level} with a "
-                f"truncation bound of {bound_reached:.1e} of sqrt(K(x,x) K(y,y)) (requested {tol:.0e}); it is "
-                "attained only at rho = +-1 (nearly parallel pairs), the error decays like |rho|^k elsewhere",
-                SeriesAccuracyWarning,
-                stacklevel=3,
-            )
-    else:
-        tails_c = _tails(c, e2)[:, degree]
-        tails_d = _tails(d, e2d)[:, degree]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rc = np.where(e2 > 0, tails_c / np.where(e2 > 0, e2, 1.0), 0.0)
-            rd = np.where(e2d > 0, tails_d / np.where(e2d > 0, e2d, 1.0), 0.0)
-        bound_reached = float(max(rc.max(initial=0.0), rd.max(initial=0.0)))
+    profile = _profile(c[:, : degree + 1], d[:, : degree + 1], e2, e2d)
+    bound_reached = float(profile[-1])
+    if need > level and warn:
+        warnings.warn(
+            f"activation {_name(activation)}: the Hermite series reached its degree cap {level} with a "
+            f"truncation bound of {bound_reached:.1e} of sqrt(K(x,x) K(y,y)) (requested {tol:.0e}); it is "
+            "attained only at rho = +-1 (nearly parallel pairs), the error decays like |rho|^k elsewhere",
+            SeriesAccuracyWarning,
+            stacklevel=3,
+        )
     return LayerSeries(
         degree,
         np.ascontiguousarray(c[:, : degree + 1].T),
@@ -291,6 +302,7 @@ def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree
         e2,
         e2d,
         bound_reached,
+        profile,
     )
 
 
@@ -366,7 +378,9 @@ class SeriesRows:
     """One side of a Gram for a series activation: the diagonal recursion and packed coefficients.
 
     ``c``, ``d``: (n_steps, max_degree + 1, n) float64, zero above each layer's degree;
-    ``inv_sqrt``: (n_steps, n) 1/sqrt(Sigma(x, x)) (0 for a zero variance); ``degrees`` (n_steps,).
+    ``inv_sqrt``: (n_steps, n) 1/sqrt(Sigma(x, x)) (0 for a zero variance); ``degrees`` (n_steps,);
+    ``profiles`` (n_steps, max_degree + 1): each layer's :attr:`LayerSeries.profile` (padded with
+    its last value).
     """
 
     sig: np.ndarray
@@ -377,13 +391,14 @@ class SeriesRows:
     d: np.ndarray
     inv_sqrt: np.ndarray
     bound: float
+    profiles: np.ndarray
 
     def astype(self, dtype) -> SeriesRows:
         """The per-pair arrays in the working dtype (the coefficients are computed in float64)."""
         cast = [np.ascontiguousarray(a, dtype=dtype) for a in (self.sig, self.nngp, self.ntk)]
         return SeriesRows(*cast, self.degrees, np.ascontiguousarray(self.c, dtype=dtype),
                           np.ascontiguousarray(self.d, dtype=dtype), np.ascontiguousarray(self.inv_sqrt, dtype=dtype),
-                          self.bound)  # fmt: skip
+                          self.bound, self.profiles)  # fmt: skip
 
 
 def _pack(sig, nngp, ntk, series) -> SeriesRows:
@@ -392,11 +407,49 @@ def _pack(sig, nngp, ntk, series) -> SeriesRows:
     top = int(degrees.max(initial=0))
     c = np.zeros((n_steps, top + 1, n))
     d = np.zeros((n_steps, top + 1, n))
+    profiles = np.zeros((n_steps, top + 1))
     for layer, ls in enumerate(series):
         c[layer, : ls.degree + 1] = ls.c
         d[layer, : ls.degree + 1] = ls.d
+        profiles[layer, : ls.degree + 1] = ls.profile
+        profiles[layer, ls.degree + 1 :] = ls.profile[-1]
     bound = max((ls.bound for ls in series), default=0.0)
-    return SeriesRows(sig, nngp, ntk, degrees, c, d, inverse_sqrt(sig), bound)
+    return SeriesRows(sig, nngp, ntk, degrees, c, d, inverse_sqrt(sig), bound, profiles)
+
+
+# |rho| bins of the degree table: bin b holds |rho| <= 1 - 2^(-b/RHO_STEPS), b = 0..RHO_BINS - 1
+# (bin 0 is rho = 0); the last bin, RHO_BINS, is everything closer to +-1 and gets the full degree.
+RHO_STEPS = 8
+RHO_BINS = 48 * RHO_STEPS + 1
+
+
+def degree_table(rows_x: SeriesRows, rows_y: SeriesRows | None = None, tol: float = DEFAULT_TOL) -> np.ndarray:
+    """Degree needed per layer and |rho| bin, shape (n_steps, RHO_BINS + 1), int64.
+
+    A pair with ``|rho| <= r`` truncated at degree ``N`` is within
+    ``r^(N+1) sqrt(tail_N(x) tail_N(y)) <= r^(N+1) profile[N] sqrt(K(x,x) K(y,y))``
+    (every term beyond ``N`` carries ``|rho|^k <= r^(N+1)``), so far from ``+-1`` few terms are
+    needed: for a first layer of random inputs in high dimension (|rho| ~ 0.1) about a tenth of
+    the full degree.  The target is ``tol`` or, where the cap bound, the bound reached.
+    """
+    prof = rows_x.profiles if rows_y is None else np.maximum(rows_x.profiles, rows_y.profiles)
+    n_steps = prof.shape[0]
+    table = np.empty((n_steps, RHO_BINS + 1), dtype=np.int64)
+    r = 1.0 - 2.0 ** (-np.arange(RHO_BINS) / RHO_STEPS)
+    r[0] = 0.0
+    for layer in range(n_steps):
+        full = int(rows_x.degrees[layer])
+        p = prof[layer, : full + 1]
+        target = max(tol, float(p[-1]))
+        N = np.arange(full + 1)
+        with np.errstate(divide="ignore"):
+            # log(r^(N+1) p[N]) <= log(target), vectorised over (bins, N)
+            lhs = (N[None, :] + 1) * np.log(r)[:, None] + np.log(np.maximum(p, 1e-300))[None, :]
+        ok = lhs <= math.log(target) + 1e-12
+        ok[:, -1] = True
+        table[layer, :RHO_BINS] = np.argmax(ok, axis=1)
+        table[layer, RHO_BINS] = full
+    return table
 
 
 def prepare(activation, first, steps, sqnorm_x, sqnorm_y=None, tol: float = DEFAULT_TOL):
