@@ -184,7 +184,7 @@ def test_series_equals_closed_form_erf(parameterization, residual):
         got = cpu_series.kernel(nf.MLP(activation=ERF_SERIES, **kw), X, y, get=("nngp", "ntk"))
         want = nf.kernel(nf.MLP(activation="erf", **kw), X, y, get=("nngp", "ntk"))
         for g, w in zip(got, want):
-            assert np.abs(g - w).max() <= 1e-13 * np.abs(w).max()
+            assert np.abs(g - w).max() <= 1e-11 * np.abs(w).max()  # tol = 1e-12 per layer
 
 
 def test_elementwise_tanh_equals_tanh():
