@@ -377,7 +377,8 @@ def evaluate(lx: LayerSeries, ly: LayerSeries, ix, iy, rho):
 class SeriesRows:
     """One side of a Gram for a series activation: the diagonal recursion and packed coefficients.
 
-    ``c``, ``d``: (n_steps, max_degree + 1, n) float64, zero above each layer's degree;
+    ``c``, ``d``: (n, n_steps, max_degree + 1) float64 (one row's coefficients contiguous), zero
+    above each layer's degree;
     ``inv_sqrt``: (n_steps, n) 1/sqrt(Sigma(x, x)) (0 for a zero variance); ``degrees`` (n_steps,);
     ``profiles`` (n_steps, max_degree + 1): each layer's :attr:`LayerSeries.profile` (padded with
     its last value).
@@ -405,12 +406,12 @@ def _pack(sig, nngp, ntk, series) -> SeriesRows:
     n_steps, n = sig.shape
     degrees = np.array([ls.degree for ls in series], dtype=np.int64)
     top = int(degrees.max(initial=0))
-    c = np.zeros((n_steps, top + 1, n))
-    d = np.zeros((n_steps, top + 1, n))
+    c = np.zeros((n, n_steps, top + 1))
+    d = np.zeros((n, n_steps, top + 1))
     profiles = np.zeros((n_steps, top + 1))
     for layer, ls in enumerate(series):
-        c[layer, : ls.degree + 1] = ls.c
-        d[layer, : ls.degree + 1] = ls.d
+        c[:, layer, : ls.degree + 1] = ls.c.T
+        d[:, layer, : ls.degree + 1] = ls.d.T
         profiles[layer, : ls.degree + 1] = ls.profile
         profiles[layer, ls.degree + 1 :] = ls.profile[-1]
     bound = max((ls.bound for ls in series), default=0.0)

@@ -5,7 +5,8 @@ does the per-pair work of a tile: for each layer, ``rho = Sigma_xy / sqrt(Sigma_
 and two Horner evaluations ``K = sum_k c_k(x) c_k(y) rho^k``, ``Kdot = sum_k d_k(x) d_k(y) rho^k``,
 then the same (activation, Dense) step as the closed forms.  The loops over the columns of a
 row are innermost and have unit stride (coefficients are stored coefficient-major,
-``(layers, degree + 1, rows)``), so LLVM vectorises them.
+``(rows, layers, degree + 1)``, a chunk of columns is copied coefficient-major), so LLVM
+vectorises them.
 """
 
 from __future__ import annotations
@@ -18,81 +19,96 @@ from .._jit import jit
 from ..recursion import step
 from ..series import RHO_STEPS
 
-# columns per chunk: one degree per chunk, from the chunk's largest |rho| (a multiple of the
-# vector width, small enough that a near-parallel pair costs little for its neighbours)
-CHUNK = 16
+# columns per chunk: one degree per (row, chunk) from the chunk's largest |rho|; the chunk's
+# coefficients (layers x degree x CHUNK) are copied once and stay in cache for all rows
+CHUNK = 32
 
 
 @jit
-def _series_row(cx, dx, ix, cy, dy, j0, inv_x, inv_y, table, s, t, rho, k, kd, res, w2, b2, alpha, beta):
-    """One layer for one row of pairs, in place in (s, t).
-
-    ``table`` (RHO_BINS + 1,) is the layer's degree per |rho| bin (``series.degree_table``)."""
-    one = s.dtype.type(1.0)
-    zero = s.dtype.type(0.0)
-    bins = table.shape[0] - 1
-    bj = s.shape[0]
-    for j in range(bj):
-        r = s[j] * inv_x * inv_y[j0 + j]
-        rho[j] = min(max(r, -one), one)
-        k[j] = zero
-        kd[j] = zero
-    for a0 in range(0, bj, CHUNK):
-        a1 = min(a0 + CHUNK, bj)
-        top = zero
-        for j in range(a0, a1):
-            top = max(top, abs(rho[j]))
-        gap = 1.0 - float(top)
-        b = bins if gap <= 0.0 else min(bins, int(math.ceil(-RHO_STEPS * math.log2(gap))))
-        degree = table[b]
-        for m in range(degree, -1, -1):
-            a = cx[m, ix]
-            e = dx[m, ix]
-            cm = cy[m]
-            dm = dy[m]
-            for j in range(a0, a1):
-                k[j] = k[j] * rho[j] + a * cm[j0 + j]
-                kd[j] = kd[j] * rho[j] + e * dm[j0 + j]
-    for j in range(bj):
-        s[j], t[j] = step(k[j], kd[j], s[j], t[j], res, w2, b2, alpha, beta)
+def _chunk_degree(tables, layer, rho, w):
+    """Degree for a chunk of correlations, from its largest |rho| (``series.degree_table`` bins)."""
+    top = rho.dtype.type(0.0)
+    for j in range(w):
+        top = max(top, abs(rho[j]))
+    gap = 1.0 - float(top)
+    bins = tables.shape[1] - 1
+    b = bins if gap <= 0.0 else min(bins, int(math.ceil(-RHO_STEPS * math.log2(gap))))
+    return tables[layer, b]
 
 
 @jit
 def tile(first, steps, tables, G, cx, dx, inv_x, i0, cy, dy, inv_y, j0, nngp, ntk, o0, p0, get_nngp, get_ntk):
     """Kernel(s) of a tile of pairs (rows i0 + i of X, j0 + j of Y) from their inner products G (bi, bj).
 
-    ``cx``/``dx`` (L, Dmax + 1, n_x) hold the coefficients of X's rows for K and Kdot,
-    ``inv_x`` (L, n_x) 1/sqrt(Sigma_xx) (0 for a zero variance), the same for Y; ``tables``
-    (L, RHO_BINS + 1) the degree per layer and |rho| bin (``series.degree_table``).  Writes
-    ``nngp[o0 + i, p0 + j]`` and/or ``ntk[...]``; the outputs may alias G (each row of G is read
-    completely before it is written).
+    ``cx``/``dx`` (n_x, L, Dmax + 1) hold the coefficients of X's rows for K and Kdot (row-major:
+    one row's coefficients are contiguous), ``inv_x`` (L, n_x) 1/sqrt(Sigma_xx) (0 for a zero
+    variance), the same for Y; ``tables`` (L, RHO_BINS + 1) the degree per layer and |rho| bin
+    (``series.degree_table``).  Writes ``nngp[o0 + i, p0 + j]`` and/or ``ntk[...]``; the outputs
+    may alias G (each entry of G is read before the entry at its place is written).
+
+    Loop order: column chunks outermost, then rows, then layers: the chunk's coefficients are
+    copied to a small buffer (``(L, D + 1, CHUNK)``) that stays in L1/L2 while every row uses it,
+    and each (row, chunk) runs Horner over only the degree its largest |rho| needs.
     """
     bi, bj = G.shape
+    n_steps = steps.shape[0]
+    dmax = cy.shape[2]
     f0, f1, f2, f3 = first[0], first[1], first[2], first[3]
-    s = np.empty(bj, G.dtype)
-    t = np.empty(bj, G.dtype)
-    rho = np.empty(bj, G.dtype)
-    k = np.empty(bj, G.dtype)
-    kd = np.empty(bj, G.dtype)
-    for i in range(bi):
-        for j in range(bj):
-            g = G[i, j]
-            s[j] = f0 * g + f1
-            t[j] = f2 * g + f3
-        for layer in range(steps.shape[0]):
-            c = steps[layer]
-            _series_row(
-                cx[layer], dx[layer], i0 + i, cy[layer], dy[layer], j0, inv_x[layer, i0 + i], inv_y[layer],
-                tables[layer], s, t, rho, k, kd, c[0], c[1], c[2], c[3], c[4],
-            )  # fmt: skip
-        if get_nngp:
-            row = nngp[o0 + i]
-            for j in range(bj):
-                row[p0 + j] = s[j]
-        if get_ntk:
-            row = ntk[o0 + i]
-            for j in range(bj):
-                row[p0 + j] = t[j]
+    dt = G.dtype.type
+    one = dt(1.0)
+    zero = dt(0.0)
+    s = np.empty(CHUNK, G.dtype)
+    t = np.empty(CHUNK, G.dtype)
+    rho = np.empty(CHUNK, G.dtype)
+    k = np.empty(CHUNK, G.dtype)
+    kd = np.empty(CHUNK, G.dtype)
+    bc = np.zeros((n_steps, dmax, CHUNK), G.dtype)
+    bd = np.zeros((n_steps, dmax, CHUNK), G.dtype)
+    binv = np.zeros((n_steps, CHUNK), G.dtype)  # 0 pads a ragged last chunk: rho = 0 there
+    for a0 in range(0, bj, CHUNK):
+        w = min(CHUNK, bj - a0)
+        for layer in range(n_steps):
+            for j in range(w):
+                binv[layer, j] = inv_y[layer, j0 + a0 + j]
+            for j in range(w, CHUNK):
+                binv[layer, j] = zero
+            for m in range(dmax):
+                for j in range(w):
+                    bc[layer, m, j] = cy[j0 + a0 + j, layer, m]
+                    bd[layer, m, j] = dy[j0 + a0 + j, layer, m]
+        for i in range(bi):
+            ii = i0 + i
+            for j in range(w):
+                g = G[i, a0 + j]
+                s[j] = f0 * g + f1
+                t[j] = f2 * g + f3
+            for j in range(w, CHUNK):
+                s[j] = zero
+                t[j] = zero
+            for layer in range(n_steps):
+                inv_i = inv_x[layer, ii]
+                for j in range(w):
+                    r = s[j] * inv_i * binv[layer, j]
+                    rho[j] = min(max(r, -one), one)
+                    k[j] = zero
+                    kd[j] = zero
+                degree = _chunk_degree(tables, layer, rho, w)
+                for m in range(degree, -1, -1):
+                    am = cx[ii, layer, m]
+                    em = dx[ii, layer, m]
+                    for j in range(w):
+                        k[j] = k[j] * rho[j] + am * bc[layer, m, j]
+                        kd[j] = kd[j] * rho[j] + em * bd[layer, m, j]
+                res, w2, b2 = steps[layer, 0], steps[layer, 1], steps[layer, 2]
+                alpha, beta = steps[layer, 3], steps[layer, 4]
+                for j in range(w):
+                    s[j], t[j] = step(k[j], kd[j], s[j], t[j], res, w2, b2, alpha, beta)
+            if get_nngp:
+                for j in range(w):
+                    nngp[o0 + i, p0 + a0 + j] = s[j]
+            if get_ntk:
+                for j in range(w):
+                    ntk[o0 + i, p0 + a0 + j] = t[j]
 
 
 def kernel(arch, X, Y=None, get="ntk", tol=None):
