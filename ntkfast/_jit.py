@@ -32,6 +32,13 @@ def jit(func):
     return numba.njit(**JIT_OPTIONS)(func)
 
 
+def jit_inline(func):
+    """:func:`jit` with Numba-level inlining, for the few small helpers that sit at LLVM's inlining
+    threshold (``recursion._angle``): each use pays a little compile time, a call left in a tile
+    loop would stop it vectorising (tests/test_numerics.py checks that it does not happen)."""
+    return numba.njit(inline="always", **JIT_OPTIONS)(func)
+
+
 def like(x, c):
     """The constant ``c`` in the floating type of ``x``.
 

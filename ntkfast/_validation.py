@@ -47,7 +47,10 @@ def check_array(X, name: str, dtype: np.dtype, n_features: int | None = None) ->
     """A finite, non-empty 2-D real array of ``dtype`` (C-contiguous)."""
     if hasattr(X, "toarray") or hasattr(X, "tocsr"):
         raise ArgumentTypeError(f"{name}: sparse input is not supported; pass a dense array")
-    arr = np.asarray(X)
+    try:
+        arr = np.asarray(X)
+    except ValueError as exc:  # ragged nested lists
+        raise ArgumentError(f"{name}: expected a 2-D array of shape (n_samples, n_features) ({exc})") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
         raise ArgumentTypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
@@ -157,11 +160,15 @@ def check_seed(seed, name: str = "seed"):
 def check_targets(y, n: int, name: str = "y") -> tuple[np.ndarray, bool]:
     """Targets of shape (n,) or (n, k) as a finite float64 (n, k) array, and whether y was 1-D."""
     try:
-        Y = np.asarray(y, dtype=np.float64)
+        Y = np.asarray(y)
+        complex_ = np.iscomplexobj(Y)
+        Y = Y if complex_ else Y.astype(np.float64, copy=False)
     except (TypeError, ValueError) as exc:
         raise ArgumentError(f"{name}: expected a numeric array of shape ({n},) or ({n}, k) ({exc})") from None
-    if Y.ndim not in (1, 2) or Y.shape[0] != n:
-        raise ArgumentError(f"{name}: expected shape ({n},) or ({n}, k), got {Y.shape}")
+    if complex_:
+        raise ArgumentTypeError(f"{name}: complex targets are not supported")
+    if Y.ndim not in (1, 2) or Y.shape[0] != n or (Y.ndim == 2 and Y.shape[1] == 0):
+        raise ArgumentError(f"{name}: expected shape ({n},) or ({n}, k) with k >= 1, got {Y.shape}")
     if not np.isfinite(Y).all():
         raise ArgumentError(f"{name}: contains NaN or inf")
     return Y.reshape(n, -1), Y.ndim == 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 
-from .errors import ConfigError
+from .errors import ConfigError, InsufficientMemoryError
 
 # ------------------------------------------------------------------------------------ tiling
 # Tile edge for the fused recursion: a 512 x 512 float64 tile is 2 MiB, near the per-core L2.
@@ -49,6 +49,25 @@ CG_MAX_N = 100_000  # "auto" prefers Nystrom above this n (CG's O(n^2) products 
 BLOCK_BYTES = 64 * 2**20  # row blocks of K_nm streamed by the Nystrom products
 CACHED_BLOCK_BYTES = 2**20  # row blocks when K_nm is cached (it is already in memory)
 LEVERAGE_POOL = 10  # leverage-score centres are drawn from a uniform pool of this many times m
+
+# ------------------------------------------------------------------------------------ networks
+# Largest MLP depth.  Every kernel entry costs O(depth) (10**5 layers of a 1000 x 1000 kernel are
+# 10**11 entry-layers, minutes of work), and the per-layer coefficients and widths are O(depth)
+# arrays; far below this most activations' kernels have converged to their fixed point.
+MAX_DEPTH = 100_000
+# Largest width: the standard parameterization's NTK uses the width as a float64 coefficient,
+# exact only up to 2**53 (finite networks are bounded by the memory budget long before).
+MAX_WIDTH = 2**53
+MAX_BLOCK = 4096  # rows per block of the empirical NTK when the budget allows more
+SYMMETRIC_MIN_BLOCK, SYMMETRIC_MAX_BLOCK = 256, 512  # block rows for K(X, X) (mirrored): still efficient GEMMs
+MAX_SAMPLES = 10**6  # monte_carlo_kernel: beyond this the O(1/width) finite-width bias dominates any width
+
+# ------------------------------------------------------------------------------------ estimators
+# diag_reg="auto" picks the ridge by exact leave-one-out on at most this many training points
+AUTO_DIAG_REG_N = 1000
+# ... and uses this one where that is impossible (fewer than 3 points)
+FALLBACK_DIAG_REG = 1e-2
+NYSTROM_MIN_M = 100  # the smallest Nystrom model the planner considers when refusing
 
 # ------------------------------------------------------------------------------------ dask
 DEFAULT_CHUNK = 2048  # rows per block of the distributed kernel
@@ -116,6 +135,19 @@ def dense_max_n() -> int:
 def debug() -> bool:
     """Whether the CLI shows tracebacks of library errors (``$NTKFAST_DEBUG`` set and not "0")."""
     return os.environ.get("NTKFAST_DEBUG", "").strip() not in ("", "0")
+
+
+def check_fits(nbytes: int, what: str, alternatives: str) -> None:
+    """Refuse, before anything is allocated, a request of ``nbytes`` above :func:`memory_budget`.
+
+    The :class:`~ntkfast.errors.InsufficientMemoryError` names what needs the memory, both sizes,
+    and ``alternatives`` (the fix).
+    """
+    budget = memory_budget()
+    if nbytes > budget:
+        raise InsufficientMemoryError(
+            f"{what} needs {format_bytes(nbytes)} but the memory budget is {format_bytes(budget)}. {alternatives}"
+        )
 
 
 def format_bytes(n: float) -> str:

@@ -40,15 +40,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
+from . import config
 from . import gram as _gram
 from ._validation import check_arch, check_array, check_get, check_positive_int, resolve_dtype
 from .spec import MLP
 
-__all__ = ["DEFAULT_CHUNK", "GramOperator", "NystromOperator", "kernel", "nystrom_normal_matvec", "nystrom_rhs"]
+__all__ = ["GramOperator", "NystromOperator", "kernel", "nystrom_normal_matvec", "nystrom_rhs"]
 
-# Rows per block when none are given: a 2048 x 2048 float64 block is 32 MiB and takes ~0.1 s,
-# long enough to dwarf Dask's per-task overhead (~1 ms), small enough to balance the workers.
-DEFAULT_CHUNK = 2048
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +143,7 @@ def _is_dask_array(x) -> bool:
 def _row_chunks(n: int, chunks) -> tuple[int, ...]:
     """Row chunk sizes from ``chunks``: rows per block (int) or explicit sizes summing to n."""
     if chunks is None:
-        chunks = DEFAULT_CHUNK
+        chunks = config.DEFAULT_CHUNK
     if isinstance(chunks, numbers.Integral) and not isinstance(chunks, bool):
         if chunks < 1:
             raise ValueError(f"chunks: expected a positive number of rows per block, got {chunks!r}")
@@ -232,7 +230,7 @@ def kernel(
         (compute them together, ``dask.compute(*K)``, to run each block once).
     chunks : int or sequence of int, default=None
         Rows per block (int) or explicit row chunk sizes, applied to X and Y.  None: the dask
-        arrays' own row chunks, or ``DEFAULT_CHUNK`` rows for NumPy input.
+        arrays' own row chunks, or ``config.DEFAULT_CHUNK`` rows for NumPy input.
     dtype : {None, float32, float64}, default=None
         None: float32 if every input is float32, else float64.
     tile : int, default=None
@@ -368,9 +366,9 @@ def _rows_on_cluster(client, X, name: str, dtype, chunks) -> tuple[_RowBlocks, i
     arr = check_array(X, name, dtype)
     if chunks is None:
         # at least two row blocks per worker thread (if blocks stay >= 256 rows), so every
-        # thread has work; at most DEFAULT_CHUNK rows
+        # thread has work; at most config.DEFAULT_CHUNK rows
         threads = max(1, sum(client.nthreads().values()))
-        chunks = min(DEFAULT_CHUNK, max(256, -(-arr.shape[0] // (2 * threads))))
+        chunks = min(config.DEFAULT_CHUNK, max(256, -(-arr.shape[0] // (2 * threads))))
     sizes = _row_chunks(arr.shape[0], chunks)
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     return _RowBlocks(client, [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:])], sizes), arr.shape[1]
@@ -454,7 +452,7 @@ class GramOperator(_ClusterOperator):
         address to connect to (``"tcp://host:8786"``).
     chunks : int or sequence of int, default=None
         Rows per block, as in :func:`kernel`.  None: a dask array's own row chunks; for NumPy
-        input at least two blocks per worker thread, between 256 and ``DEFAULT_CHUNK`` rows.
+        input at least two blocks per worker thread, between 256 and ``config.DEFAULT_CHUNK`` rows.
     dtype : {None, float32, float64}, default=None
     tile : int, default=None
         Tile edge inside each block's task, as in :func:`ntkfast.kernel`.

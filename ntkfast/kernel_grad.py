@@ -2,7 +2,8 @@
 
 The gradient rides along the recursion in the same fused pass (forward mode: each pair carries
 Sigma, Theta and their two derivatives through the layers, with the chain rule through
-``recursion.dual_grad``), tiled like :func:`ntkfast.kernel`.  This is what
+``recursion.dual_grad``), tiled like :func:`ntkfast.kernel` with the same engine pieces (input
+map, coefficients, tile plan, per-tile exact diagonal and mirror copy: no n^2 temporaries).  This is what
 :class:`ntkfast.sklearn.NTKKernel` uses for ``eval_gradient=True``.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import tiling
-from ._validation import check_arch, check_array
+from . import engine, tiling
+from ._validation import check_arch, check_array, check_choice, check_positive_int
 from .backends import cpu
+from .errors import ArgumentError
 from .recursion import GRADIENT_CODES
 from .spec import MLP
 
@@ -42,53 +44,60 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
         Derivatives in log W_std and log b_std (the second is 0 without a bias).
     """
     arch = check_arch(arch)
-    if get not in ("ntk", "nngp"):
-        raise ValueError(f"get: expected 'ntk' or 'nngp', got {get!r}")
+    check_choice(get, "get", ("ntk", "nngp"))
     if not has_gradient(arch):
-        raise ValueError(
+        raise ArgumentError(
             f"activation: no analytic hyper-parameter gradient for {arch.activation!r} "
             "(use GaussianProcessRegressor(optimizer=None), or another activation)"
         )
     X = check_array(X, "X", np.float64)
-    feats = X if arch.input_map is None else np.ascontiguousarray(arch.input_map.apply(X), np.float64)
+    n_jobs = check_positive_int(n_jobs, "n_jobs", maximum=tiling.max_n_jobs())
+    feats = engine.input_features(arch, X)
     n, d_in = feats.shape
-    first, steps = arch.layer_coefficients(d_in)
+    coef = engine.coefficients(arch, d_in, np.float64)
     dfirst, dsteps = arch.layer_coefficient_gradients(d_in)
-    steps = np.ascontiguousarray(steps)
     dsteps = np.ascontiguousarray(dsteps)
-    params = np.asarray(arch.activation.params, dtype=np.float64)
     hint = "Use fewer points, or optimise the hyper-parameters on a subset."
-    tiling.check_fits(3 * n * n * 8, f"K and its gradient for n = {n}", hint)
-    kernels = cpu.recursion_kernels(arch.activation.code)
+    n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
+    plan = tiling.plan_tiles(n, n, 8, symmetric=True, n_jobs=n_jobs)
+    t = plan.tile
+    # K and dK (3 n^2 doubles) plus per-thread scratch: G and the mirror's copy of a dK tile (3 t^2)
+    tiling.check_fits(3 * n * n * 8 + n_jobs * 4 * t * t * 8, f"K and its gradient for n = {n}", hint)
+    kernels = cpu.recursion_kernels(coef.code)
     get_ntk = get == "ntk"
 
-    sig = np.empty((steps.shape[0], n))
-    dsig = np.empty((steps.shape[0], n, 2))
+    n_steps = coef.steps.shape[0]
+    sig = np.empty((n_steps, n))
+    dsig = np.empty((n_steps, n, 2))
     diag = np.empty(n)
     ddiag = np.empty((n, 2))
     sqnorm = np.einsum("ij,ij->i", feats, feats)
-    kernels.diag_grad(params, first, dfirst, steps, dsteps, sqnorm, sig, dsig, diag, ddiag, get_ntk)
+    kernels.diag_grad(coef.params, coef.first, dfirst, coef.steps, dsteps, sqnorm, sig, dsig, diag, ddiag, get_ntk)
     if not (np.isfinite(diag).all() and np.isfinite(ddiag).all()):
-        raise ValueError(f"the kernel of {arch.activation!r} diverges for these inputs; scale them or W_std down")
+        raise ArgumentError(f"the kernel of {arch.activation!r} diverges for these inputs; scale them or W_std down")
 
     K = np.empty((n, n))
     dK = np.empty((n, n, 2))
-    plan = tiling.plan_tiles(n, n, 8, symmetric=True, n_jobs=n_jobs)
+    scratch = [np.empty((4, t, t)) for _ in range(n_jobs)]
 
     def work(i0, i1, j0, j1, worker):
-        G = feats[i0:i1] @ feats[j0:j1].T
+        G = engine.scratch_view(scratch[worker][0], i1 - i0, j1 - j0)
+        cpu.gemm(feats[i0:i1], feats[j0:j1], G)
         kernels.tile_grad(
-            params, first, dfirst, steps, dsteps, G,
+            coef.params, coef.first, dfirst, coef.steps, dsteps, G,
             np.ascontiguousarray(sig[:, i0:i1]), np.ascontiguousarray(dsig[:, i0:i1]),
             np.ascontiguousarray(sig[:, j0:j1]), np.ascontiguousarray(dsig[:, j0:j1]),
             K, dK, i0, j0, get_ntk,
         )  # fmt: skip
+        # the assembly, per tile (no n^2 temporaries): the exact diagonal and the mirror image
+        engine.finish_tile([K], [diag], i0, i1, j0, j1)
+        if i0 == j0:
+            for p in range(2):
+                engine.symmetrize_diagonal_block(dK[i0:i1, j0:j1, p], ddiag[i0:i1, p])
+        else:
+            buf = engine.scratch_view(scratch[worker][1:], j1 - j0, i1 - i0, 2)
+            np.copyto(buf, dK[i0:i1, j0:j1].transpose(1, 0, 2))
+            dK[j0:j1, i0:i1] = buf
 
     tiling.run_tiles(plan, work, n_jobs=n_jobs)
-    # the upper triangle is computed; mirror it, and put in the exact diagonal
-    iu = np.triu_indices(n, 1)
-    K.T[iu] = K[iu]
-    dK.transpose(1, 0, 2)[iu] = dK[iu]
-    K[np.diag_indices(n)] = diag
-    dK[np.arange(n), np.arange(n)] = ddiag
     return K, dK

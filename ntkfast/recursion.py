@@ -9,7 +9,7 @@ the same functions for the GPU).  Each family gives, for pre-activation covarian
 and a ``*_diag`` version for ``x == y`` that is exact (no 0/0, no angle).  Functions are plain
 scalar Python compiled by Numba; constants go through :func:`ntkfast._jit.like` so that float32
 inputs stay in float32, and the angle comes from the branch-free :func:`ntkfast._jit.atan2`
-so that the loops calling these functions vectorise.  Conventions (DESIGN.md section 2):
+so that the loops calling these functions vectorise.  Conventions (docs/design.md section 2):
 no arccos of a clipped cosine, no division by norms, finite values for zero variances.
 """
 
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 
-from ._jit import atan2, is_single, jit, like
+import numpy as np
+
+from ._jit import atan2, is_single, jit, jit_inline, like
 from .spec import ABRELU, ERF, EXP, GAUSSIAN, GELU, MONOMIAL, RECTIFIED_MONOMIAL, SIGN, SIN
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
@@ -42,21 +44,109 @@ def _det(sxx, syy, sxy):
     return max(sxx * syy - sxy * sxy, like(sxy, 0.0))
 
 
-@jit
+@jit_inline
 def _angle(sxx, syy, sxy):
     """(r, theta): r = sqrt(sxx syy - sxy^2), theta = atan2(r, sxy) in [0, pi].
 
     theta = pi/2 when r = sxy = 0 (a zero-variance input: treated as uncorrelated), and r = 0
     when sxx syy - sxy^2 is within rounding noise of 0 (see ``_PARALLEL_TOL64``).
+
+    Computed in units of sxx (y = syy/sxx, c = sxy/sxx, r = sxx sqrt(y - c^2)) so that nothing
+    overflows or underflows while the variances are normal numbers whose ratio is representable:
+    the product sxx syy would leave the float range at variances around 1e+-154 (float64) or
+    1e+-19 (float32) and make every pair look parallel.  The reciprocal 1/sxx depends on the row
+    only, so the tile loops hoist it: the fast path gains two multiplications, no division.
     """
     zero = like(sxy, 0.0)
     tol = like(sxy, _PARALLEL_TOL32) if is_single(sxy) else like(sxy, _PARALLEL_TOL64)
-    s = sxx * syy
-    det = s - sxy * sxy
-    r = math.sqrt(det) if det > tol * s else zero
+    # sxx = 0 (then sxy = 0): any finite inv gives r = 0; max() keeps the code branch-free
+    inv = like(sxy, 1.0) / max(sxx, like(sxy, 1.1754944e-38) if is_single(sxy) else like(sxy, 2.2250738585072014e-308))
+    y = syy * inv
+    c = sxy * inv
+    det = y - c * c
+    r = math.sqrt(det) * sxx if det > tol * y else zero
     theta = atan2(r, sxy)
     degenerate = (r == zero) & (sxy == zero)
     return r, like(sxy, math.pi / 2) if degenerate else theta
+
+
+@jit
+def _scaled_det1(c, sxx, syy, sxy):
+    """(a, dn, x, v, w) with det(I + c Sigma) = a^2 dn, a = 1 + c sxx, and x, v, w = c (sxx, syy, sxy) / a.
+
+    det(I + c Sigma) = 1 + c (sxx + syy) + c^2 det(Sigma) in units of a^2, as
+    dn = (1 + x + v) / a + max(x v - w^2, 0), with nothing cancelling between large terms and no
+    product of two variances (which overflows at variances around 1e154 in float64, 1e19 in
+    float32, while the kernels themselves are still representable).  Needs a > 0; 1/a depends
+    on the row only, so the tile loops hoist it.
+    """
+    one = like(sxy, 1.0)
+    a = one + c * sxx
+    ia = one / a
+    x = c * sxx * ia
+    v = c * syy * ia
+    w = c * sxy * ia
+    # x v - w^2 as x (v - |w|) + |w| (x - |w|): exactly 0 for a parallel pair (x = v = |w|) however
+    # LLVM contracts it into fused multiply-adds (x v - w w gave +-1 ulp of x^2 depending on
+    # the inlining context), and without the cancellation of x v - w^2 near parallel
+    aw = abs(w)
+    dn = ia * (ia + x + v) + max(x * (v - aw) + aw * (x - aw), like(sxy, 0.0))
+    return a, dn, x, v, w
+
+
+def variance_underflow(activation, first, steps, feats, sig, nngp, ntk) -> str | None:
+    """Why the diagonal recursion of these rows left the float range at the small end, or None.
+
+    The overflow side shows as inf/NaN (the caller refuses those); underflow is silent: a
+    variance that rounds to 0 or to a subnormal number makes every pair of that row look
+    orthogonal or parallel (sign gives K(x, x) = 0 instead of 1).  Flagged: any subnormal
+    variance or output, and a variance that is 0 where it cannot be (a non-zero input row with
+    W_std > 0 at the first layer; a positive variance into a step with W_std > 0 and an
+    activation that is not identically zero).  O(n d + n L), outside the tile loops.
+
+    Parameters
+    ----------
+    activation : ntkfast.spec.Activation
+    first, steps : ndarray
+        ``MLP.layer_coefficients``.
+    feats : ndarray of shape (n, d)
+        The rows after the input map.
+    sig : ndarray of shape (n_steps, n)
+        Sigma(x, x) entering each step.
+    nngp, ntk : ndarray of shape (n,)
+        The diagonal kernels.
+
+    Returns
+    -------
+    str or None
+        A message for the caller's error, naming the inputs and W_std.
+    """
+    tiny = np.finfo(sig.dtype).tiny
+
+    def subnormal(a):
+        a = np.abs(a)
+        return bool(((a > 0) & (a < tiny)).any())
+
+    if subnormal(sig) or subnormal(nngp) or subnormal(ntk):
+        bad = True
+    else:
+        levels = np.concatenate([sig, nngp[None, :]]) if sig.size else nngp[None, :]
+        bad = False
+        if first[0] > 0:
+            small = np.flatnonzero(levels[0] < tiny)  # usually none: only those rows are read
+            bad = bool(np.any(feats[small] != 0))
+        nontrivial = bool(np.any(activation.phi(np.array([-1.7, -0.6, 0.45, 1.3])) != 0))
+        if not bad and nontrivial:
+            for layer in range(steps.shape[0]):
+                if steps[layer, 1] > 0 and ((levels[layer] >= tiny) & (levels[layer + 1] < tiny)).any():
+                    bad = True
+                    break
+    if not bad:
+        return None
+    return (
+        f"the variances of the recursion underflow {sig.dtype} for these inputs (below {tiny:.3g}): "
+        "the kernel cannot be resolved there; scale the inputs or W_std up"
+    )
 
 
 # ------------------------------------------------------------------------------ ABReLU family
@@ -81,14 +171,17 @@ def abrelu_diag(a, b, sxx):
 # --------------------------------------------------------------------------------------- Erf
 @jit
 def erf(a, b, c, sxx, syy, sxy):
-    """phi = a erf(b x) + c (Williams 1997)."""
+    """phi = a erf(b x) + c (Williams 1997): with r^2 = det(I + 2 b^2 Sigma),
+    K = a^2 (2/pi) atan2(2 b^2 sxy, r) + c^2, Kdot = a^2 b^2 (4/pi) / r.
+
+    r = a' sqrt(dn) from :func:`_scaled_det1` (no overflow of b^4 sxx syy at large variances).
+    """
     b2 = b * b
     two = like(sxy, 2.0)
-    sxx, syy, sxy = b2 * sxx, b2 * syy, b2 * sxy
-    # r^2 = (1 + 2 sxx)(1 + 2 syy) - 4 sxy^2 >= 1
-    r = math.sqrt(like(sxy, 1.0) + two * (sxx + syy) + like(sxy, 4.0) * _det(sxx, syy, sxy))
-    k = like(sxy, 2.0 / math.pi) * atan2(two * sxy, r)
-    kdot = like(sxy, 4.0 / math.pi) / r
+    ra, dn, x, v, w = _scaled_det1(two * b2, sxx, syy, sxy)
+    sdn = math.sqrt(dn)  # r / ra, >= 1 / ra
+    k = like(sxy, 2.0 / math.pi) * atan2(w, sdn)  # atan2(2 b^2 sxy, r), both divided by ra
+    kdot = like(sxy, 4.0 / math.pi) / (ra * sdn)
     return a * a * k + c * c, a * a * b2 * kdot
 
 
@@ -100,31 +193,63 @@ def erf_diag(a, b, c, sxx):
 # -------------------------------------------------------------------------------------- GELU
 @jit
 def gelu(sxx, syy, sxy):
-    """phi = x Phi(x) (exact GELU).  With P = (1+sxx)(1+syy), D = P - sxy^2:
+    """phi = x Phi(x) (exact GELU).  With a = 1 + sxx, b = 1 + syy, P = a b, D = P - sxy^2, q = sxy^2 / P:
 
     K    = sxy/4 + sxy atan2(sxy, sqrt D)/(2 pi) + (sxx syy + sxy^2 (1 - sxx syy)/P) / (2 pi sqrt D)
     Kdot = 1/4 + atan2(sxy, sqrt D)/(2 pi) + sxy ((sxx+syy+3) - sxy^2 (sxx+syy+2)/P) / (2 pi D^1.5)
     (derived with Gaussian integration by parts; checked against quadrature in the tests).
+
+    Evaluated without cancellation, using 1 - q = D/P:
+    sxx syy + q (1 - sxx syy) = sxx syy D/P + q and (s + 3) - q (s + 2) = (a + b) D/P + 1, and in
+    units of a (:func:`_scaled_det1`, D = a^2 dn, y = b/a), so that neither large variances
+    (sxx syy and P overflow) nor float32 near-duplicates at large variance (the plain form lost
+    1e-4 of the diagonal to the cancellation) lose digits.
     """
     one = like(sxy, 1.0)
-    p = (one + sxx) * (one + syy)
-    q = sxy * sxy / p  # in [0, 1): keeps the products below finite in float32 at large variances
-    sq = math.sqrt(one + sxx + syy + _det(sxx, syy, sxy))  # sqrt(D), D = P - sxy^2 >= 1
-    angle = atan2(sxy, sq) * like(sxy, _INV_2PI)
+    a, dn, x, v, w = _scaled_det1(one, sxx, syy, sxy)
+    ia = one / a  # hoisted with a
+    y = ia + v  # b / a
+    iy = one / y
+    sdn = math.sqrt(dn)  # sqrt(D) / a
+    rsq = one / sdn
+    inv_2pi = like(sxy, _INV_2PI)
+    angle = atan2(w, sdn) * inv_2pi  # atan2(sxy, sqrt D)
+    q = w * w * iy
     quarter = like(sxy, 0.25)
-    k = quarter * sxy + sxy * angle + (sxx * syy + q * (one - sxx * syy)) * like(sxy, _INV_2PI) / sq
-    s = sxx + syy
-    kdot = (
-        quarter
-        + angle
-        + sxy * ((s + like(sxy, 3.0)) - q * (s + like(sxy, 2.0))) * like(sxy, _INV_2PI) / (sq * sq * sq)
-    )
+    # (sxx/a)(syy/b) sqrt(D) + q / sqrt(D)
+    k = quarter * sxy + sxy * angle + (x * (syy * iy) * sdn + q * ia * rsq) * inv_2pi
+    # sxy (a + b) / (P sqrt D) + sxy / D^1.5
+    u = ia * rsq
+    kdot = quarter + angle + w * ((one + y) * iy * u + u * u * rsq) * inv_2pi
     return k, kdot
 
 
 @jit
 def gelu_diag(sxx):
     return gelu(sxx, sxx, sxx)
+
+
+# sxx + syy - 2 sxy within this many eps of sxx + syy is rounding noise of the inner products
+# (BLAS and the row norms round differently): such pairs get the parallel distance.
+_DISTANCE_ULPS = 64.0
+
+
+@jit
+def _sq_distance(sxx, syy, sxy):
+    """E(u - v)^2 = sxx + syy - 2 sxy, never below its Cauchy-Schwarz floor (sqrt sxx - sqrt syy)^2.
+
+    The sum cancels for (nearly) parallel pairs: at variance 1e8 an exact duplicate pair got
+    1e-8 of relative noise into sin's K, at 1e18 exp of a negative distance (K ~ 1e55).  A
+    distance within rounding of 0 (``_DISTANCE_ULPS`` eps of sxx + syy) is the parallel one, so
+    duplicates are exact and no distance is negative.  (Genuinely distinct pairs keep an error
+    ~ eps (sxx + syy) b^2 from the inner products: the kernel only sees Sigma.)
+    """
+    eps = like(sxy, 1.1920929e-07) if is_single(sxy) else like(sxy, 2.220446049250313e-16)
+    total = sxx + syy
+    d = total - like(sxy, 2.0) * sxy
+    floor = math.sqrt(sxx) - math.sqrt(syy)
+    floor = floor * floor
+    return floor if d <= like(sxy, _DISTANCE_ULPS) * eps * total else max(d, floor)
 
 
 # ------------------------------------------------------------------ Sin family (Cos, Rbf too)
@@ -139,8 +264,8 @@ def sin(a, b, c, sxx, syy, sxy):
     """
     b2 = b * b
     h = like(sxy, -0.5) * b2
-    e_minus = math.exp(h * (sxx + syy - like(sxy, 2.0) * sxy))
-    e_plus = math.exp(h * (sxx + syy + like(sxy, 2.0) * sxy))
+    e_minus = math.exp(h * _sq_distance(sxx, syy, sxy))
+    e_plus = math.exp(h * _sq_distance(sxx, syy, -sxy))
     x = like(sxy, -2.0) * b2 * sxy
     # e- - e+ = -e- expm1(x): accurate for small |x|; for large |x| the plain difference is (and
     # expm1 could overflow against an underflowed e-)
@@ -162,7 +287,8 @@ def sin_diag(a, b, c, sxx):
 def sign(sxx, syy, sxy):
     """phi = sign(x): K = 1 - 2 theta/pi; Kdot = 0 (the derivative vanishes almost everywhere)."""
     r, theta = _angle(sxx, syy, sxy)
-    return like(sxy, 1.0) - like(sxy, 2.0 / math.pi) * theta, like(sxy, 0.0)
+    # as (2/pi)(pi/2 - theta): exactly 0 at theta = pi/2 whether or not LLVM fuses a multiply-add
+    return like(sxy, 2.0 / math.pi) * (like(sxy, math.pi / 2) - theta), like(sxy, 0.0)
 
 
 @jit
@@ -189,14 +315,14 @@ def gaussian(a, b, sxx, syy, sxy):
     """phi = a exp(b x^2): with D = det(I - 2 b Sigma), K = a^2 / sqrt(D), Kdot = 4 a^2 b^2 sxy / D^1.5.
 
     Finite only while I - 2 b Sigma is positive definite (always for b <= 0); the public
-    functions check the diagonal, which bounds every pair.
+    functions check the diagonal, which bounds every pair.  D = a^2 dn (:func:`_scaled_det1`), so
+    that b < 0 at large variances does not overflow.
     """
     one = like(sxy, 1.0)
-    two_b = like(sxy, 2.0) * b
-    det = one - two_b * (sxx + syy) + two_b * two_b * _det(sxx, syy, sxy)
-    inv_sqrt = one / math.sqrt(max(det, like(sxy, 0.0)))
+    ra, dn, x, v, w = _scaled_det1(like(sxy, -2.0) * b, sxx, syy, sxy)
+    inv_sqrt = one / (ra * math.sqrt(max(dn, like(sxy, 0.0))))  # inf where not positive definite
     k = a * a * inv_sqrt
-    return k, like(sxy, 4.0) * b * b * sxy * k * inv_sqrt * inv_sqrt
+    return k, like(sxy, 4.0) * b * b * (sxy * k) * inv_sqrt * inv_sqrt
 
 
 @jit
@@ -311,7 +437,7 @@ def monomial_diag(n, sxx):
 
 
 # ---------------------------------------------------------------------------------- dispatch
-@jit
+@jit_inline
 def dual(code, p0, p1, p2, sxx, syy, sxy):
     """(K, Kdot) of the activation with integer ``code`` and parameters (p0, p1, p2).
 
@@ -397,40 +523,50 @@ def abrelu_grad(a, b, sxx, syy, sxy):
 
 @jit
 def erf_grad(a, b, c, sxx, syy, sxy):
+    # K and Kdot are the very values of ``erf``; the partials use its scaled variables (r = ra sqrt(dn),
+    # w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so that r^2 = det(I + 2 b^2 Sigma), which overflows at
+    # variances around 1e154, is never formed
+    k_out, kdot_out = erf(a, b, c, sxx, syy, sxy)
     b2 = b * b
-    sxx, syy, sxy = b2 * sxx, b2 * syy, b2 * sxy
-    r2 = 1.0 + 2.0 * (sxx + syy) + 4.0 * _det(sxx, syy, sxy)
-    r = math.sqrt(r2)
-    k = (2.0 / math.pi) * atan2(2.0 * sxy, r)
-    kdot = (4.0 / math.pi) / r
-    # partials in the scaled variables, then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
-    kx = -kdot * sxy / (1.0 + 2.0 * sxx)
-    ky = -kdot * sxy / (1.0 + 2.0 * syy)
-    dx = -kdot * (1.0 + 2.0 * syy) / r2
-    dy = -kdot * (1.0 + 2.0 * sxx) / r2
-    dxy = 4.0 * kdot * sxy / r2
-    a2 = a * a
-    s1 = a2 * b2
+    ra, dn, x, v, w = _scaled_det1(2.0 * b2, sxx, syy, sxy)
+    ia = 1.0 / ra
+    kdot = (4.0 / math.pi) / (ra * math.sqrt(dn))
+    # partials in the b^2-scaled variables s' (1 + 2 s'xx = ra, 1 + 2 s'yy = ra (ia + v), s'xy = ra w / 2),
+    # then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
+    kx = -kdot * 0.5 * w
+    ky = -kdot * 0.5 * w / (ia + v)
+    rdn = ra * dn  # r^2 / ra
+    dx = -kdot * (ia + v) / rdn
+    dy = -kdot / rdn
+    dxy = 2.0 * kdot * w / rdn
+    s1 = a * a * b2
     s2 = s1 * b2
-    return a2 * k + c * c, s1 * kdot, s1 * kx, s1 * ky, s1 * kdot, s2 * dx, s2 * dy, s2 * dxy
+    return k_out, kdot_out, s1 * kx, s1 * ky, kdot_out, s2 * dx, s2 * dy, s2 * dxy
 
 
 @jit
 def gelu_grad(sxx, syy, sxy):
     # with a = 1 + sxx, b = 1 + syy, D = a b - sxy^2 (partials simplified with sympy; the tests
-    # check them against finite differences)
+    # check them against finite differences), each term divided through by D^2 so that nothing
+    # of order variance^4 is formed (D^2 overflowed at variances around 1e77): sqrt(D) = a sqrt(dn)
     k, kdot = gelu(sxx, syy, sxy)
     a = 1.0 + sxx
     b = 1.0 + syy
-    D = 1.0 + sxx + syy + _det(sxx, syy, sxy)
-    sq = math.sqrt(D)
-    c1 = _INV_2PI / (2.0 * D * sq)
-    kx = c1 * (D * D * (a + 2.0) - D * a * (a + b) - a * a * b) / (a * a)
-    ky = c1 * (D * D * (b + 2.0) - D * b * (a + b) - a * b * b) / (b * b)
-    c2 = c1 / D
-    dx = -c2 * sxy * (D * D * (a + 2.0) + D * a * (a + b) + 3.0 * a * a * b) / (a * a)
-    dy = -c2 * sxy * (D * D * (b + 2.0) + D * b * (a + b) + 3.0 * a * b * b) / (b * b)
-    dxy = 2.0 * c2 * (D * D + D * (a + b - 2.0) + 3.0 * a * b)
+    ra, dn, x, v, w = _scaled_det1(1.0, sxx, syy, sxy)
+    sdn = math.sqrt(dn)
+    sq = a * sdn  # sqrt(D)
+    ia = 1.0 / a
+    ib = 1.0 / b
+    i_d = ia * ia / dn  # 1 / D
+    i_dsq = i_d * ia / sdn  # 1 / (D sqrt D)
+    c = 0.25 / math.pi
+    # (a + 2) / a^2 = (1 + 2/a) / a, and sqrt(D) / a = sqrt(dn)
+    kx = c * (sdn * (1.0 + 2.0 * ia) - (a + b) * ia / sq - b * i_dsq)
+    ky = c * (sdn * (a * ib) * (1.0 + 2.0 * ib) - (a + b) * ib / sq - a * i_dsq)
+    # sxy / a (resp. / b) taken first: sxy times terms of order 1/variance^2 would underflow
+    dx = -c * (sxy * ia) * ((1.0 + 2.0 * ia) / sq + (a + b) * i_dsq + 3.0 * (b * i_dsq) * (a * i_d))
+    dy = -c * (sxy * ib) * ((1.0 + 2.0 * ib) / sq + (a + b) * i_dsq + 3.0 * (a * i_dsq) * (b * i_d))
+    dxy = 2.0 * c * (1.0 / sq + (a + b - 2.0) * i_dsq + 3.0 * (a * i_d) * (b * i_dsq))
     return k, kdot, kx, ky, kdot, dx, dy, dxy
 
 

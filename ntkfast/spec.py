@@ -17,6 +17,10 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from scipy import special
 
+from . import config
+from .config import check_fits
+from .errors import ArgumentError, ArgumentTypeError
+
 # Integer codes understood by ntkfast.recursion.dual / dual_diag.  Monomial families carry their
 # degree in the code so that it is a compile-time constant in the kernels.
 ABRELU, ERF, GELU, SIN, SIGN, EXP, GAUSSIAN = 0, 1, 2, 3, 4, 5, 6
@@ -100,7 +104,7 @@ def LeakyReLU(alpha: float = 0.01) -> ABReLU:
 
 
 def Abs() -> ABReLU:
-    """|x|."""
+    """phi(x) = ``|x|``."""
     return ABReLU(-1.0, 1.0, name="abs")
 
 
@@ -622,9 +626,40 @@ class InputMap:
         return 2 * self.matrix(d).shape[0]
 
     def apply(self, X: np.ndarray) -> np.ndarray:
+        n, m = X.shape[0], self.out_dim(X.shape[1]) // 2
+        check_fits(
+            3 * n * m * X.dtype.itemsize,
+            f"Fourier features of {n} rows ({2 * m} features, {X.dtype})",
+            "Use fewer features (n_features) or fewer rows per call.",
+        )
         B = self.matrix(X.shape[1]).astype(X.dtype, copy=False)
         proj = X @ (2.0 * np.pi * B.T).astype(X.dtype, copy=False)
         return np.concatenate([np.sin(proj), np.cos(proj)], axis=1)
+
+
+def _check_real(value, name: str) -> float:
+    """A finite real number, with ArgumentTypeError/ArgumentError naming ``name``
+    (``_validation.check_real`` cannot be imported here: it imports this module)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name}: expected a real number, got {value!r}")
+    try:
+        value = float(value)
+    except OverflowError:  # a Python int beyond float's range, e.g. 10**400
+        raise ArgumentError(f"{name}: {value!r} is beyond the float64 range") from None
+    if not math.isfinite(value):
+        raise ArgumentError(f"{name}: expected a finite number, got {value}")
+    return value
+
+
+def _check_int(value, name: str, minimum: int, maximum: int, why: str = "") -> int:
+    """An integer in minimum..maximum (not a bool), with a message naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ArgumentError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ArgumentError(f"{name}: {value} is above the largest supported value, {maximum}{why}")
+    return int(value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -634,11 +669,14 @@ class FourierFeatures(InputMap):
     B: np.ndarray
 
     def __post_init__(self):
-        B = np.array(self.B, dtype=np.float64)
+        try:
+            B = np.array(self.B, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ArgumentError(f"B: expected a 2-D numeric array (m, d) ({exc})") from None
         if B.ndim != 2 or B.size == 0:
-            raise ValueError(f"B must be a non-empty 2-D array (m, d), got shape {B.shape}")
+            raise ArgumentError(f"B must be a non-empty 2-D array (m, d), got shape {B.shape}")
         if not np.all(np.isfinite(B)):
-            raise ValueError("B must be finite")
+            raise ArgumentError("B must be finite")
         B.setflags(write=False)
         object.__setattr__(self, "B", B)
 
@@ -653,29 +691,51 @@ class FourierFeatures(InputMap):
 
     def matrix(self, d: int) -> np.ndarray:
         if self.B.shape[1] != d:
-            raise ValueError(f"X has {d} features but FourierFeatures.B expects {self.B.shape[1]}")
+            raise ArgumentError(f"X has {d} features but FourierFeatures.B expects {self.B.shape[1]}")
         return self.B
 
 
 @dataclass(frozen=True)
 class RandomFourierFeatures(InputMap):
-    """Fourier features with B ~ N(0, scale**2) of shape (n_features, d), drawn from ``seed``."""
+    """Fourier features with B ~ N(0, scale**2) of shape (n_features, d), drawn from ``seed``.
+
+    ``seed`` must be an integer >= 0 (B is drawn again at every use, so it must be the same
+    each time; a Generator would give different features for X and Y).  B is budget-checked
+    (``n_features * d`` float64) before it is drawn.
+    """
 
     n_features: int = 256
     scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
-        if isinstance(self.n_features, bool) or not isinstance(self.n_features, numbers.Integral):
-            raise TypeError("n_features must be an integer")
-        if self.n_features < 1:
-            raise ValueError(f"n_features must be >= 1, got {self.n_features}")
-        if _real(self.scale, "scale") <= 0:
-            raise ValueError(f"scale must be > 0, got {self.scale}")
+        object.__setattr__(self, "n_features", _check_int(self.n_features, "n_features", 1, config.MAX_WIDTH))
+        scale = _check_real(self.scale, "scale")
+        if scale <= 0:
+            raise ArgumentError(f"scale must be > 0, got {self.scale}")
+        object.__setattr__(self, "scale", scale)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise ArgumentTypeError(
+                f"seed: expected an integer >= 0 (B is drawn again at each use and must be the same each time), "
+                f"got {self.seed!r}"
+            )
+        if self.seed < 0:
+            raise ArgumentError(f"seed: expected an integer >= 0, got {self.seed!r}")
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def out_dim(self, d: int) -> int:
+        return 2 * self.n_features  # without drawing B
 
     def matrix(self, d: int) -> np.ndarray:
+        check_fits(
+            8 * self.n_features * d,
+            f"the RandomFourierFeatures matrix B of shape ({self.n_features}, {d}) (float64)",
+            "Use fewer n_features.",
+        )
         rng = np.random.default_rng(self.seed)
-        return self.scale * rng.standard_normal((self.n_features, d))
+        B = rng.standard_normal((self.n_features, d))
+        B *= self.scale
+        return B
 
 
 # ----------------------------------------------------------------------------------------- MLP
@@ -720,27 +780,25 @@ class MLP:
     input_map: InputMap | None = None
 
     def __post_init__(self):
-        if isinstance(self.depth, bool) or not isinstance(self.depth, numbers.Integral):
-            raise TypeError(f"depth must be an integer, got {type(self.depth).__name__}")
-        if self.depth < 0:
-            raise ValueError(f"depth must be >= 0, got {self.depth}")
-        object.__setattr__(self, "depth", int(self.depth))
+        why = " (each kernel entry costs O(depth); see ntkfast.config.MAX_DEPTH)"
+        object.__setattr__(self, "depth", _check_int(self.depth, "depth", 0, config.MAX_DEPTH, why))
         object.__setattr__(self, "activation", get_activation(self.activation))
-        W_std = _real(self.W_std, "W_std")
+        W_std = _check_real(self.W_std, "W_std")
         if W_std < 0:
-            raise ValueError(f"W_std must be >= 0, got {W_std}")
+            raise ArgumentError(f"W_std must be >= 0, got {W_std}")
         object.__setattr__(self, "W_std", W_std)
         if self.b_std is not None:
-            b_std = _real(self.b_std, "b_std")
+            b_std = _check_real(self.b_std, "b_std")
             if b_std < 0:
-                raise ValueError(f"b_std must be >= 0 or None, got {b_std}")
+                raise ArgumentError(f"b_std must be >= 0 or None, got {b_std}")
             object.__setattr__(self, "b_std", b_std)
-        if self.parameterization not in ("ntk", "standard"):
-            raise ValueError(f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}")
-        if not isinstance(self.residual, bool):
-            raise TypeError("residual must be a bool")
+        if not isinstance(self.parameterization, str) or self.parameterization not in ("ntk", "standard"):
+            raise ArgumentError(f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}")
+        if not isinstance(self.residual, (bool, np.bool_)):
+            raise ArgumentTypeError(f"residual must be a bool, got {self.residual!r}")
+        object.__setattr__(self, "residual", bool(self.residual))
         if self.input_map is not None and not isinstance(self.input_map, InputMap):
-            raise TypeError("input_map must be an ntkfast InputMap (e.g. FourierFeatures) or None")
+            raise ArgumentTypeError("input_map must be an ntkfast InputMap (e.g. FourierFeatures) or None")
         object.__setattr__(self, "width", self._check_width(self.width))
 
     @classmethod
@@ -766,20 +824,26 @@ width=7, residual=True, input_map=None)
         return cls(**values)
 
     def _check_width(self, width):
-        if isinstance(width, numbers.Integral) and not isinstance(width, bool):
+        def is_int(w):
+            return isinstance(w, numbers.Integral) and not isinstance(w, bool)
+
+        if is_int(width):
             widths = (int(width),)
-        elif isinstance(width, (tuple, list)) and all(
-            isinstance(w, numbers.Integral) and not isinstance(w, bool) for w in width
-        ):
+        elif isinstance(width, (tuple, list)) and all(is_int(w) for w in width):
             widths = tuple(int(w) for w in width)
             if len(widths) not in (1, max(self.depth, 1)):
-                raise ValueError(f"width: expected an int or {self.depth} hidden widths, got {len(widths)}")
+                raise ArgumentError(f"width: expected an int or {self.depth} hidden widths, got {len(widths)}")
             if self.residual and len(set(widths)) > 1:
-                raise ValueError("width: residual blocks need one common width")
+                raise ArgumentError("width: residual blocks need one common width")
         else:
-            raise TypeError(f"width must be an int or a tuple of ints, got {width!r}")
+            raise ArgumentTypeError(f"width must be an int or a tuple of ints, got {width!r}")
         if any(w < 1 for w in widths):
-            raise ValueError(f"width must be >= 1, got {width}")
+            raise ArgumentError(f"width must be >= 1, got {width}")
+        if any(w > config.MAX_WIDTH for w in widths):
+            raise ArgumentError(
+                f"width: {max(widths)} is above the largest supported width, 2**53 (the standard "
+                "parameterization uses it as a float64 coefficient)"
+            )
         return widths[0] if len(widths) == 1 else widths
 
     @property

@@ -13,20 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import config
-from .config import format_bytes, memory_budget
+from .config import check_fits, format_bytes, memory_budget
 from .errors import InsufficientMemoryError
 
-__all__ = ["InsufficientMemoryError", "TilePlan", "allocate", "check_fits", "format_bytes", "memory_budget",
-           "plan_tiles", "run_tiles"]
-
-
-def check_fits(nbytes: int, what: str, alternatives: str) -> None:
-    budget = memory_budget()
-    if nbytes > budget:
-        raise InsufficientMemoryError(
-            f"{what} needs {format_bytes(nbytes)} but the memory budget is {format_bytes(budget)}. "
-            f"{alternatives}"
-        )
+__all__ = ["InsufficientMemoryError", "TilePlan", "allocate", "check_fits", "check_scratch", "default_n_jobs",
+           "format_bytes", "max_n_jobs", "memory_budget", "plan_tiles", "run_tiles"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +69,7 @@ def plan_tiles(
         # fraction of the budget
         while tile > 64 and 4 * tile * tile * itemsize > memory_budget() // 8:
             tile //= 2
-    return TilePlan(n, m, max(1, int(tile)), symmetric)
+    return TilePlan(n, m, max(1, min(int(tile), max(n, m))), symmetric)  # no scratch beyond the matrix
 
 
 def progress_bar(total: int, enabled: bool, desc: str):
@@ -121,42 +112,84 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def run_tiles(plan: TilePlan, work, n_jobs: int | None = None, progress: bool = False, desc: str = "tiles"):
+def max_n_jobs() -> int:
+    """The most threads a caller may ask for: 4 per core, at least 8, at most 256."""
+    return min(256, max(8, 4 * default_n_jobs()))
+
+
+def check_scratch(tile: int, n_jobs: int, itemsize: int, buffers: int, what: str = "the tiles") -> None:
+    """Refuse per-thread scratch (``buffers`` tile x tile arrays per thread) above the memory budget."""
+    check_fits(
+        n_jobs * buffers * tile * tile * itemsize,
+        f"{what} (scratch of {buffers} x {tile} x {tile} per thread, {n_jobs} threads)",
+        "Pass a smaller tile= (or leave it to the default) or fewer n_jobs.",
+    )
+
+
+def run_tiles(plan: TilePlan, work, n_jobs: int | None = None, progress: bool = False, desc: str = "tiles",
+              static: bool = False):
     """Call ``work(i0, i1, j0, j1, worker)`` for every tile of ``plan`` on ``n_jobs`` threads.
 
     ``worker`` is a small per-thread integer (0 .. n_jobs-1) for per-thread scratch.  BLAS is
     limited to one thread meanwhile: each tile's GEMM is single-threaded and the tiles run in
     parallel, which keeps BLAS's spinning workers from starving the recursion.
+
+    By default threads pull the next tile from a shared queue (tiles differ in cost).  With
+    ``static`` worker ``w`` gets the fixed tiles ``w, w + n_jobs, ...`` (largest first) in a
+    fixed order, so whatever it accumulates per worker does not depend on thread timing.
+
+    Interrupts: the main thread waits in short slices; on KeyboardInterrupt (Ctrl-C) or an
+    exception in any worker it sets a cancel flag that every worker checks before its next
+    tile, waits for the tiles in progress to finish (a tile takes milliseconds) and re-raises.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     n_jobs = default_n_jobs() if n_jobs is None else n_jobs
     # largest tiles first: the small ones left at the end even out the threads' finishing times
     tiles = sorted(plan, key=lambda t: (t[1] - t[0]) * (t[3] - t[2]), reverse=True)
+    n_jobs = max(1, min(n_jobs, len(tiles)))
     bar = progress_bar(len(tiles), progress, desc)
+    cancel = threading.Event()
     try:
         with _blas_controller().limit(limits=1, user_api="blas"):
-            if n_jobs == 1 or len(tiles) == 1:
-                for t in tiles:
+            if n_jobs == 1:
+                for t in tiles:  # in the main thread: Ctrl-C lands between two tiles
                     work(*t, 0)
                     bar.update()
                 return
-            # threads pull the next tile from a shared iterator: tiles differ in cost (edges,
-            # diagonal blocks), so a static split leaves a core idle at the end
             queue = iter(tiles)
             lock = threading.Lock()
 
+            def next_tile(worker, mine):
+                if cancel.is_set():
+                    return None
+                if static:
+                    return next(mine, None)
+                with lock:
+                    return next(queue, None)
+
             def run(worker):
-                while True:
-                    with lock:
-                        t = next(queue, None)
-                    if t is None:
-                        return
-                    work(*t, worker)
+                mine = iter(tiles[worker::n_jobs])
+                while (t := next_tile(worker, mine)) is not None:
+                    try:
+                        work(*t, worker)
+                    except BaseException:
+                        cancel.set()
+                        raise
                     bar.update()
 
-            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                for f in [pool.submit(run, w) for w in range(n_jobs)]:
-                    f.result()
+            pool = ThreadPoolExecutor(max_workers=n_jobs)
+            futures = [pool.submit(run, w) for w in range(n_jobs)]
+            try:
+                pending = futures
+                while pending:  # short waits: the main thread stays responsive to Ctrl-C
+                    _, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+                    if any(f.done() and f.exception() is not None for f in futures):
+                        break
+            finally:  # after Ctrl-C or a worker's exception the others stop after their current tile
+                cancel.set()
+                pool.shutdown(wait=True)
+            for f in futures:
+                f.result()  # re-raise a worker's exception
     finally:
         bar.close()

@@ -1,5 +1,22 @@
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Hypothesis profiles, chosen by $HYPOTHESIS_PROFILE.  "ci": derandomized (a fixed seed, no
+# example database), a fixed number of examples and no deadline, so a landing never depends on
+# luck; it is the default, under $CI and also for a plain local run (.ci/run does not set $CI).
+# "dev": the same counts, randomized.  "explore": ten times the examples, randomized, for bug
+# hunting (HYPOTHESIS_PROFILE=explore python -m pytest tests/test_properties.py tests/test_scales.py).
+# Property tests read their example counts from the loaded profile (``settings().max_examples``).
+settings.register_profile("ci", derandomize=True, database=None, max_examples=60, deadline=None, print_blob=True)
+settings.register_profile("dev", max_examples=60, deadline=None, print_blob=True)
+settings.register_profile("explore", max_examples=600, deadline=None, print_blob=True)
+_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "").strip() or "ci"
+if _PROFILE not in ("ci", "dev", "explore"):
+    raise pytest.UsageError(f"HYPOTHESIS_PROFILE: expected 'ci', 'dev' or 'explore', got {_PROFILE!r}")
+settings.load_profile(_PROFILE)
 
 
 @pytest.fixture

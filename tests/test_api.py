@@ -171,7 +171,7 @@ def test_float32_near_duplicates_accuracy(act, rng):
     """float32 near theta = 0: rows at relative distances 1e-1 .. 1e-7.
 
     float32 inner products fix 1 - rho^2 only to about sqrt(d) 1e-7, so pairs with
-    1 - rho^2 < 1e-3 are recomputed in float64 (gram._REFINE_TOL32).  Measured: relu 9e-7,
+    1 - rho^2 < 1e-3 are recomputed in float64 (config.REFINE_TOL32).  Measured: relu 9e-7,
     sign 6e-6, abs 2e-6 at depth 3 (relu was 5e-4 before the refinement).
     """
     x = rng.standard_normal((1, 50))

@@ -130,7 +130,7 @@ def test_fit_then_predict(files, data):
     expected = make_pipeline(StandardScaler(), NTKClassifier(depth=2)).fit(X[:120], labels[:120]).predict(X[120:])
     with open(preds) as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["label"]
+    assert rows[0] == ["label_pred"]  # <target>_pred (issue 18): not the ground truth's name
     assert [r[0] for r in rows[1:]] == list(expected)
     accuracy = np.mean(expected == labels[120:])
     assert f"wrote 30 predictions to {preds}" in res.stdout
@@ -178,8 +178,10 @@ def test_bench_quick():
 
 # ----------------------------------------------------------------------- in-process: main(argv)
 def test_no_arguments_runs_the_demo_with_its_defaults(monkeypatch):
+    import ntkfast.cli.commands.demo
+
     seen = {}
-    monkeypatch.setattr(cli, "_cmd_demo", lambda args: seen.update(vars(args)) or 0)
+    monkeypatch.setattr(ntkfast.cli.commands.demo, "run", lambda args: seen.update(vars(args)) or 0)
     assert cli.main([]) == 0
     assert seen["command"] == "demo" and seen["figure"] == "ntkfast_demo.png" and not seen["quick"]
 
@@ -294,7 +296,7 @@ def test_fit_regression_predict_to_stdout_and_probabilities(capsys, files, data)
     code, out, err = call(capsys, "predict", tmp / "reg.joblib", files["X_noheader"])
     assert code == 0, err
     rows = list(csv.reader(out.splitlines()))
-    assert rows[0] == ["y"] and len(rows) == 31
+    assert rows[0] == ["y_pred"] and len(rows) == 31
     pred = np.array([float(r[0]) for r in rows[1:]])
     assert r2_score(y_reg[:30], pred) > 0.9  # training rows: kernel regression nearly interpolates
     # the regression file carries the target: R^2 reported (stderr, since stdout holds the data)
@@ -306,7 +308,7 @@ def test_fit_regression_predict_to_stdout_and_probabilities(capsys, files, data)
     code, out, err = call(capsys, "predict", tmp / "cls.joblib", files["test"], "--proba")
     assert code == 0, err
     rows = list(csv.reader(out.splitlines()))
-    assert rows[0] == ["label", "proba_cat", "proba_dog", "proba_emu"]
+    assert rows[0] == ["label_pred", "proba_cat", "proba_dog", "proba_emu"]
     P = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
     np.testing.assert_allclose(P.sum(1), 1.0, rtol=1e-12)
     assert [r[0] for r in rows[1:]] == list(np.array(["cat", "dog", "emu"])[P.argmax(1)])
@@ -346,8 +348,11 @@ def test_fit_and_predict_bad_inputs(capsys, files, tmp_path):
     model = tmp_path / "m.joblib"
     assert_error(call(capsys, "fit", train, "--target", "species", "-o", model), 1, "no column named 'species'", "'f0'")
     assert_error(call(capsys, "fit", train, "--target", "9", "-o", model), 1, "index 9 is out of range for 5")
-    text = write_csv(tmp_path / "text.csv", ["a", "b", "y"], [["1", "red", "0"], ["2", "blue", "1"]])
-    assert_error(call(capsys, "fit", text, "--target", "y", "-o", model), 1, "column 'b' has 'red', not a number")
+    # a text column is categorical now (one-hot encoded); a typo in a column of numbers is refused
+    rows = [[str(i), "x" if i == 3 else str(i / 2), str(i % 2)] for i in range(8)]
+    text = write_csv(tmp_path / "text.csv", ["a", "b", "y"], rows)
+    assert_error(call(capsys, "fit", text, "--target", "y", "-o", model), 1, "column 'b' holds numbers but has 'x'",
+                 "on line 5", "--na-values x")  # fmt: skip
     assert_error(call(capsys, "fit", train, "--target", "label", "--task", "regression", "-o", model), 1, "not numeric")
     one = write_csv(tmp_path / "one.csv", ["a", "y"], [["1", "x"], ["2", "x"]])
     assert_error(call(capsys, "fit", one, "--target", "y", "--task", "classification", "-o", model), 1, "single class")

@@ -187,3 +187,122 @@ def test_empirical_ntk_on_the_gpu_without_cupy_says_how_to_install(monkeypatch):
         net.empirical_ntk(np.ones((2, 3)), backend="gpu")
     with pytest.raises(ValueError, match="backend"):
         net.empirical_ntk(np.ones((2, 3)), backend="tpu")
+
+
+def test_depth_zero_and_mirrored_blocks_equal_the_jacobian_gram(rng, monkeypatch):
+    """The traced kernel's shortcuts (readout and last hidden layer without (n k)-row products), the
+    mirrored lower triangle of K(X, X), and the path that recomputes features when they do not fit."""
+    for arch in (nf.MLP(depth=0, b_std=0.2), nf.MLP(depth=1, activation="gelu", b_std=None, width=9)):
+        net = nf.FiniteMLP(arch, out_dim=3, seed=4, in_dim=2)
+        X = rng.standard_normal((5, 2))
+        J = net.jacobian(X)
+        full = np.einsum("ikp,jlp->ijkl", J, J)
+        scale = np.abs(full).max()
+        np.testing.assert_allclose(net.empirical_ntk(X, trace_outputs=False), full, atol=1e-12 * scale)
+        np.testing.assert_allclose(net.empirical_ntk(X), np.einsum("ijkk->ij", full) / 3, atol=1e-12 * scale)
+        diag = np.einsum("iikk->i", full) / 3
+        np.testing.assert_allclose(net.empirical_ntk(X, diagonal=True), diag, atol=1e-12 * scale)
+    net = nf.FiniteMLP(nf.MLP(depth=2, activation="erf", b_std=0.1, width=8), out_dim=2, seed=5, in_dim=3)
+    X = rng.standard_normal((600, 3))
+    K = net.empirical_ntk(X)  # blocks of 256 rows on and above the diagonal, mirrored
+    np.testing.assert_array_equal(K, K.T)
+    one = net.empirical_ntk(X, block_size=600)
+    np.testing.assert_allclose(K, one, rtol=1e-13, atol=1e-13 * np.abs(one).max())
+    full = net.empirical_ntk(X[:40], trace_outputs=False, block_size=16)
+    np.testing.assert_array_equal(full, full.transpose(1, 0, 3, 2))
+    np.testing.assert_allclose(np.einsum("ijkk->ij", full) / 2, one[:40, :40], rtol=1e-13, atol=1e-13)
+    monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", "200K")  # Y's features no longer cached
+    np.testing.assert_allclose(net.empirical_ntk(X[:100], block_size=8), one[:100, :100], rtol=1e-13, atol=1e-13)
+
+
+def test_fill_ntk_is_public_and_takes_a_device_hook(rng):
+    net = nf.FiniteMLP(nf.MLP(depth=2, activation="relu", b_std=0.3, width=12), out_dim=3, seed=6)
+    X = net.check_input(rng.standard_normal((7, 4)).tolist())
+    Y = net.check_input(rng.standard_normal((5, 4)), "Y")
+    assert X.dtype == np.float64 and X.flags.c_contiguous and net._check_X == net.check_input
+    moved = []
+    out = net.fill_ntk(X, Y, False, True, 3, np.zeros((7, 5)), lambda a: moved.append(a.shape) or a.copy())
+    np.testing.assert_allclose(out, net.empirical_ntk(X, Y), rtol=1e-14)
+    assert moved and net._fill_ntk == net.fill_ntk
+    with pytest.raises(ValueError, match="Y: has 3 features"):
+        net.check_input(np.ones((2, 3)), "Y")
+
+
+def test_train_step_is_the_gradient_step(rng):
+    """One step of train = params - lr * J^T (f - y) / N, with J the analytic Jacobian (itself
+    checked against finite differences above); the network trained is a copy."""
+    arch = nf.MLP(depth=2, activation="erf", W_std=1.2, b_std=0.3, width=(7, 5))
+    net = nf.FiniteMLP(arch, out_dim=2, seed=8, in_dim=3)
+    before = [(W.copy(), b.copy()) for W, b in net.params]
+    X, y = rng.standard_normal((6, 3)), rng.standard_normal((6, 2))
+    res = net.train(X, y, lr=0.3, steps=1)
+    flat = np.concatenate([np.r_[W.ravel(), b] for W, b in before])
+    J = net.jacobian(X)  # (n, k, p)
+    grad = np.einsum("ikp,ik->p", J, net.apply(X) - y) / y.size
+    got = np.concatenate([np.r_[W.ravel(), b] for W, b in res.net.params])
+    np.testing.assert_allclose(got, flat - 0.3 * grad, rtol=1e-13, atol=1e-14)
+    for (W, b), (W0, b0) in zip(net.params, before):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+    # residual blocks and standard parameterization take the same path
+    for arch in (nf.MLP(depth=2, activation="gelu", b_std=0.2, residual=True, width=6),
+                 nf.MLP(depth=1, activation="sin", b_std=None, parameterization="standard", width=6)):
+        net = nf.FiniteMLP(arch, out_dim=1, seed=9, in_dim=3)
+        flat = np.concatenate([np.r_[W.ravel(), [] if b is None else b] for W, b in net.params])
+        grad = np.einsum("ikp,ik->p", net.jacobian(X), net.apply(X) - y[:, :1]) / 6
+        res = net.train(X, y[:, 0], lr=0.2, steps=1)
+        got = np.concatenate([np.r_[W.ravel(), [] if b is None else b] for W, b in res.net.params])
+        np.testing.assert_allclose(got, flat - 0.2 * grad, rtol=1e-13, atol=1e-14)
+
+
+def test_sizes_beyond_the_memory_budget_are_refused_up_front(monkeypatch):
+    monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", "1G")
+    X = np.ones((3, 2))
+    cases = [
+        (lambda: nf.FiniteMLP(nf.MLP(depth=2, width=10**6), in_dim=784), "FiniteMLP with 1000787000001 parameters"),
+        (lambda: nf.monte_carlo_kernel(nf.MLP(depth=2), X, width=10**7), "parameters"),
+        (lambda: nf.FiniteMLP(nf.MLP(), out_dim=10**9, in_dim=3), "parameters"),
+        (lambda: nf.RandomFourierFeatures(10**9).matrix(784), r"B of shape \(1000000000, 784\)"),
+        (lambda: nf.FiniteMLP(nf.MLP(input_map=nf.RandomFourierFeatures(10**9))).apply(X), "parameters"),
+        (lambda: nf.FiniteMLP(nf.MLP(), in_dim=2).train(X, np.ones(3), lr=0.1, steps=10**12), "loss history"),
+        (lambda: nf.FiniteMLP(nf.MLP(), in_dim=2, out_dim=300).empirical_ntk(np.ones((300, 2)), trace_outputs=False),
+         "empirical NTK of shape"),
+        (lambda: nf.FiniteMLP(nf.MLP(width=4000), in_dim=2, out_dim=3000).empirical_ntk(X, trace_outputs=False),
+         r"a block of 1 row\(s\) needs"),
+    ]
+    for call, message in cases:
+        with pytest.raises(nf.InsufficientMemoryError, match=message):
+            call()
+
+
+def test_bad_sizes_seeds_and_ragged_inputs_give_clear_errors():
+    X = np.ones((3, 2))
+    cases = [
+        (lambda: nf.MLP(depth=10**10), ValueError, "depth: 10000000000 is above the largest supported value, 100000"),
+        (lambda: nf.MLP(width=10**400), ValueError, "width: 1000.* above the largest supported width"),
+        (lambda: nf.MLP(W_std=10**400), ValueError, "W_std: 1000.* beyond the float64 range"),
+        (lambda: nf.MLP(b_std=-(10**400)), ValueError, "b_std: -1000.* beyond the float64 range"),
+        (lambda: nf.MLP(width=[3, "a"]), TypeError, "width must be an int or a tuple of ints"),
+        (lambda: nf.MLP(parameterization=["ntk"]), ValueError, "parameterization"),
+        (lambda: nf.RandomFourierFeatures(seed=-1), ValueError, "seed: expected an integer >= 0"),
+        (lambda: nf.RandomFourierFeatures(seed=np.random.default_rng(0)), TypeError, "seed: expected an integer"),
+        (lambda: nf.RandomFourierFeatures(scale=10**400), ValueError, "scale: 1000.* beyond the float64 range"),
+        (lambda: nf.FourierFeatures([[1.0, 2.0], [3.0]]), ValueError, "B: expected a 2-D numeric array"),
+        (lambda: nf.FiniteMLP(nf.MLP(), seed=-3), ValueError, "seed: expected an integer >= 0"),
+        (lambda: nf.FiniteMLP(nf.MLP(), seed="x"), ValueError, "seed"),
+        (lambda: nf.monte_carlo_kernel(nf.MLP(), X, seed=1.5), TypeError, "seed: expected an integer >= 0"),
+        (lambda: nf.monte_carlo_kernel(nf.MLP(), X, n_samples=10**12), ValueError, "n_samples: .* above the largest"),
+        (lambda: nf.monte_carlo_kernel(nf.MLP(), X, width=10**400), ValueError, "width: .* above the largest"),
+        (lambda: nf.monte_carlo_kernel(nf.MLP(), X, get="ntkk"), ValueError, "get: expected one of"),
+        (lambda: nf.monte_carlo_kernel(nf.MLP(), [[1.0, 2.0], [3.0]]), ValueError, "X: .*rows of different lengths"),
+        (lambda: nf.FiniteMLP(nf.MLP(), in_dim=2).apply([[1.0, 2.0], [3.0]]), ValueError, "X: could not be read"),
+        (lambda: nf.FiniteMLP(nf.MLP(), in_dim=2).empirical_ntk(X, block_size=0), ValueError, "block_size"),
+        (lambda: nf.FiniteMLP(nf.MLP(), in_dim=2).empirical_ntk(X, trace_outputs="no"), TypeError, "trace_outputs"),
+        (lambda: nf.FiniteMLP(nf.MLP(), in_dim=2).train(X, [[1.0], [2.0, 3.0], [4.0]], lr=0.1, steps=1),
+         ValueError, "y: expected a numeric array"),
+        (lambda: nf.FiniteMLP(nf.MLP(), in_dim=2).train(X, np.ones(3), lr=0.1, steps=1.5), TypeError, "steps"),
+    ]
+    for call, kind, message in cases:
+        with pytest.raises(kind, match=message) as info:
+            call()
+        assert isinstance(info.value, nf.NtkfastError), (message, type(info.value))

@@ -3,9 +3,12 @@
 * host-side checks that run anywhere (no CuPy, no GPU): dispatch and error messages, the source
   that NVRTC compiles, kernel parameter lists against gram.cu, argument packing, launch geometry,
   and the tile schedule with the kernels' write contract emulated in NumPy;
-* ``@pytest.mark.gpu`` tests that need CuPy and a CUDA device (skipped otherwise): GPU Gram vs the
-  CPU Gram, matvec vs K @ V, empirical NTK vs the CPU one, every output element written, and
-  bitwise repeatability.
+* device tests, each run on two backends: ``cudaemu`` (the real kernels of gram.cu compiled for
+  the host by tests/cuda_emu and driven by the backend's own host code through a fake ``cupy``;
+  needs g++) and ``gpu`` (real CuPy on a CUDA device; skipped without one): GPU Gram vs the CPU
+  Gram for every activation code and both dtypes, K(X, X) and K(X, Y), both methods; matvec vs
+  K @ V; the empirical NTK vs the CPU one; every output element written; results independent of
+  the order blocks run in, and bitwise repeatable.  ``-m cudaemu`` selects the emulated ones.
 """
 
 import re
@@ -17,7 +20,7 @@ import numpy as np
 import pytest
 
 import ntkfast as nf
-from ntkfast import gram
+from ntkfast import engine
 from ntkfast._validation import check_backend
 from ntkfast.backends import gpu
 
@@ -124,8 +127,8 @@ def _kernel_signatures() -> dict:
 
 def test_kernel_parameters_match_gram_cu():
     parsed = _kernel_signatures()
-    assert set(parsed) == set(gpu._PARAMS) == {*gpu.KERNELS, "sum_slices"}
-    for kernel, params in gpu._PARAMS.items():
+    assert set(parsed) == set(gpu.PARAMS) == {*gpu.KERNELS, "sum_slices"}
+    for kernel, params in gpu.PARAMS.items():
         assert parsed[kernel] == list(params), kernel
 
 
@@ -153,7 +156,7 @@ def test_pack_args_casts_to_the_c_types():
 
 def test_pack_coefficients_layout():
     arch = nf.MLP(depth=3, activation=nf.Erf(1.3, 0.7, 0.2), W_std=1.2, b_std=0.3, residual=True)
-    coef = gram._coefficients(arch, 7, np.dtype(np.float32))
+    coef = engine.coefficients(arch, 7, np.dtype(np.float32))
     packed = gpu.pack_coefficients(coef, np.float32)
     assert packed.dtype == np.float32
     first, steps = arch.layer_coefficients(7)
@@ -195,7 +198,7 @@ def test_matvec_slices_cover_every_column_tile_once(n, m, k, n_sm, budget):
 
 def test_plan_tiles_fits_the_budget():
     plan = gpu.plan_tiles(100, 50, 8, True, 1, 10**12)
-    assert plan.tile == gpu.GPU_MIN_TILE and plan.symmetric
+    assert plan.tile == nf.config.GPU_MIN_TILE and plan.symmetric
     plan = gpu.plan_tiles(10**5, 10**5, 8, False, 5, 2 * 2**30)
     assert plan.tile & (plan.tile - 1) == 0 and 5 * plan.tile**2 * 8 <= 2 * 2**30
     assert gpu.plan_tiles(10**5, 10**5, 4, False, 1, 10**12).tile == gpu.GPU_MAX_TILE
@@ -256,250 +259,18 @@ def test_schedule_and_destinations_write_every_element_once(rng, symmetric, name
         np.testing.assert_array_equal(o, r)
 
 
-# ------------------------------------------------------------------- a CuPy emulated on the CPU
-# The tests below run twice: on a real GPU with CuPy (marked ``gpu``; skipped without one), and
-# against this emulation, so that the host code (tiles, views and leading dimensions, pinned
-# copies, streams and events, slices of the fused matvec) runs everywhere.  The emulated kernels
-# follow the contract written at the top of gram.cu, reading and writing through the same
-# pointer + leading-dimension arguments the real ones get (bounds-checked); they are a model of
-# the CUDA code, not the CUDA code itself, which only a GPU run checks.
-from numpy.lib.stride_tricks import as_strided  # noqa: E402
+# ---------------------------------------------------------------- device tests (emulated / real)
+# "cudaemu": tests/cuda_emu compiles the exact source the backend hands NVRTC with g++ against a
+# host emulation of CUDA (one host thread per CUDA thread, checked barriers, NaN-poisoned shared
+# and device memory, blocks in forward/reverse/shuffled order) and serves it through a fake
+# cupy module; everything above the kernels is the backend's real code.  "cupy": a real GPU.
+from cuda_emu import fake_cupy, loader  # noqa: E402
 
 from ntkfast import recursion  # noqa: E402
 
 
-class _DeviceArray(np.ndarray):
-    """A "device" array: NumPy memory with CuPy's ``get`` and ``data.ptr``."""
-
-    def get(self):
-        return np.array(self)
-
-    @property
-    def data(self):
-        return types.SimpleNamespace(ptr=self.ctypes.data)
-
-
-def _device(a):
-    return a.view(_DeviceArray)
-
-
-def _root(a):
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a
-
-
-def _at(ptr, shape, ld):
-    """The memory a kernel sees at pointer ``ptr`` (a view, or None) as a (rows, cols) matrix with
-    leading dimension ``ld``, checked to stay inside the allocation the view belongs to."""
-    if ptr is None or isinstance(ptr, np.uint64):
-        assert ptr is None or ptr == 0
-        return None
-    rows, cols, ld = int(shape[0]), int(shape[1]), int(ld)
-    item = ptr.dtype.itemsize
-    if rows == 0 or cols == 0:
-        return np.empty((rows, cols), ptr.dtype)
-    root = _root(ptr)
-    start, end = ptr.ctypes.data, ptr.ctypes.data + ((rows - 1) * ld + cols) * item
-    assert root.ctypes.data <= start and end <= root.ctypes.data + root.nbytes, "kernel access out of bounds"
-    return as_strided(ptr, shape=(rows, cols), strides=(ld * item, item))
-
-
-class _EmulatedKernel:
-    def __init__(self, expr):
-        m = re.fullmatch(r"ntkfast::(\w+)<(?:(\d+), )?(float|double)>", expr)
-        self.kernel, self.code = m.group(1), int(m.group(2) or -1)
-        self.T = np.float32 if m.group(3) == "float" else np.float64
-
-    def __call__(self, grid, block, args):
-        params = gpu._PARAMS[self.kernel]
-        assert len(args) == len(params)
-        for (name, ctype), a in zip(params, args):  # what CuPy would pass: exact C types
-            if not ctype.endswith("*"):
-                want = {"int": np.int32, "long long": np.int64, "float": np.float32, "T": self.T}[ctype]
-                assert type(a) is want, (self.kernel, name, type(a))
-            elif not isinstance(a, np.uint64):
-                assert isinstance(a, _DeviceArray), (self.kernel, name, type(a))
-                assert a.dtype == (np.float64 if "double" in ctype else self.T), (self.kernel, name)
-        getattr(self, "_" + self.kernel)(grid, block, **dict(zip([p for p, _ in params], args)))
-
-    # the recursion of one entry, as ``entry`` in gram.cu
-    def _entry(self, a, i, j, g):
-        T = self.T
-        if a["diagonal"] and i == j:
-            return a["diag_nngp"][i], a["diag_ntk"][i]
-        L = int(a["n_steps"])
-        if a["refine"] and L > 0:
-            S = a["sig_x"][0, i] * a["sig_y"][0, j]
-            s1 = a["coef"][3] * g + a["coef"][4]
-            if S - s1 * s1 <= T(a["tau"]) * S:
-                g64 = float(np.dot(a["x64"][i], a["y64"][j]))
-                s, t = self._layers(a["coef64"], L, g64, a["sig_x64"][:, i], a["sig_y64"][:, j])
-                return T(s), T(t)
-        if L == 0:  # no steps: the kernel never reads sig_x / sig_y (null then)
-            return self._layers(a["coef"], 0, g, None, None)
-        return self._layers(a["coef"], L, g, a["sig_x"][:, i], a["sig_y"][:, j])
-
-    def _layers(self, coef, L, g, sx, sy):
-        sigma, theta = coef[3] * g + coef[4], coef[5] * g + coef[6]
-        for layer in range(L):
-            k, kdot = recursion.dual(self.code, coef[0], coef[1], coef[2], sx[layer], sy[layer], sigma)
-            c = coef[7 + 5 * layer : 12 + 5 * layer]
-            sigma, theta = recursion.step(k, kdot, sigma, theta, *c)
-        return sigma, theta
-
-    def _views(self, a, n, m):
-        L = int(a["n_steps"])
-        a = dict(a)
-        a["sig_x"], a["sig_y"] = _at(a["sig_x"], (L, n), a["ld_sx"]), _at(a["sig_y"], (L, m), a["ld_sy"])
-        a["diag_nngp"], a["diag_ntk"] = _at(a["diag_nngp"], (1, n), n)[0], _at(a["diag_ntk"], (1, n), n)[0]
-        if a["refine"]:
-            a["sig_x64"], a["sig_y64"] = _at(a["sig_x64"], (L, n), a["ld_sx"]), _at(a["sig_y64"], (L, m), a["ld_sy"])
-            a["x64"], a["y64"] = _at(a["x64"], (n, a["d"]), a["d"]), _at(a["y64"], (m, a["d"]), a["d"])
-        return a
-
-    def _write_tile(self, a, n, m, inner):
-        out = [_at(a[k], (n, m), a["ld_out"]) for k in ("nngp", "ntk")]
-        out_t = [_at(a[k], (m, n), a["ld_t"]) for k in ("nngp_t", "ntk_t")]
-        for i in range(n):
-            for j in range(m):
-                if a["diagonal"] and i > j:
-                    continue
-                g = self.T(0) if a["diagonal"] and i == j else inner(i, j)
-                values = self._entry(a, i, j, g)
-                for o, ot, v in zip(out, out_t, values):
-                    if o is not None:
-                        o[i, j] = v
-                    if ot is not None and not (a["diagonal"] and i == j):
-                        ot[j, i] = v
-
-    def _recursion_tile(self, grid, block, **a):
-        n, m = int(a["n"]), int(a["m"])
-        assert grid[0] * block[0] >= m and grid[1] * block[1] >= n
-        a = self._views(a, n, m)
-        gram = _at(a["gram"], (n, m), a["ld_gram"])
-        self._write_tile(a, n, m, lambda i, j: gram[i, j])
-
-    def _gram_fused(self, grid, block, **a):
-        n, m, d = int(a["n"]), int(a["m"]), int(a["d"])
-        assert grid[0] * gpu.FUSED_TILE >= m and grid[1] * gpu.FUSED_TILE >= n
-        a = self._views(a, n, m)
-        X, Y = _at(a["X"], (n, d), d), _at(a["Y"], (m, d), d)
-        self._write_tile(a, n, m, lambda i, j: self.T(np.dot(X[i], Y[j])))
-
-    def _matvec_fused(self, grid, block, **a):
-        n, m, d, k = int(a["n"]), int(a["m"]), int(a["d"]), int(a["k"])
-        a = self._views(a, n, m)
-        X, Y, V = _at(a["X"], (n, d), d), _at(a["Y"], (m, d), d), _at(a["V"], (m, k), k)
-        partial = _at(a["partial"], (grid[0] * n, k), k).reshape(grid[0], n, k)
-        BT, per = gpu.FUSED_TILE, int(a["tiles_per_slice"])
-        assert grid[1] * BT >= n
-        for s in range(grid[0]):
-            partial[s] = 0
-            for t in range(s * per, min((s + 1) * per, -(-m // BT))):
-                cols = range(t * BT, min((t + 1) * BT, m))
-                Kt = np.array([[self._entry(a, i, j, self.T(np.dot(X[i], Y[j])))[int(a["want_ntk"])] for j in cols]
-                               for i in range(n)], dtype=self.T)  # fmt: skip
-                for jj, j in enumerate(cols):  # the kernel's order: column by column
-                    partial[s] += Kt[:, jj : jj + 1] * V[j]
-
-    def _sum_slices(self, grid, block, partial, n_slices, size, out):
-        parts = _at(partial, (int(n_slices), int(size)), int(size))
-        o = _at(out, (1, int(size)), int(size))[0]
-        o[:] = 0
-        for q in range(int(n_slices)):
-            o += parts[q]
-
-
-class _EmulatedModule:
-    def __init__(self, code, options, name_expressions):
-        assert '#include "' not in code and set(options) == set(gpu.NVRTC_OPTIONS)
-        self.names = set(name_expressions)
-
-    def get_function(self, expr):
-        assert expr in self.names
-        return _EmulatedKernel(expr)
-
-
-class _Stream:
-    ptr = 0
-
-    def synchronize(self):
-        pass
-
-    def wait_event(self, event):
-        assert event.recorded
-
-
-class _Event:
-    recorded = False
-
-    def record(self, stream=None):
-        self.recorded = True
-
-    def synchronize(self):
-        assert self.recorded
-
-
-class _DeviceCtx:
-    id = 0
-    attributes = {"MultiProcessorCount": 2}
-
-    def __init__(self, device=0):
-        assert device == 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _memcpy(dst, src, size, kind, stream):
-    import ctypes
-
-    assert kind == 2
-    ctypes.memmove(dst, src, size)
-
-
-def _emulated_cupy():
-    def asarray(a, dtype=None):
-        if isinstance(a, _DeviceArray) and (dtype is None or a.dtype == dtype):
-            return a
-        return _device(np.array(a, dtype=dtype))
-
-    def matmul(a, b, out=None):
-        assert all(isinstance(x, _DeviceArray) for x in (a, b) + (() if out is None else (out,)))
-        return _device(np.matmul(a, b, out=out))
-
-    runtime = types.SimpleNamespace(
-        getDeviceCount=lambda: 1, memGetInfo=lambda: (2**30, 2**31), memcpyAsync=_memcpy, memcpyDeviceToHost=2
-    )
-    cuda = types.SimpleNamespace(runtime=runtime, Device=_DeviceCtx, Stream=lambda non_blocking=False: _Stream(),
-                                 Event=_Event, get_current_stream=_Stream)  # fmt: skip
-    cp = types.ModuleType("cupy")
-    cp.__dict__.update(
-        ndarray=_DeviceArray, asarray=asarray, matmul=matmul, cuda=cuda, nan=np.nan, RawModule=_EmulatedModule,
-        empty=lambda shape, dtype=float: _device(np.empty(shape, dtype)),
-        zeros=lambda shape, dtype=float: _device(np.zeros(shape, dtype)),
-        full=lambda shape, v, dtype=float: _device(np.full(shape, v, dtype)),
-        get_default_memory_pool=lambda: types.SimpleNamespace(free_bytes=lambda: 0),
-    )  # fmt: skip
-    cpx = types.ModuleType("cupyx")
-    cpx.empty_pinned = lambda shape, dtype=float: np.empty(shape, dtype)
-    profiler = types.ModuleType("cupyx.profiler")
-
-    def bench(f, n_repeat=1, n_warmup=0):
-        for _ in range(n_warmup + n_repeat):
-            f()
-        return types.SimpleNamespace(gpu_times=np.ones(n_repeat))
-
-    profiler.benchmark = bench
-    cpx.profiler = profiler
-    return {"cupy": cp, "cupyx": cpx, "cupyx.profiler": profiler}
-
-
-@pytest.fixture(scope="module", params=["emulated", pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.fixture(scope="module", params=[pytest.param("cudaemu", marks=pytest.mark.cudaemu),
+                                        pytest.param("cupy", marks=pytest.mark.gpu)])  # fmt: skip
 def cp(request):
     if request.param == "cupy":
         cupy = pytest.importorskip("cupy")
@@ -507,57 +278,143 @@ def cp(request):
             pytest.skip("no CUDA device")
         yield cupy
         return
-    modules = _emulated_cupy()
+    if not loader.available():
+        pytest.skip("the CUDA emulation needs g++")
+    modules = fake_cupy.modules()
     with pytest.MonkeyPatch.context() as mp:
         for name, mod in modules.items():
             mp.setitem(sys.modules, name, mod)
-        gpu._module.cache_clear()
-        gpu._function.cache_clear()
+        gpu.clear_cache()
         yield modules["cupy"]
-        gpu._module.cache_clear()  # the emulated modules must not outlive the emulation
-        gpu._function.cache_clear()
+        gpu.clear_cache()  # the emulated modules must not outlive the emulation
 
 
-# one per family of closed forms (the activation code is a template parameter of the kernels)
-GPU_ACTIVATIONS = [nf.LeakyReLU(0.2), nf.Erf(), nf.Gelu(), nf.Sign(), nf.RectifiedMonomial(2)]
+def _emulated(cp):
+    return cp.ndarray is fake_cupy.ndarray
+
+
+# one activation per code: every closed form the kernels can be instantiated for
+ONE_PER_CODE = [
+    nf.ABReLU(-0.3, 1.7), nf.Erf(1.3, 0.7, 0.2), nf.Gelu(), nf.Sin(0.8, 1.5, 0.3), nf.Sign(), nf.Exp(1.0, 0.5),
+    nf.Gaussian(1.0, -1.0), *[nf.RectifiedMonomial(n) for n in range(6)], *[nf.Monomial(n) for n in range(9)],
+]  # fmt: skip
+
+
+def test_every_activation_code_is_covered():
+    codes = [a.code for a in ONE_PER_CODE]
+    assert codes == loader.all_codes()
+    assert {nf.spec.get_activation(name).code for name in nf.spec.ACTIVATIONS} <= set(codes)
 
 
 def _scale(K):
     return np.abs(K).max()
 
 
+def _arch(act):
+    return nf.MLP(depth=2, activation=act, W_std=1.0, b_std=0.2)
+
+
+def _reference(arch, X, Y=None, get=("nngp", "ntk")):
+    """The kernels from the Python twin of the recursion (ntkfast.recursion, checked against
+    quadrature elsewhere), pair by pair: a truth independent of the CPU engine's tiles (and of
+    its per-activation compilation, which would dominate these tests' time)."""
+    code, (p0, p1, p2) = arch.activation.code, (float(v) for v in arch.activation.params)
+    first, steps = arch.layer_coefficients(X.shape[1])
+    symmetric = Y is None
+    Y = X if symmetric else Y
+    G = X.astype(np.float64) @ Y.astype(np.float64).T
+
+    def diagonal(sq):
+        s, t, sig = first[0] * sq + first[1], first[2] * sq + first[3], []
+        for c in steps:
+            sig.append(s)
+            k, kdot = recursion.dual_diag(code, p0, p1, p2, s)
+            s, t = recursion.step(k, kdot, s, t, *c)
+        return sig, s, t
+
+    dx = [diagonal(float(G[i, i] if symmetric else X[i].astype(np.float64) @ X[i])) for i in range(X.shape[0])]
+    dy = dx if symmetric else [diagonal(float(y.astype(np.float64) @ y)) for y in Y]
+    out = {g: np.empty(G.shape) for g in ("nngp", "ntk")}
+    for i in range(G.shape[0]):
+        for j in range(G.shape[1]):
+            if symmetric and i == j:
+                s, t = dx[i][1], dx[i][2]
+            elif symmetric and j < i:
+                s, t = out["nngp"][j, i], out["ntk"][j, i]
+            else:
+                g = float(G[i, j])
+                s, t = first[0] * g + first[1], first[2] * g + first[3]
+                for layer, c in enumerate(steps):
+                    k, kdot = recursion.dual(code, p0, p1, p2, dx[i][0][layer], dy[j][0][layer], s)
+                    s, t = recursion.step(k, kdot, s, t, *c)
+            out["nngp"][i, j], out["ntk"][i, j] = s, t
+    return out[get] if isinstance(get, str) else tuple(out[g] for g in get)
+
+
+def test_reference_agrees_with_the_cpu_engine(rng):
+    arch = _arch(nf.Erf(1.3, 0.7, 0.2))
+    X, Y = _rows(rng, 9), _rows(rng, 4)
+    for y in (None, Y):
+        for r, c in zip(_reference(arch, X, y), nf.kernel(arch, X, y, get=("nngp", "ntk"))):
+            np.testing.assert_allclose(r, c, rtol=1e-13, atol=1e-14)
+
+
+def _rows(rng, n, d=5):
+    """Rows of norm 0.6 ... 1 (the kernels of high-degree monomials stay within float32)."""
+    Z = rng.standard_normal((n, d))
+    return Z / np.linalg.norm(Z, axis=1, keepdims=True) * rng.uniform(0.6, 1.0, (n, 1))
+
+
 @pytest.mark.parametrize("method", gpu.METHODS)
-@pytest.mark.parametrize("act", GPU_ACTIVATIONS, ids=lambda a: a.name)
+@pytest.mark.parametrize("act", ONE_PER_CODE, ids=lambda a: f"{a.name}{a.code}")
 def test_gpu_gram_equals_cpu_float64(cp, rng, act, method):
-    arch = nf.MLP(depth=3, activation=act, W_std=1.3, b_std=0.2)
-    X, Y = rng.standard_normal((77, 9)) / 3, rng.standard_normal((45, 9)) / 3
+    arch = _arch(act)
+    X, Y = _rows(rng, 37, 11), _rows(rng, 21, 11)  # d = 11: two shared-memory stages, one ragged
     X[5] = X[3]  # an exact duplicate row
     for y in (None, Y):
-        ref = nf.kernel(arch, X, y, get=("nngp", "ntk"))
-        # tile=32: several tiles with ragged edges; CuPy input -> device output
-        got = gpu.kernel(arch, cp.asarray(X), None if y is None else cp.asarray(y), ("nngp", "ntk"), tile=32,
+        ref = _reference(arch, X, y)
+        # tile=16: several tiles with ragged edges; CuPy input -> device output
+        got = gpu.kernel(arch, cp.asarray(X), None if y is None else cp.asarray(y), ("nngp", "ntk"), tile=16,
                          method=method)  # fmt: skip
         for g, r in zip(got, ref):
             assert isinstance(g, cp.ndarray)
             np.testing.assert_allclose(g.get(), r, rtol=0, atol=1e-12 * _scale(r))
         if y is None:
             assert all(np.array_equal(g.get(), g.get().T) for g in got)
-            np.testing.assert_array_equal(np.diag(got[1].get()), nf.kernel_diag(arch, X))
+            np.testing.assert_array_equal(np.diag(got[1].get()), gpu.kernel_diag(arch, X))
 
 
 @pytest.mark.parametrize("method", gpu.METHODS)
-def test_gpu_gram_float32_bound(cp, rng, method):
+@pytest.mark.parametrize("act", ONE_PER_CODE, ids=lambda a: f"{a.name}{a.code}")
+def test_gpu_gram_float32(cp, rng, act, method):
     """float32: within 5e-5 of the float64 kernel's scale, near-duplicate rows included (they are
     recomputed in float64 inside the kernel, as on the CPU)."""
-    for act in (nf.ReLU(), nf.Sign()):
-        arch = nf.MLP(depth=3, activation=act, W_std=1.4, b_std=0.1)
-        X = rng.standard_normal((70, 16))
-        X[1] = X[0] + 1e-4 * rng.standard_normal(16)
-        X = X.astype(np.float32)
-        ref = nf.kernel(arch, X.astype(np.float64))
-        got = gpu.kernel(arch, cp.asarray(X), tile=32, method=method).get()
+    arch = _arch(act)
+    X, Y = _rows(rng, 37, 11), _rows(rng, 21, 11)
+    X[1] = X[0] + 1e-4 * rng.standard_normal(11) / np.sqrt(11)
+    X, Y = X.astype(np.float32), Y.astype(np.float32)
+    for y in (None, Y):
+        ref = _reference(arch, X, y, get="ntk")
+        got = gpu.kernel(arch, cp.asarray(X), None if y is None else cp.asarray(y), tile=16, method=method).get()
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, ref, rtol=0, atol=5e-5 * _scale(ref))
+
+
+@pytest.mark.parametrize("method", gpu.METHODS)
+def test_float32_refinement_is_needed(cp, rng, method):
+    """The in-kernel float64 refinement matters: without it (tau < 0: no pair qualifies) a
+    near-duplicate pair is off by more than the 5e-5 bound the refined kernel meets (~5x)."""
+    arch = nf.MLP(depth=2, activation=nf.ReLU(), W_std=1.4, b_std=0.1)
+    X = rng.standard_normal((20, 16))
+    X[1] = X[0] + 1e-3 * rng.standard_normal(16)
+    X = X.astype(np.float32)
+    ref = nf.kernel(arch, X.astype(np.float64))
+    got = gpu.kernel(arch, cp.asarray(X), method=method).get()
+    assert np.abs(got - ref).max() <= 5e-5 * _scale(ref)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nf.config, "REFINE_TOL32", -1.0)
+        crude = gpu.kernel(arch, cp.asarray(X), method=method).get()
+    assert np.abs(crude - ref).max() > 5e-5 * _scale(ref)
 
 
 @pytest.mark.parametrize("method", gpu.METHODS)
@@ -583,27 +440,34 @@ def test_memmap_output(cp, rng, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "K.npy"), nf.kernel(ARCH, X), rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("method", gpu.METHODS)
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_gpu_matvec_equals_dense(cp, rng, method, symmetric):
-    X, Y = rng.standard_normal((150, 6)), None if symmetric else rng.standard_normal((130, 6))
-    for get in ("ntk", "nngp"):
-        op = nf.GramOperator(ARCH, X, Y, get=get, backend="gpu")
-        K = nf.kernel(ARCH, X, Y, get=get)
-        V = rng.standard_normal((K.shape[1], 3))
-        got = gpu.matmat(op, V, method)
-        np.testing.assert_allclose(got, K @ V, rtol=1e-12, atol=1e-12 * np.abs(K).sum(1).max())
-        assert isinstance(op @ V[:, 0], np.ndarray)
-        W = rng.standard_normal((K.shape[0], 2))
-        np.testing.assert_allclose(op.T @ W, K.T @ W, rtol=1e-11, atol=1e-11 * np.abs(K).sum(0).max())
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("act", ONE_PER_CODE, ids=lambda a: f"{a.name}{a.code}")
+def test_gpu_matvec_equals_dense(cp, rng, act, dtype):
+    """Both methods, K(X, X) and K(X, Y) (one NTK, the other NNGP, swapped between dtypes): 2 x 2
+    row and column tiles of the fused kernel (ragged), several slices, k = 3 columns."""
+    arch = _arch(act)
+    X, Y = _rows(rng, 70).astype(dtype), _rows(rng, 66).astype(dtype)
+    tol = 1e-12 if dtype == "float64" else 5e-5
+    gets = ("ntk", "nngp") if dtype == "float64" else ("nngp", "ntk")
+    for y, get in zip((None, Y), gets):
+        op = nf.GramOperator(arch, X, y, get=get, backend="gpu")
+        K = _reference(arch, X, y, get=get)
+        V = rng.standard_normal((K.shape[1], 3)).astype(dtype)
+        for method in gpu.METHODS:
+            got = gpu.matmat(op, V, method)
+            assert got.dtype == np.dtype(dtype)
+            np.testing.assert_allclose(got, K @ V, rtol=0, atol=tol * np.abs(K).sum(1).max())
+    assert isinstance(op @ V[:, 0], np.ndarray)
+    W = rng.standard_normal((70, 2)).astype(dtype)
+    np.testing.assert_allclose(op.T @ W, K.T @ W, rtol=0, atol=tol * np.abs(K).sum(0).max())
 
 
 @pytest.mark.parametrize("method", gpu.METHODS)
 def test_no_race_results_repeat_bitwise(cp, rng, method):
-    n = 40 if cp.ndarray is _DeviceArray else 300  # (emulated: the host loop only; the race is a GPU matter)
+    n = 100 if _emulated(cp) else 300
     X = cp.asarray(rng.standard_normal((n, 20)))
     first = gpu.kernel(ARCH, X, get=("nngp", "ntk"), method=method, tile=64)
-    for _ in range(3):
+    for _ in range(3):  # (emulated: each launch runs its blocks in another order)
         again = gpu.kernel(ARCH, X, get=("nngp", "ntk"), method=method, tile=64)
         assert all(bool((a == b).all()) for a, b in zip(first, again))
     op = nf.GramOperator(ARCH, X.get(), backend="gpu")
@@ -613,8 +477,9 @@ def test_no_race_results_repeat_bitwise(cp, rng, method):
         assert np.array_equal(gpu.matmat(op, V, method), first)
 
 
-def test_gpu_empirical_ntk_equals_cpu(cp, rng):
-    arch = nf.MLP(depth=2, activation="erf", W_std=1.3, b_std=0.2, width=64)
+@pytest.mark.parametrize("act", ONE_PER_CODE, ids=lambda a: f"{a.name}{a.code}")
+def test_gpu_empirical_ntk_equals_cpu(cp, rng, act):
+    arch = nf.MLP(depth=2, activation=act, W_std=1.3, b_std=0.2, width=64)
     net = nf.FiniteMLP(arch, out_dim=3, seed=1)
     X, Y = rng.standard_normal((20, 5)), rng.standard_normal((9, 5))
     for y in (None, Y):
@@ -638,14 +503,26 @@ def test_auto_backend_for_cupy_inputs(cp, rng):
 
 
 def test_benchmark_runs(cp, capsys):
-    res = gpu.benchmark(n=70, d=5, dtype="float64", depth=2, repeat=1)
+    bench = _bench_gpu()
+    res = bench.benchmark(n=70, d=5, dtype="float64", depth=2, repeat=1)
     assert {"gemm_floor_s", "gram_gemm_s", "gram_fused_s", "matvec_gemm_s", "matvec_fused_s"} <= set(res)
     assert all(v > 0 for k, v in res.items() if k.endswith("_s"))
-    assert "gram_fused_s" in capsys.readouterr().out
+    assert "gram_fused_over_gram_gemm" in capsys.readouterr().out
+
+
+def _bench_gpu():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "asv_bench" / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_device_output_too_large_is_refused_up_front(cp, rng, monkeypatch):
-    if cp.ndarray is not _DeviceArray:
+    if not _emulated(cp):
         pytest.skip("needs the emulated device's adjustable free memory")
     monkeypatch.setattr(cp.cuda.runtime, "memGetInfo", lambda: (2**20, 2**31))
     with pytest.raises(nf.InsufficientMemoryError, match="GPU memory.*memmap.*GramOperator"):
@@ -653,3 +530,126 @@ def test_device_output_too_large_is_refused_up_front(cp, rng, monkeypatch):
     # host outputs only need a few tiles on the device
     K = nf.kernel(ARCH, rng.standard_normal((300, 2)), backend="gpu")
     assert isinstance(K, np.ndarray) and np.isfinite(K).all()
+
+
+# ------------------------------------------------------------------- the emulation itself
+@pytest.mark.parametrize("method", gpu.METHODS)
+def test_results_do_not_depend_on_block_order(cp, rng, method):
+    if not _emulated(cp):
+        pytest.skip("the block order is the emulator's")
+    arch = _arch(nf.Gelu())
+    X, Y = _rows(rng, 150, 9), _rows(rng, 70, 9)
+    op = nf.GramOperator(arch, X, backend="gpu")
+    V = rng.standard_normal((150, 2))
+    results = []
+    for order in loader.ORDERS:
+        with loader.block_order(order):
+            results.append(
+                (*gpu.kernel(arch, cp.asarray(X), get=("nngp", "ntk"), method=method),
+                 gpu.kernel(arch, cp.asarray(X), cp.asarray(Y), method=method), gpu.matmat(op, V, method))
+            )  # fmt: skip
+    for other in results[1:]:
+        assert all(np.array_equal(np.asarray(to_np(a)), np.asarray(to_np(b))) for a, b in zip(results[0], other))
+
+
+def to_np(a):
+    return a.get() if hasattr(a, "get") else a
+
+
+SELFTEST = r"""
+template <typename T> __global__ void unwritten_shared(T* out) {
+  __shared__ T s[64];
+  if (threadIdx.x % 2 == 0) s[threadIdx.x] = T(threadIdx.x);
+  __syncthreads();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = s[threadIdx.x];
+}
+__global__ void divergent_barrier(float* out) {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+  out[threadIdx.x] = 1.0f;
+}
+__global__ void early_exit(float* out, int n) {
+  if (threadIdx.x >= n) return;
+  __syncthreads();
+  out[threadIdx.x] = 1.0f;
+}
+__global__ void widths(int a, long long b, float c, double* out) {
+  if (threadIdx.x == 0) { out[0] = a; out[1] = double(b); out[2] = c; }
+}
+__global__ void block_ids(int* out) {
+  if (threadIdx.x == 0) out[blockIdx.y * gridDim.x + blockIdx.x] = blockIdx.x + 1000 * blockIdx.y;
+}
+__global__ void overrun(double* out, int n) { out[n + threadIdx.x] = 1.0; }
+"""
+SELFTEST_KERNELS = ["unwritten_shared<double>", "unwritten_shared<float>", "divergent_barrier", "early_exit",
+                    "widths", "block_ids", "overrun"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def selftest(cp):
+    if not _emulated(cp):
+        pytest.skip("tests of the emulator")
+    return cp.RawModule(code=SELFTEST, name_expressions=SELFTEST_KERNELS)
+
+
+def test_emulator_poisons_shared_memory(cp, selftest):
+    for T in (np.float64, np.float32):
+        out = cp.zeros(128, T)
+        selftest.get_function(f"unwritten_shared<{'double' if T is np.float64 else 'float'}>")((2,), (64,), (out,))
+        o = out.get()
+        assert np.array_equal(o[0::2], np.tile(np.arange(0, 64, 2), 2)) and np.isnan(o[1::2]).all()
+
+
+def test_emulator_stops_at_barrier_mismatches(cp, selftest):
+    out = cp.zeros(64, np.float32)
+    with pytest.raises(loader.EmulatedLaunchError, match=r"different __syncthreads\(\): .*:\d+ and .*:\d+"):
+        selftest.get_function("divergent_barrier")((1,), (32,), (out,))
+    with pytest.raises(loader.EmulatedLaunchError, match="exited"):
+        selftest.get_function("early_exit")((1,), (32,), (out, np.int32(20)))
+    selftest.get_function("early_exit")((1,), (32,), (out, np.int32(32)))  # uniform: fine
+    assert (out.get()[:32] == 1).all()
+
+
+def test_emulator_checks_scalar_widths(cp, selftest):
+    out = cp.zeros(3)
+    f = selftest.get_function("widths")
+    f((1,), (1,), (np.int32(-7), np.int64(2**40), np.float32(0.5), out))
+    np.testing.assert_array_equal(out.get(), [-7, 2**40, 0.5])
+    for bad in [(np.int64(1), np.int64(2), np.float32(0.5), out), (np.int32(1), np.int32(2), np.float32(0.5), out),
+                (np.int32(1), np.int64(2), np.float64(0.5), out), (np.int32(1), np.int64(2), np.int32(0), out),
+                (np.int32(1), np.int64(2), np.float32(0.5), cp.zeros(3, np.float32)), (1, 2, 0.5, out)]:  # fmt: skip
+        with pytest.raises(loader.EmulatedLaunchError, match="compiled parameter"):
+            f((1,), (1,), bad)
+
+
+def test_emulator_runs_every_block_in_each_order(cp, selftest):
+    for order in loader.ORDERS:
+        out = cp.zeros(12, np.int32)
+        with loader.block_order(order):
+            selftest.get_function("block_ids")((4, 3), (32,), (out,))
+        assert sorted(out.get().tolist()) == sorted(x + 1000 * y for x in range(4) for y in range(3))
+
+
+def test_emulator_catches_out_of_bounds_writes(cp, selftest):
+    out = cp.zeros(10)
+    with pytest.raises(loader.EmulatedLaunchError, match="out-of-bounds write"):
+        selftest.get_function("overrun")((1,), (4,), (out, np.int32(10)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["address", "thread"])
+def test_emulated_kernels_under_sanitizers(kind):
+    """scripts/cuda_emu_sanitize.sh: a subset of the emulated tests with the kernels built with
+    -fsanitize=address (out-of-bounds, use-after-free) or -fsanitize=thread (races between the
+    threads of a block, run concurrently); ~1 minute each once built."""
+    from pathlib import Path
+
+    if not loader.available():
+        pytest.skip("the CUDA emulation needs g++")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cuda_emu_sanitize.sh"
+    res = subprocess.run(["bash", str(script), kind], capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    assert " passed" in res.stdout and "failed" not in res.stdout

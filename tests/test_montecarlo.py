@@ -12,6 +12,14 @@ The networks follow DESIGN.md section 2 and use nothing from ntkfast except the 
 
 NNGP: the empirical second moment f(x) f(y), averaged over the readout units of one network and
 then over independent networks; the per-network averages are iid, which gives a standard error.
+The outputs of a network on the n test points are drawn layer by layer without the W matrices:
+given a layer's inputs A (n, fan_in), its outputs A (w P_W) + b 1 P_b^T have iid Gaussian columns
+of covariance w^2 A A^T + b^2 1 1^T, so with A' = [w A, b 1] = R^T Q^T (QR of A'^T) they are
+R^T G, G an (n, fan_out) standard normal matrix: exactly the same law as the network's, for n
+instead of fan_in numbers per unit (``sample_outputs``; checked against ``forward`` below).
+One NNGP check per activation family: the families' dual maps are proved to ~1e-14 by the
+quadrature of tests/test_quadrature.py, so these check what quadrature cannot (the layer
+recursion, W_std/b_std, depth, residual blocks, end to end through ``nf.kernel``).
 NTK: for one scalar output, Theta(x, y) = sum over parameters of df(x)/dp df(y)/dp, from explicit
 backpropagation (checked against finite differences below), averaged over seeds.
 """
@@ -83,6 +91,42 @@ def backward(net, states, n):
             g = g + deltas[l]
         deltas[l - 1] = g
     return deltas
+
+
+def sample_outputs(rng, act, X, width, depth, W_std, b_std, residual=False, n_out=1):
+    """Outputs (n, n_out) of one random NTK-parameterized network on the rows of X, drawn in law
+    layer by layer (module docstring): the same distribution as ``forward(make_net(...), X)[2]``."""
+    n = X.shape[0]
+    dims = [X.shape[1]] + [width] * (depth + 1 if residual else depth) + [n_out]
+    L = len(dims) - 1
+    h = None
+    for l in range(L):
+        a = X if l == 0 else act.phi(h)
+        cols = [W_std / math.sqrt(dims[l]) * a] + ([] if b_std is None else [np.full((n, 1), b_std)])
+        A = np.concatenate(cols, axis=1)  # (n, fan_in [+ 1])
+        if A.shape[1] <= n:
+            z = A @ rng.standard_normal((A.shape[1], dims[l + 1]))
+        else:
+            R = np.linalg.qr(A.T, mode="r")  # A = R^T Q^T with Q^T Q = I
+            z = R.T @ rng.standard_normal((R.shape[0], dims[l + 1]))
+        h = h + z if (residual and 0 < l < L - 1) else z
+    return h
+
+
+def test_sampled_outputs_have_the_law_of_the_network():
+    """sample_outputs against forward(make_net): second moments of one output unit agree within
+    5 standard errors over 4000 draws each (both are exact draws of the same law)."""
+    act, X = nf.Erf(1.2, 0.8, 0.1), X5
+    for residual, b_std in ((False, 0.4), (True, None)):
+        rng = np.random.default_rng(3)
+        a = np.array([sample_outputs(rng, act, X, 6, 2, 1.3, b_std, residual, 50) for _ in range(80)])
+        b = np.array(
+            [forward(make_net(rng, act, 3, 6, 2, 1.3, b_std, "ntk", residual, 50), X)[2] for _ in range(80)]
+        )
+        ma, mb = (np.einsum("sik,sjk->sij", v, v).reshape(-1, 25) for v in (a, b))  # per network, summed over units
+        diff = ma.mean(0) - mb.mean(0)
+        se = np.sqrt(ma.var(0, ddof=1) / len(ma) + mb.var(0, ddof=1) / len(mb))
+        assert (np.abs(diff) <= 5 * se + 1e-12).all(), np.max(np.abs(diff) / se)
 
 
 def per_example_gradients(net, X):
@@ -164,8 +208,7 @@ def mc_nngp(act, W_std, b_std, residual=False, n_nets=250, seed=0, depth=2):
     rng = np.random.default_rng(seed)
     ests = np.empty((n_nets, len(X5), len(X5)))
     for m in range(n_nets):
-        net = make_net(rng, act, X5.shape[1], N_HIDDEN, depth, W_std, b_std, "ntk", residual, N_READOUT)
-        f = forward(net, X5)[2]
+        f = sample_outputs(rng, act, X5, N_HIDDEN, depth, W_std, b_std, residual, N_READOUT)
         ests[m] = f @ f.T / N_READOUT
     return ests.mean(0), ests.std(0, ddof=1) / math.sqrt(n_nets)
 
@@ -189,21 +232,18 @@ def _check_nngp(arch, mean, se, bias_c):
 
 
 NNGP_CASES = [
-    # (activation, W_std, b_std, bias constant)
-    (nf.ReLU(), 1.3, 0.5, 5),
+    # (activation, W_std, b_std, bias constant): one per family (ReLU/Abs are ABReLU, Sin/Cos are
+    # Rbf's family, Identity is Monomial(1)); ReLU with biases is also checked by the residual and
+    # NTK cases below, which go through the NNGP recursion
     (nf.LeakyReLU(0.2), 1.3, None, 5),
-    (nf.Abs(), 1.0, 0.5, 5),
     (nf.Erf(), 1.5, 0.5, 5),
     (nf.Gelu(), 1.3, 0.5, 5),
-    (nf.Sin(), 1.2, 0.5, 5),
-    (nf.Cos(), 1.0, 0.5, 5),
     (nf.Rbf(0.5), 1.0, 0.5, 5),
     (nf.Sign(), 1.0, 0.5, 5),
     (nf.Exp(1.0, 0.3), 1.0, 0.5, 5),
     (nf.Gaussian(1.0, -1.0), 1.2, 0.5, 5),
     (nf.RectifiedMonomial(2), 1.0, 0.5, 40),
     (nf.Monomial(2), 0.8, 0.5, 20),
-    (nf.Identity(), 1.3, 0.5, 5),
 ]
 
 

@@ -86,7 +86,10 @@ def test_recursion_loop_vectorises(name, dtype):
     params = np.asarray(act.params, dtype)
     first = np.ones(4, dtype)
     steps = np.ones((1, 5), dtype)
-    fresh(params, first, steps, G, sig, sig, G.copy(), G.copy(), 0, 0, True, True, dtype(-np.inf))
+    out = G.copy()[None]  # one (n_depths=1, n, n) output per kernel
+    write_at, with_readout = np.array([steps.shape[0]], np.int64), np.zeros(1, np.bool_)
+    fresh(params, first, steps, G, sig, sig, out, out.copy(), 0, 0, True, True, dtype(-np.inf), write_at,
+          np.zeros(5, dtype), with_readout)  # fmt: skip
     ir = "\n".join(fresh.inspect_llvm().values())
     # the only square root is in the recursion loop: a vector sqrt means that loop vectorised
     bits = 64 if dtype == np.float64 else 32

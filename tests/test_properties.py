@@ -1,10 +1,13 @@
 """Property-based tests (hypothesis) over shapes, input scales and dtypes."""
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import ntkfast as nf
+
+# example counts come from the hypothesis profile loaded in conftest.py ("ci", "dev", "explore")
+EXAMPLES = settings().max_examples
 
 ACTIVATIONS = ["relu", "abs", "leaky_relu", "erf", "gelu", "sign", "sin", nf.RectifiedMonomial(2)]
 
@@ -37,8 +40,16 @@ def problems(draw):
     return arch, X, Y
 
 
-@settings(max_examples=60, deadline=None)
+# issue 12 item 11: float32 GELU at variance ~1e7 lost 1.3e-4 of its diagonal to cancellation, so a
+# (float64-refined) duplicate cross pair exceeded the diagonal beyond Cauchy-Schwarz
+_GELU32_X = np.array([[3455.842], [8216.182]], np.float32)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(problems())
+@example((nf.MLP(depth=2, activation="gelu", b_std=None), _GELU32_X, _GELU32_X.copy()))
+@example((nf.MLP(depth=2, activation="gelu", W_std=1.5, b_std=None, parameterization="standard", residual=True),
+          _GELU32_X, _GELU32_X.copy()))  # fmt: skip
 def test_kernel_properties(problem):
     arch, X, Y = problem
     nngp, ntk = nf.kernel(arch, X, get=("nngp", "ntk"))
@@ -68,7 +79,7 @@ def test_kernel_properties(problem):
     assert (np.abs(nngp_xy) <= bound * (1 + 1e-4) + 1e-30).all()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=max(EXAMPLES // 2, 1), deadline=None)
 @given(problems())
 def test_operator_matches_kernel(problem):
     arch, X, Y = problem

@@ -253,3 +253,130 @@ def test_randomized_search_joblib_round_trip_and_threads(tmp_path):
     one = NTKClassifier(n_jobs=1).fit(X, y).decision_function(X[:10])
     two = NTKClassifier(n_jobs=2).fit(X, y).decision_function(X[:10])
     np.testing.assert_allclose(one, two, rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------- options, uncertainty, refusals
+def test_every_option_reaches_the_fitted_model():
+    """Estimators and GP kernels build their network with MLP.from_params: every structure
+    option they expose is in the fitted architecture."""
+    import ntkfast as nf
+    from ntkfast.sklearn import NNGPKernel, NTKKernel
+
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    fourier = nf.FourierFeatures(np.random.default_rng(1).standard_normal((4, 3)))
+    options = dict(depth=2, activation="erf", W_std=1.1, b_std=None, parameterization="standard", width=7,
+                   residual=True, input_map=fourier)  # fmt: skip
+    expect = nf.MLP(**options)
+    for est, y in ((NTKRegressor(**options), X[:, 0]), (NTKClassifier(**options), X[:, 0] > 0)):
+        fitted = est.fit(X, y)
+        assert fitted.arch_ == expect
+        np.testing.assert_allclose(fitted._gram(X[:3]), nf.kernel(expect, X[:3]), rtol=1e-14)
+    for cls, get in ((NTKKernel, "ntk"), (NNGPKernel, "nngp")):
+        k = cls(**options)
+        np.testing.assert_array_equal(k(X), nf.kernel(expect, X, get=get))
+        assert "residual=True" in repr(k) and "b_std=None" in repr(k)
+
+
+def test_nngp_predictive_std_is_calibrated_in_target_units():
+    """Targets drawn from the NNGP prior (amplitude 5, offset 3) plus noise of the fitted ridge:
+    the posterior predictive std covers about 95 % of held-out targets at +-2 std."""
+    import ntkfast as nf
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 3))
+    arch = nf.MLP(depth=3, activation="relu", W_std=1.4, b_std=0.1)
+    K = nf.kernel(arch, X, get="nngp")
+    noise = 0.1 * np.mean(np.diag(K))
+    L = np.linalg.cholesky(K + noise * np.eye(600))
+    y = 3.0 + 5.0 * (L @ rng.standard_normal(600))
+    train, test = slice(0, 300), slice(300, 600)
+    reg = NTKRegressor(kernel="nngp", diag_reg=0.1).fit(X[train], y[train])
+    mean, std = reg.predict(X[test], return_std=True)
+    z = (y[test] - mean) / std
+    coverage = np.mean(np.abs(z) <= 2)
+    assert 0.90 <= coverage <= 0.99, coverage
+    assert 0.8 < np.mean(z**2) < 1.25 and 15 < reg.kernel_scale_[0] < 40  # true amplitude^2: 25
+    # two outputs: one std column each, scaled by its own amplitude
+    Y = np.stack([y[train], 10 * y[train]], axis=1)
+    _, std2 = NTKRegressor(kernel="nngp", diag_reg=0.1).fit(X[train], Y).predict(X[test], return_std=True)
+    assert std2.shape == (300, 2)
+    np.testing.assert_allclose(std2[:, 1], 10 * std2[:, 0], rtol=1e-10)
+    np.testing.assert_allclose(std2[:, 0], std, rtol=1e-10)
+    # the eigendecomposition solver gives the same posterior
+    _, std_eigh = (
+        NTKRegressor(kernel="nngp", diag_reg=0.1, solver="eigh")
+        .fit(X[train], y[train])
+        .predict(X[test], return_std=True)
+    )
+    np.testing.assert_allclose(std_eigh, std, rtol=1e-8)
+    with pytest.raises(ValueError, match="return_std.*t = inf"):
+        NTKRegressor(kernel="nngp", t=10.0).fit(X[train], y[train]).predict(X[test], return_std=True)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [({"lr": -1.0}, "lr"), ({"lr": np.nan}, "lr"), ({"lr": np.inf}, "lr"), ({"t": 0.0}, "t"),
+     ({"t": np.nan}, "t"), ({"diag_reg": -1.0}, "diag_reg"), ({"diag_reg": "big"}, "diag_reg"),
+     ({"diag_reg": np.nan}, "diag_reg"), ({"solver": "lu"}, "solver"), ({"verbose": "loud"}, "verbose"),
+     ({"n_centers": 0}, "n_centers"), ({"width": 0}, "width"), ({"residual": "yes"}, "residual")],
+)  # fmt: skip
+def test_bad_parameters_are_refused_at_fit(params, match):
+    from ntkfast.errors import NtkfastError
+
+    X = np.random.default_rng(0).standard_normal((10, 2))
+    for est in (NTKRegressor(**params), NTKClassifier(**params)):
+        with pytest.raises((ValueError, TypeError), match=match) as info:
+            est.fit(X, X[:, 0] > 0)
+        assert isinstance(info.value, NtkfastError) or match in ("width", "residual")
+
+
+def test_singular_gram_names_diag_reg_and_auto_falls_back():
+    """A zero input row without bias has an exactly zero row of K: the Cholesky factorisation
+    fails whatever the rounding.  "cholesky" names diag_reg; "auto" falls back to the minimum-norm fit."""
+    from ntkfast.errors import SingularKernelError
+
+    X = np.random.default_rng(0).standard_normal((10, 2))
+    X[3] = 0.0
+    y = np.arange(10.0)
+    with pytest.raises(SingularKernelError, match="diag_reg"):
+        NTKRegressor(b_std=None, diag_reg=0.0, solver="cholesky").fit(X, y)
+    with pytest.raises(SingularKernelError, match="diag_reg"):
+        NTKClassifier(b_std=None, diag_reg=0.0, solver="cholesky").fit(X, y % 2)
+    auto = NTKRegressor(b_std=None, diag_reg=0.0).fit(X, y)
+    assert auto.solver_ == "eigh"
+    others = np.arange(10) != 3
+    np.testing.assert_allclose(auto.predict(X[others]), y[others], atol=1e-6)  # interpolated
+    np.testing.assert_allclose(auto.predict(X[3:4]), [y.mean()], atol=1e-12)  # k(0, .) = 0: the mean
+
+
+def test_nngp_kernel_without_bias_in_a_gaussian_process():
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import WhiteKernel
+
+    import ntkfast as nf
+    from ntkfast.sklearn import NNGPKernel, NTKKernel
+
+    X = np.random.default_rng(0).standard_normal((30, 3))
+    for cls in (NNGPKernel, NTKKernel):
+        k = cls(b_std=None)
+        assert len(k.theta) == 1 and k.hyperparameter_b_std.fixed
+        K, dK = k(X, eval_gradient=True)
+        assert dK.shape == (30, 30, 1)
+        np.testing.assert_allclose(dK[..., 0], _fd_theta(k, X)[..., 0], rtol=1e-7, atol=1e-12)
+        y = np.sin(X[:, 0]) + 0.1 * np.random.default_rng(1).standard_normal(30)
+        gpr = GaussianProcessRegressor(k + WhiteKernel(), random_state=0).fit(X, y)
+        assert gpr.kernel_.k1.b_std is None and np.isfinite(gpr.log_marginal_likelihood_value_)
+        np.testing.assert_allclose(K, nf.kernel(nf.MLP(depth=3, W_std=1.4, b_std=None), X, get=cls._get), rtol=1e-13)
+
+
+def test_default_ridge_is_chosen_from_data_and_verbose(capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 3))
+    noisy = np.sin(X[:, 0]) + 0.5 * rng.standard_normal(120)
+    clean = np.sin(X[:, 0])
+    assert NTKRegressor().fit(X, noisy).diag_reg_ > 100 * NTKRegressor().fit(X, clean).diag_reg_
+    assert NTKRegressor(diag_reg=1e-3).fit(X, noisy).diag_reg_ == 1e-3
+    capsys.readouterr()
+    NTKClassifier(verbose=1).fit(X, noisy > 0)
+    out = capsys.readouterr().out
+    assert "[NTKClassifier]" in out and "solver 'cholesky'" in out and "diag_reg =" in out

@@ -107,7 +107,7 @@ def test_leverage_scores_prefer_isolated_points(rng):
     # 290 points in a tight cluster and 10 far-away ones: the far ones have leverage ~1
     X = np.concatenate([0.01 * rng.standard_normal((290, 3)) + 1.0, 3 * rng.standard_normal((10, 3))])
     reg = 1e-3 * np.mean(nf.kernel_diag(ARCH, X))
-    idx = solvers._leverage_centers(ARCH, X, 30, reg=reg, get="ntk", rng=np.random.default_rng(0))
+    idx = solvers.leverage_centers(ARCH, X, 30, reg=reg, get="ntk", rng=np.random.default_rng(0))
     assert len(set(idx)) == 30
     assert (idx >= 290).sum() >= 7  # uniform sampling picks 1 of them on average
 
@@ -191,7 +191,7 @@ def test_plan_solver_choices_and_refusals():
     assert roomy.method == "nystrom" and roomy.cache
     assert roomy.needs["nystrom_cached"] - roomy.needs["nystrom"] > 10**6 * 2000 * 4 - nf.config.BLOCK_BYTES - 1
     shrunk = solvers.plan_solver(10**6, d=28, budget="350M")
-    assert shrunk.method == "nystrom" and solvers.NYSTROM_MIN_M <= shrunk.m < 2000
+    assert shrunk.method == "nystrom" and nf.config.NYSTROM_MIN_M <= shrunk.m < 2000
     with pytest.raises(nf.InsufficientMemoryError, match=r"No solver fits: n = 1000000: exact Cholesky needs 7\.3 TiB"):
         solvers.plan_solver(10**6, d=28, budget="50M")
     with pytest.raises(
@@ -266,3 +266,162 @@ def test_dense_factorisations_beyond_what_lapack_survives_are_refused(monkeypatc
     assert solvers.plan_solver(45, budget="1G").method == "cholesky"
     with pytest.raises(ValueError, match="LAPACK"):
         solvers.plan_solver(60, solver="cholesky", budget="1G")
+
+
+# ------------------------------------------------------------------ misuse: clear refusals
+def test_singular_kernel_names_diag_reg_and_a_value_that_works(rng):
+    X = rng.standard_normal((20, 4))
+    K = nf.kernel(ARCH, np.repeat(X, 2, axis=0))  # every row twice: K is singular
+    y = rng.standard_normal(40)
+    with pytest.raises(nf.errors.SingularKernelError, match=r"diag_reg=0.*e\.g\. diag_reg=1e-06"):
+        solvers.cholesky_solve(K, y)
+    with pytest.raises(nf.errors.SingularKernelError, match=r"diag_reg=1e-20 \(absolute\).*\(absolute\)"):
+        solvers.cholesky_solve(K, y, 1e-20, diag_reg_absolute_scale=True)
+    # the suggested value solves, and agrees with an independent dense solve
+    reg = 1e-6 * np.mean(np.diag(K))
+    np.testing.assert_allclose(
+        solvers.cholesky_solve(K, y, 1e-6), np.linalg.solve(K + reg * np.eye(40), y), rtol=1e-6, atol=0
+    )
+    with pytest.raises(nf.errors.SingularKernelError, match="diag_reg"):
+        solvers.solve(ARCH, np.repeat(X, 2, axis=0), y)  # the "cholesky" path of solve
+    with pytest.raises(ValueError):  # still a ValueError for callers that catch that
+        solvers.cholesky_solve(np.zeros((3, 3)), np.ones(3))
+
+
+def test_rank_deficient_kernel_is_refused_whatever_the_sign_of_round_off():
+    """A = B B^T of rank 3 in exact arithmetic: LAPACK may meet a pivot of round-off size of
+    either sign; both must give SingularKernelError (not coefficients of size 1e16)."""
+    for seed in range(8):
+        B = np.random.default_rng(seed).standard_normal((30, 3))
+        with pytest.raises(nf.errors.SingularKernelError, match="diag_reg"):
+            solvers.cholesky_solve(B @ B.T, np.ones(30))
+
+
+def test_dense_inputs_refused_clearly(rng, monkeypatch):
+    K = nf.kernel(ARCH, rng.standard_normal((10, 3)))
+    with pytest.raises(nf.errors.ArgumentError, match="K: not symmetric"):
+        solvers.cholesky_solve(K + np.triu(np.ones_like(K), 1), np.ones(10))
+    with pytest.raises(nf.errors.ArgumentError, match="K: expected a square numeric matrix"):
+        solvers.cholesky_solve([[1.0, 2.0], [3.0]], [1.0, 2.0])
+    with pytest.raises(nf.errors.ArgumentError, match=r"y: expected a numeric array"):
+        solvers.cholesky_solve(np.eye(2), [[1.0], [2.0, 3.0]])
+    with pytest.raises(nf.errors.ArgumentError, match="K: expected a non-empty square"):
+        solvers.cholesky_solve(np.ones((2, 3)), np.ones(2))
+    with pytest.raises(nf.errors.ArgumentTypeError, match="diag_reg"):
+        solvers.cholesky_solve(np.eye(2), np.ones(2), diag_reg="0.1")
+    # the float64 copy of K goes through the memory budget; overwrite_k=True needs no copy
+    monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", "500")
+    with pytest.raises(nf.InsufficientMemoryError, match=r"float64 copy of K \(10 x 10\).*overwrite_k=True"):
+        solvers.cholesky_solve(K.astype(np.float32), np.ones(10), 1e-3)
+    ref = np.linalg.solve(K + 1e-3 * np.mean(np.diag(K)) * np.eye(10), np.ones(10))
+    np.testing.assert_allclose(solvers.cholesky_solve(K.copy(), np.ones(10), 1e-3, overwrite_k=True), ref, rtol=1e-10)
+
+
+def test_budget_seed_and_ragged_arguments_give_clear_errors(rng):
+    X, y = _data(rng, n=60)
+    for bad in ("1.2.3G", "-5M", "lots", float("inf"), float("nan"), 0, 10**400):
+        with pytest.raises(nf.errors.ArgumentError, match="budget"):
+            solvers.plan_solver(10, budget=bad)
+    with pytest.raises(nf.errors.ArgumentTypeError, match="budget"):
+        solvers.plan_solver(10, budget=[1])
+    for bad in ("abc", -1, 1.5):
+        with pytest.raises(nf.errors.ArgumentError, match="seed"):
+            solvers.nystrom(ARCH, X, y, m=10, seed=bad)
+    with pytest.raises(nf.errors.ArgumentTypeError, match="seed"):
+        solvers.nystrom(ARCH, X, y, m=10, seed=True)
+    # a seed beyond 64 bits is a valid NumPy seed: accepted, and reproducible
+    a, b = (solvers.nystrom(ARCH, X, y, m=10, diag_reg=1e-3, seed=2**80) for _ in range(2))
+    np.testing.assert_array_equal(a.centers, b.centers)
+    with pytest.raises(nf.errors.ArgumentError, match="X: expected a 2-D array"):
+        solvers.nystrom(ARCH, [[1.0, 2.0], [3.0]], [1.0, 2.0])
+    with pytest.raises(nf.errors.ArgumentError, match="y: expected a numeric array"):
+        solvers.solve(ARCH, X[:2], [[1.0], [2.0, 3.0]])
+    with pytest.raises(nf.errors.ArgumentError, match="cache: expected True, False or None"):
+        solvers.nystrom(ARCH, X, y, m=10, cache="yes")
+    with pytest.raises(nf.errors.ArgumentError, match="n: .* is above the largest supported value"):
+        solvers.plan_solver(10**400)
+    with pytest.raises(nf.errors.ArgumentError, match="n_jobs"):
+        solvers.plan_solver(10, n_jobs=0)
+
+
+def test_allocations_that_grow_with_user_numbers_are_refused_up_front(rng, monkeypatch):
+    X, y = _data(rng, n=300)
+    with pytest.raises(nf.errors.ArgumentError, match="m: 1000000000 centres requested but there are only n = 300"):
+        solvers.nystrom(ARCH, X, y, m=10**9)
+    with pytest.raises(nf.InsufficientMemoryError, match=r"solver=.nystrom. does not fit.*m = 1000000000"):
+        solvers.plan_solver(10**12, m=10**9, solver="nystrom")
+    # the m x m factors are refused before any kernel is computed
+    with pytest.raises(nf.InsufficientMemoryError, match=r"nystrom: m = 300 centres .* need .*fewer centres"):
+        solvers.nystrom(ARCH, X, y, m=300, budget="1M")
+    monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", "200K")
+    op = nf.GramOperator(ARCH, X)
+    with pytest.raises(nf.InsufficientMemoryError, match=r"conjugate-gradient vectors \(6 x 300 x 100 float64\)"):
+        solvers.conjugate_gradient(op, np.ones((300, 100)))
+    monkeypatch.delenv("NTKFAST_MEMORY_BUDGET")
+    fit = solvers.solve(ARCH, X, y, diag_reg=1e-3)
+    monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", "1M")
+    with pytest.raises(nf.InsufficientMemoryError, match=r"predict: 100000 x 1 predictions.*batches"):
+        fit.predict(np.zeros((100_000, 5)))
+
+
+def test_cg_refuses_a_non_symmetric_operator_and_handles_a_zero_row(rng):
+    from scipy.sparse.linalg import aslinearoperator
+
+    A = rng.standard_normal((30, 30))
+    spd = A @ A.T + 30 * np.eye(30)
+    with pytest.raises(nf.errors.ArgumentError, match="op: not symmetric"):
+        solvers.conjugate_gradient(aslinearoperator(spd + np.triu(A, 1)), np.ones(30), preconditioner=None)
+    with pytest.raises(nf.errors.ArgumentTypeError, match="op: expected a scipy LinearOperator"):
+        solvers.conjugate_gradient(spd, np.ones(30))
+
+    class Diagonal(type(aslinearoperator(spd))):  # a PSD operator with a zero row and column
+        def diagonal(self):
+            return np.diag(self.A)
+
+    psd = spd.copy()
+    psd[0], psd[:, 0] = 0.0, 0.0
+    y = np.r_[0.0, np.ones(29)]
+    res = solvers.conjugate_gradient(Diagonal(psd), y, tol=1e-12)  # Jacobi: 1/0 would be NaN
+    assert res.converged
+    np.testing.assert_allclose(res.alpha[1:], np.linalg.solve(psd[1:, 1:], y[1:]), rtol=1e-9)
+    assert res.alpha[0] == 0.0
+
+
+@pytest.mark.parametrize("exponent", [-996, -498, 498, 996])
+def test_solutions_scale_with_the_targets_and_the_kernel(rng, exponent):
+    """Kernel ridge is linear in y and alpha(s K, y) = alpha(K, y) / s (relative ridge): a truth
+    at every representable scale (s a power of two, so that scaling is exact), where unscaled
+    inner products of CG would over- or underflow."""
+    X, y = _data(rng, n=80)
+    K = nf.kernel(ARCH, X)
+    s = 2.0**exponent  # 1.5e-300 .. 6.7e299
+    ref = solvers.cholesky_solve(K, y, 1e-3)
+    np.testing.assert_allclose(solvers.cholesky_solve(K, s * y, 1e-3) / s, ref, rtol=1e-12)
+    np.testing.assert_allclose(solvers.cholesky_solve(s * K, y, 1e-3) * s, ref, rtol=1e-12)
+    res = solvers.conjugate_gradient(nf.GramOperator(ARCH, X), s * y, 1e-3, tol=1e-12)
+    assert res.converged
+    np.testing.assert_allclose(res.alpha / s, ref, rtol=1e-8, atol=1e-10 * np.abs(ref).max())
+
+
+def test_targets_that_alias_k_and_other_malformed_targets(rng):
+    K = nf.kernel(ARCH, rng.standard_normal((30, 3)))
+    ref = np.linalg.solve(K + 1e-3 * np.mean(np.diag(K)) * np.eye(30), K[:, 0])
+    work = K.copy()
+    np.testing.assert_allclose(solvers.cholesky_solve(work, work[:, 0], 1e-3, overwrite_k=True), ref, rtol=1e-10)
+    with pytest.raises(nf.errors.ArgumentTypeError, match="K: complex"):
+        solvers.cholesky_solve(K + 0j, np.ones(30))
+    with pytest.raises(nf.errors.ArgumentTypeError, match="y: complex"):
+        solvers.cholesky_solve(K, np.ones(30) + 1j)
+    with pytest.raises(nf.errors.ArgumentError, match="k >= 1"):
+        solvers.cholesky_solve(K, np.ones((30, 0)))
+    with pytest.raises(nf.errors.ArgumentError, match="k >= 1"):
+        solvers.conjugate_gradient(nf.GramOperator(ARCH, rng.standard_normal((30, 3))), np.ones((30, 0)))
+
+
+def test_non_finite_results_are_library_errors():
+    from scipy.sparse.linalg import aslinearoperator
+
+    nan_op = aslinearoperator(np.full((4, 4), np.nan))
+    with pytest.raises(solvers.NonFiniteError, match="NaN") as info:
+        solvers.conjugate_gradient(nan_op, np.ones(4), preconditioner=None)
+    assert isinstance(info.value, nf.errors.NtkfastError) and isinstance(info.value, FloatingPointError)

@@ -73,17 +73,33 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)
 
     @jit
-    def tile(params, first, steps, G, sig_rows, sig_cols, nngp, ntk, i0, j0, get_nngp, get_ntk, tau):
+    def put_row(out, k, r, c0, vals):
+        """out[k, r, c0 + j] = vals[j]."""
+        row = out[k, r]
+        for j in range(vals.shape[0]):
+            row[c0 + j] = vals[j]
+
+    @jit
+    def copy_row(src, dst):
+        for j in range(src.shape[0]):
+            dst[j] = src[j]
+
+    @jit
+    def tile(params, first, steps, G, sig_rows, sig_cols, nngp, ntk, i0, j0, get_nngp, get_ntk, tau, write_at,
+             readout, with_readout):
         """Kernel(s) of a tile from its inner products G (bi, bj), all layers fused in cache.
 
-        Writes ``nngp[i0 + i, j0 + j]`` and/or ``ntk[...]`` (whole C-contiguous outputs, so every
-        array the loops touch has unit stride).  ``sig_rows`` (L, bi) and ``sig_cols`` (L, bj)
-        hold the diagonal Sigma's entering each step.  The outputs may alias ``G`` (with zero
-        offsets): each row is read completely before it is written.
+        Writes ``nngp[k, i0 + i, j0 + j]`` and/or ``ntk[k, ...]`` after ``write_at[k]`` steps
+        (``write_at`` ascending; one entry ``[n_steps]`` for a plain kernel; outputs are 3-D
+        C-contiguous, so every array the loops touch has unit stride); where ``with_readout[k]``
+        the ``readout`` step (5 coefficients) is applied first to a copy of the state, as a
+        residual network cut there ends.  ``sig_rows`` (L, bi) and ``sig_cols`` (L, bj) hold the
+        diagonal Sigma's entering each step.  The outputs may alias ``G`` (with zero offsets):
+        each row is read completely before it is written.
 
         Returns how many pairs have a first-layer 1 - rho^2 <= ``tau`` (see ``near_parallel``;
         ``tau = -inf`` counts none), counted in the same pass.
-        """
+        """  # fmt: skip
         if fingerprint < 0:
             return
         p0, p1, p2 = params[0], params[1], params[2]
@@ -91,7 +107,12 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         f0, f1, f2, f3 = first[0], first[1], first[2], first[3]
         s = np.empty(bj, G.dtype)
         t = np.empty(bj, G.dtype)
+        s2 = np.empty(bj, G.dtype)
+        t2 = np.empty(bj, G.dtype)
         flagged = 0
+        n_out = write_at.shape[0]
+        one = G.dtype.type(1.0)
+        zero = G.dtype.type(0.0)
         if steps.shape[0] == 0:  # a linear kernel has no angle to resolve
             tau = -np.inf
             sig_rows = np.ones((1, bi), G.dtype)
@@ -99,35 +120,67 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         first_cols = sig_cols[0]
         for i in range(bi):
             first_row = sig_rows[0, i]
+            # 1 - rho^2 <= tau in units of the row's variance (the product of two variances
+            # overflows or underflows at extreme scales): y - c^2 <= tau y, y = syy/sxx, c = sxy/sxx
+            inv_row = one / first_row if first_row > zero else zero
             for j in range(bj):
                 g = G[i, j]
                 sij = f0 * g + f1
                 s[j] = sij
                 t[j] = f2 * g + f3
-                S = first_row * first_cols[j]
-                flagged += S - sij * sij <= tau * S
-            for layer in range(steps.shape[0]):
-                c = steps[layer]
+                ratio = first_cols[j] * inv_row
+                rho = sij * inv_row
+                flagged += ratio - rho * rho <= tau * ratio
+            # The steps, with a residual network's readout spliced in where a shallower depth is
+            # cut (on the state, saved before and restored after).  One call site of layer_row
+            # for both, so a depth's readout rounds exactly as in that depth's own network.
+            w = 0
+            layer = 0
+            n_steps = steps.shape[0]
+            while True:
+                while w < n_out and write_at[w] == layer and not with_readout[w]:
+                    if get_nngp:
+                        put_row(nngp, w, i0 + i, j0, s)
+                    if get_ntk:
+                        put_row(ntk, w, i0 + i, j0, t)
+                    w += 1
+                cut = w < n_out and write_at[w] == layer and with_readout[w]
+                if cut:
+                    copy_row(s, s2)
+                    copy_row(t, t2)
+                    c = readout
+                elif layer < n_steps:
+                    c = steps[layer]
+                else:
+                    break
                 layer_row(p0, p1, p2, sig_rows[layer, i], sig_cols[layer], s, t, c[0], c[1], c[2], c[3], c[4])
-            if get_nngp:
-                row = nngp[i0 + i]
-                for j in range(bj):
-                    row[j0 + j] = s[j]
-            if get_ntk:
-                row = ntk[i0 + i]
-                for j in range(bj):
-                    row[j0 + j] = t[j]
+                if cut:
+                    if get_nngp:
+                        put_row(nngp, w, i0 + i, j0, s)
+                    if get_ntk:
+                        put_row(ntk, w, i0 + i, j0, t)
+                    w += 1
+                    copy_row(s2, s)
+                    copy_row(t2, t)
+                else:
+                    layer += 1
         return flagged
 
     @jit
-    def pairs(params, first, steps, X, Y, sig_x, sig_y, ii, jj, nngp, ntk, i0, j0, get_nngp, get_ntk):
+    def pairs(params, first, steps, X, Y, sig_x, sig_y, ii, jj, nngp, ntk, i0, j0, get_nngp, get_ntk, write_at,
+              readout, with_readout):
         """Recompute the entries (ii[k], jj[k]) of a tile from rows X[ii], Y[jj], in the dtype of X.
 
-        Used in float64 for the nearly parallel pairs of a float32 tile (``near_parallel``).
-        """
+        Used in float64 for the nearly parallel pairs of a float32 tile (``near_parallel``);
+        outputs, ``write_at``, ``readout`` and ``with_readout`` as in ``tile``.  Outputs after 0
+        steps without a readout (a plain linear first layer) are left alone: a plain depth-0
+        kernel is never refined.
+        """  # fmt: skip
         if fingerprint < 0:
             return
         p0, p1, p2 = params[0], params[1], params[2]
+        n_out = write_at.shape[0]
+        r = readout
         for k in range(ii.shape[0]):
             i = ii[k]
             j = jj[k]
@@ -136,14 +189,37 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 g += X[i, q] * Y[j, q]
             s = first[0] * g + first[1]
             t = first[2] * g + first[3]
-            for layer in range(steps.shape[0]):
-                c = steps[layer]
+            s_saved, t_saved = s, t
+            w = 0
+            layer = 0
+            n_steps = steps.shape[0]
+            while True:  # as in ``tile``: one step site, readouts spliced in where a depth is cut
+                while w < n_out and write_at[w] == layer and not with_readout[w]:
+                    if layer > 0:  # a plain depth-0 kernel is never refined
+                        if get_nngp:
+                            nngp[w, i0 + i, j0 + j] = s
+                        if get_ntk:
+                            ntk[w, i0 + i, j0 + j] = t
+                    w += 1
+                cut = w < n_out and write_at[w] == layer and with_readout[w]
+                if cut:
+                    s_saved, t_saved = s, t
+                    c = r
+                elif layer < n_steps:
+                    c = steps[layer]
+                else:
+                    break
                 kk, kdot = dual(code, p0, p1, p2, sig_x[layer, i], sig_y[layer, j], s)
                 s, t = step(kk, kdot, s, t, c[0], c[1], c[2], c[3], c[4])
-            if get_nngp:
-                nngp[i0 + i, j0 + j] = s
-            if get_ntk:
-                ntk[i0 + i, j0 + j] = t
+                if cut:
+                    if get_nngp:
+                        nngp[w, i0 + i, j0 + j] = s
+                    if get_ntk:
+                        ntk[w, i0 + i, j0 + j] = t
+                    w += 1
+                    s, t = s_saved, t_saved
+                else:
+                    layer += 1
 
     @jit
     def grad_step(k, kdot, dk, dkdot, s, t, ds, dt, c, dc):
@@ -246,20 +322,24 @@ def near_parallel(G, w, b, sig_x, sig_y, tau, skip_diagonal):
     i == j (a symmetric Gram's diagonal, which gets its exact values anyway).
     """
     bi, bj = G.shape
+    one = G.dtype.type(1.0)
+    zero = G.dtype.type(0.0)
     count = 0
     for i in range(bi):
+        inv_row = one / sig_x[i] if sig_x[i] > zero else zero  # scaled as in ``tile``
         for j in range(bj):
-            s = w * G[i, j] + b
-            S = sig_x[i] * sig_y[j]
-            count += (S - s * s <= tau * S) and not (skip_diagonal and i == j)
+            c = (w * G[i, j] + b) * inv_row
+            y = sig_y[j] * inv_row
+            count += (y - c * c <= tau * y) and not (skip_diagonal and i == j)
     ii = np.empty(count, np.int64)
     jj = np.empty(count, np.int64)
     k = 0
     for i in range(bi):
+        inv_row = one / sig_x[i] if sig_x[i] > zero else zero
         for j in range(bj):
-            s = w * G[i, j] + b
-            S = sig_x[i] * sig_y[j]
-            if S - s * s <= tau * S and not (skip_diagonal and i == j):
+            c = (w * G[i, j] + b) * inv_row
+            y = sig_y[j] * inv_row
+            if y - c * c <= tau * y and not (skip_diagonal and i == j):
                 ii[k] = i
                 jj[k] = j
                 k += 1
@@ -278,6 +358,26 @@ def mirror(A, i0, i1, j0, j1):
                 dst = A[j]
                 for i in range(ia, iz):
                     dst[i] = A[i, j]
+
+
+@jit
+def place(A, T, i0, j0, mirror):
+    """A[i0:i0+bi, j0:j0+bj] = T and, with ``mirror``, A[j0:j0+bj, i0:i0+bi] = T.T (in cache-sized blocks)."""
+    bi, bj = T.shape
+    for i in range(bi):
+        row = A[i0 + i]
+        for j in range(bj):
+            row[j0 + j] = T[i, j]
+    if mirror:
+        block = 32
+        for ja in range(0, bj, block):
+            jz = min(ja + block, bj)
+            for ia in range(0, bi, block):
+                iz = min(ia + block, bi)
+                for j in range(ja, jz):
+                    dst = A[j0 + j]
+                    for i in range(ia, iz):
+                        dst[i0 + i] = T[i, j]
 
 
 def gemm(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:

@@ -29,7 +29,7 @@
 //    triangle of a symmetric Gram.
 //  * float32 refinement (`refine` != 0): pairs whose first-layer 1 - rho^2 is <= tau are
 //    recomputed in float64 from x64 / y64 (d features), sig_x64 / sig_y64 and coef64, as the CPU
-//    backend does (ntkfast.gram._REFINE_TOL32).
+//    backend does (ntkfast.config.REFINE_TOL32).
 #include "recursion.cuh"
 
 namespace ntkfast {
@@ -77,9 +77,13 @@ __device__ inline void entry(const Recursion<T>& R, int i, int j, T g, T& sigma,
     return;
   }
   if (R.refine && R.n_steps > 0) {
-    const T S = R.sig_x[i] * R.sig_y[j];
-    const T s1 = R.coef[3] * g + R.coef[4];
-    if (S - s1 * s1 <= T(R.tau) * S) {  // too close to parallel for float32: redo in float64
+    // 1 - rho^2 <= tau in units of the row's variance, as on the CPU (the product of two
+    // variances overflows or underflows at extreme scales): y - c^2 <= tau y, y = syy/sxx, c = sxy/sxx
+    const T sx = R.sig_x[i];
+    const T inv = sx > T(0) ? T(1) / sx : T(0);
+    const T ratio = R.sig_y[j] * inv;
+    const T c = (R.coef[3] * g + R.coef[4]) * inv;
+    if (ratio - c * c <= T(R.tau) * ratio) {  // too close to parallel for float32: redo in float64
       const double* x = R.x64 + (size_t)i * R.d;
       const double* y = R.y64 + (size_t)j * R.d;
       double g64 = 0.0;

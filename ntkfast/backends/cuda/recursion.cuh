@@ -25,18 +25,29 @@ template <> __host__ __device__ inline float parallel_tol<float>() { return 1e-5
 #define NTK_PI 3.14159265358979323846
 #define NTK_INV_2PI 0.15915494309189533577
 
-template <typename T> __host__ __device__ inline T det(T sxx, T syy, T sxy) {
-  T d = sxx * syy - sxy * sxy;
-  return d > T(0) ? d : T(0);
+// r = sqrt(sxx syy - sxy^2) (0 within rounding noise of parallel), theta = atan2(r, sxy);
+// theta = pi/2 when r = sxy = 0.  In units of sxx (y = syy/sxx, c = sxy/sxx): the product
+// sxx syy would overflow or underflow at extreme but representable variances.
+template <typename T> __host__ __device__ inline void angle(T sxx, T syy, T sxy, T& r, T& theta) {
+  T inv = sxx > T(0) ? T(1) / sxx : T(0);
+  T y = syy * inv;
+  T c = sxy * inv;
+  T d = y - c * c;
+  r = d > parallel_tol<T>() * y ? sqrt(d) * sxx : T(0);
+  theta = (r == T(0) && sxy == T(0)) ? T(NTK_PI / 2) : atan2(r, sxy);
 }
 
-// r = sqrt(sxx syy - sxy^2) (0 within rounding noise of parallel), theta = atan2(r, sxy);
-// theta = pi/2 when r = sxy = 0.
-template <typename T> __host__ __device__ inline void angle(T sxx, T syy, T sxy, T& r, T& theta) {
-  T s = sxx * syy;
-  T d = s - sxy * sxy;
-  r = d > parallel_tol<T>() * s ? sqrt(d) : T(0);
-  theta = (r == T(0) && sxy == T(0)) ? T(NTK_PI / 2) : atan2(r, sxy);
+// det(I + c Sigma) = a^2 dn with a = 1 + c sxx, and x, v, w = c (sxx, syy, sxy) / a: no product of
+// two variances, nothing cancelling between large terms (ntkfast.recursion._scaled_det1).
+template <typename T> struct ScaledDet { T a, dn, x, v, w; };
+
+template <typename T> __host__ __device__ inline ScaledDet<T> scaled_det1(T c, T sxx, T syy, T sxy) {
+  T a = T(1) + c * sxx;
+  T ia = T(1) / a;
+  T x = c * sxx * ia, v = c * syy * ia, w = c * sxy * ia;
+  T aw = fabs(w);
+  T d = x * (v - aw) + aw * (x - aw);  // x v - w^2, exactly 0 when parallel
+  return {a, ia * (ia + x + v) + (d > T(0) ? d : T(0)), x, v, w};
 }
 
 template <typename T> __host__ __device__ inline Dual<T> abrelu(T a, T b, T sxx, T syy, T sxy) {
@@ -57,30 +68,49 @@ template <typename T> __host__ __device__ inline Dual<T> abrelu_diag(T a, T b, T
 
 template <typename T> __host__ __device__ inline Dual<T> erf_dual(T a, T b, T c, T sxx, T syy, T sxy) {
   T b2 = b * b;
-  sxx *= b2; syy *= b2; sxy *= b2;
-  T r = sqrt(T(1) + T(2) * (sxx + syy) + T(4) * det(sxx, syy, sxy));
-  T k = T(2.0 / NTK_PI) * atan2(T(2) * sxy, r);
-  T kdot = T(4.0 / NTK_PI) / r;
+  ScaledDet<T> m = scaled_det1(T(2) * b2, sxx, syy, sxy);
+  T sdn = sqrt(m.dn);
+  T k = T(2.0 / NTK_PI) * atan2(m.w, sdn);
+  T kdot = T(4.0 / NTK_PI) / (m.a * sdn);
   return {a * a * k + c * c, a * a * b2 * kdot};
 }
 
+// GELU without cancellation and in units of a = 1 + sxx (see ntkfast.recursion.gelu).
 template <typename T> __host__ __device__ inline Dual<T> gelu(T sxx, T syy, T sxy) {
   T one = T(1);
-  T p = (one + sxx) * (one + syy);
-  T q = sxy * sxy / p;
-  T sq = sqrt(one + sxx + syy + det(sxx, syy, sxy));
-  T ang = atan2(sxy, sq) * T(NTK_INV_2PI);
-  T k = T(0.25) * sxy + sxy * ang + (sxx * syy + q * (one - sxx * syy)) * T(NTK_INV_2PI) / sq;
-  T s = sxx + syy;
-  T kdot = T(0.25) + ang + sxy * ((s + T(3)) - q * (s + T(2))) * T(NTK_INV_2PI) / (sq * sq * sq);
+  ScaledDet<T> m = scaled_det1(one, sxx, syy, sxy);
+  T ia = one / m.a;
+  T y = ia + m.v;
+  T iy = one / y;
+  T sdn = sqrt(m.dn);
+  T rsq = one / sdn;
+  T ang = atan2(m.w, sdn) * T(NTK_INV_2PI);
+  T q = m.w * m.w * iy;
+  T k = T(0.25) * sxy + sxy * ang + (m.x * (syy * iy) * sdn + q * ia * rsq) * T(NTK_INV_2PI);
+  T u = ia * rsq;
+  T kdot = T(0.25) + ang + m.w * ((one + y) * iy * u + u * u * rsq) * T(NTK_INV_2PI);
   return {k, kdot};
+}
+
+template <typename T> __host__ __device__ inline T machine_eps();
+template <> __host__ __device__ inline double machine_eps<double>() { return 2.220446049250313e-16; }
+template <> __host__ __device__ inline float machine_eps<float>() { return 1.1920929e-07f; }
+
+// sxx + syy - 2 sxy, at least (sqrt sxx - sqrt syy)^2, and exactly that within 64 eps of rounding
+// noise (ntkfast.recursion._sq_distance).
+template <typename T> __host__ __device__ inline T sq_distance(T sxx, T syy, T sxy) {
+  T total = sxx + syy;
+  T d = total - T(2) * sxy;
+  T f = sqrt(sxx) - sqrt(syy);
+  f = f * f;
+  return d <= T(64) * machine_eps<T>() * total ? f : (d > f ? d : f);
 }
 
 template <typename T> __host__ __device__ inline Dual<T> sin_dual(T a, T b, T c, T sxx, T syy, T sxy) {
   T b2 = b * b;
   T h = T(-0.5) * b2;
-  T e_minus = exp(h * (sxx + syy - T(2) * sxy));
-  T e_plus = exp(h * (sxx + syy + T(2) * sxy));
+  T e_minus = exp(h * sq_distance(sxx, syy, sxy));
+  T e_plus = exp(h * sq_distance(sxx, syy, -sxy));
   T x = T(-2) * b2 * sxy;
   T diff = fabs(x) < T(0.5) ? -e_minus * expm1(x) : e_minus - e_plus;
   T sc = sin(c), cc = cos(c);
@@ -91,7 +121,7 @@ template <typename T> __host__ __device__ inline Dual<T> sin_dual(T a, T b, T c,
 template <typename T> __host__ __device__ inline Dual<T> sign_dual(T sxx, T syy, T sxy) {
   T r, theta;
   angle(sxx, syy, sxy, r, theta);
-  return {T(1) - T(2.0 / NTK_PI) * theta, T(0)};
+  return {T(2.0 / NTK_PI) * (T(NTK_PI / 2) - theta), T(0)};
 }
 
 template <typename T> __host__ __device__ inline Dual<T> sign_diag(T sxx) {
@@ -104,11 +134,10 @@ template <typename T> __host__ __device__ inline Dual<T> exp_dual(T a, T b, T sx
 }
 
 template <typename T> __host__ __device__ inline Dual<T> gaussian(T a, T b, T sxx, T syy, T sxy) {
-  T two_b = T(2) * b;
-  T d = T(1) - two_b * (sxx + syy) + two_b * two_b * det(sxx, syy, sxy);
-  T inv_sqrt = T(1) / sqrt(d > T(0) ? d : T(0));
+  ScaledDet<T> m = scaled_det1(T(-2) * b, sxx, syy, sxy);
+  T inv_sqrt = T(1) / (m.a * sqrt(m.dn > T(0) ? m.dn : T(0)));  // inf where not positive definite
   T k = a * a * inv_sqrt;
-  return {k, T(4) * b * b * sxy * k * inv_sqrt * inv_sqrt};
+  return {k, T(4) * b * b * (sxy * k) * inv_sqrt * inv_sqrt};
 }
 
 // (pi - theta) Q_n(c, S) + r R_n(c, S), S = sxx syy (Cho & Saul's J_n, homogenised).

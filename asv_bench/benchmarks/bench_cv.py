@@ -1,0 +1,52 @@
+"""asv benchmarks of model selection: NTKRegressorCV's closed-form leave-one-out over 5 depths x 15
+ridges against GridSearchCV(NTKRegressor(), ...) on one ridge per depth (the full GridSearchCV costs
+15 times that: a candidate's fits do not depend on its ridge).  ``benchmarks/cv_speed.py`` reports
+the ratio and the held-out scores."""
+
+import numpy as np
+from sklearn.model_selection import GridSearchCV, KFold
+
+from ntkfast.sklearn import DEPTHS, NTKClassifierCV, NTKRegressor, NTKRegressorCV
+
+
+def _data(n, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    return X, np.sin(X[:, 0]) + X[:, 1] * X[:, 2] / 2 + 0.3 * rng.standard_normal(n)
+
+
+class TimeRegressorCV:
+    """The default grid, 5 depths x 15 diag_regs, at n = 2000."""
+
+    params = [500, 2000]
+    param_names = ["n"]
+    timeout = 600
+
+    def setup(self, n):
+        self.X, self.y = _data(n)
+        NTKRegressorCV(depths=(1,), diag_regs=(1e-2,)).fit(self.X[:20], self.y[:20])  # compile
+
+    def time_cv_fit(self, n):
+        NTKRegressorCV().fit(self.X, self.y)
+
+    def peakmem_cv_fit(self, n):
+        NTKRegressorCV().fit(self.X, self.y)
+
+    def time_gridsearch_one_ridge_per_depth(self, n):
+        GridSearchCV(
+            NTKRegressor(), {"depth": list(DEPTHS), "diag_reg": [1e-2]}, cv=KFold(5, shuffle=True, random_state=0)
+        ).fit(self.X, self.y)
+
+
+class TimeClassifierCV:
+    """10 classes, n = 2000: LOO accuracy, log-loss and a temperature per candidate."""
+
+    timeout = 600
+
+    def setup(self):
+        rng = np.random.default_rng(0)
+        self.X = rng.standard_normal((2000, 20))
+        self.y = rng.integers(0, 10, 2000)
+
+    def time_cv_fit(self):
+        NTKClassifierCV().fit(self.X, self.y)

@@ -1,0 +1,1 @@
+"""One module per ``ntkfast`` subcommand, each with ``run(args) -> int``."""

@@ -1,0 +1,164 @@
+"""Input and output files: checks made before the work, free-space checks, and atomic writes.
+
+Every file the CLI writes appears under its name only once complete: it is written to a
+temporary file in the same directory (same file system, so the final ``os.replace`` is atomic)
+and renamed.  On any failure -- an exception, a full disk, Ctrl-C, SIGTERM (see
+:func:`sigterm_raises`) -- the temporary file is removed and a file that was already there under
+the requested name is left untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+from ..config import format_bytes
+from .errors import CommandError, Terminated
+
+__all__ = [
+    "input_file",
+    "output_file",
+    "check_free_space",
+    "reserve",
+    "atomic_output",
+    "sigterm_raises",
+    "PARTIAL_SUFFIX",
+]
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def input_file(path: str) -> Path:
+    """``path`` as a Path; CommandError when it is missing or a directory."""
+    p = Path(path)
+    if not p.exists():
+        raise CommandError(f"{path}: no such file")
+    if p.is_dir():
+        raise CommandError(f"{path}: is a directory, expected a file")
+    return p
+
+
+def output_file(path: str, inputs=()) -> Path:
+    """Check an output path before the work is done, not after."""
+    p = Path(path)
+    if p.is_dir():
+        raise CommandError(f"{path}: is a directory, expected a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise CommandError(f"{path}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise CommandError(f"{path}: directory {str(parent)!r} is not writable")
+    for q in inputs:
+        if q is not None and p.exists() and Path(q).exists() and p.samefile(q):
+            raise CommandError(f"{path}: the output would overwrite the input")
+    return p
+
+
+def _directory(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def check_free_space(path: Path, nbytes: int, what: str, hint: str = "") -> None:
+    """Refuse up front, with both numbers, when ``nbytes`` exceed the free space where ``path`` goes."""
+    free = shutil.disk_usage(_directory(path)).free
+    if nbytes > free:
+        raise CommandError(
+            f"{path}: {what} needs {format_bytes(nbytes)} but only {format_bytes(free)} are free in "
+            f"{str(_directory(path))!r}; free some space or write elsewhere{hint}"
+        )
+
+
+def reserve(path: Path, nbytes: int, final: Path) -> None:
+    """Allocate ``nbytes`` of disk for ``path`` now (``os.posix_fallocate``), so that writing
+    through a memory map can never hit a full disk (which kills the process with SIGBUS)."""
+    if not hasattr(os, "posix_fallocate"):  # not on this platform: the up-front check must do
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+            return  # a file system without fallocate: glibc's fallback is not available either
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            free = shutil.disk_usage(_directory(path)).free
+            raise CommandError(
+                f"{final}: could not reserve {format_bytes(nbytes)} on disk ({os.strerror(exc.errno)}; "
+                f"{format_bytes(free)} free in {str(_directory(path))!r}); free some space or write elsewhere"
+            ) from None
+        raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path):
+    """Yield a temporary path next to ``path``; on success it is synced and renamed to ``path``.
+
+    On any exception (``KeyboardInterrupt`` and :class:`~ntkfast.cli.errors.Terminated` included)
+    the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=_directory(path))
+    os.close(fd)
+    tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the result gets the usual mode
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_received: list[int] = []  # the signals that arrived while sigterm_raises() was active
+
+
+def _raise_terminated(signum, frame):
+    _received.append(signum)
+    raise Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    _received.append(signum)
+    raise KeyboardInterrupt()
+
+
+def received_signal() -> int | None:
+    """The last SIGTERM/SIGINT that arrived while :func:`sigterm_raises` was active, or None.
+
+    A signal that lands inside a C callback (Numba compiling a kernel, for one) has its exception
+    swallowed there and resurfaces as another error; the command still honours the signal."""
+    return _received[-1] if _received else None
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While active, SIGTERM raises :class:`Terminated` and SIGINT ``KeyboardInterrupt`` in the
+    main thread (so ``finally`` blocks run and partial files are removed), and both are recorded
+    (:func:`received_signal`); the previous handlers are restored afterwards.  A no-op
+    outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _received.clear()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

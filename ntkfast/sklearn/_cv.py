@@ -1,0 +1,430 @@
+"""Depth and ridge chosen for you: :class:`NTKRegressorCV` and :class:`NTKClassifierCV`.
+
+Shaped like scikit-learn's ``RidgeCV`` / ``LogisticRegressionCV``: every candidate (depth x
+diag_reg, optionally x W_std x b_std) is scored by exact leave-one-out in closed form (one
+eigendecomposition of each depth's Gram serves every ridge, see ``_loo``), the best is refitted
+as a plain :class:`NTKRegressor` / :class:`NTKClassifier`, and predictions go through it.
+This is the model selection of Arora et al. (2020), who computed the kernel of every depth and
+picked depth and regularisation per data set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import KFold, StratifiedKFold, check_cv
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .. import config
+from .._validation import check_backend, check_choice, check_nonnegative_int, check_positive_float, check_positive_int
+from ..errors import ArgumentError, ArgumentTypeError
+from ..gram import kernel
+from ..spec import MLP
+from ._common import DIAG_REGS, Progress, check_verbose
+from ._estimators import RUNTIME_DOC, SOLVERS, STRUCTURE_DOC, NTKClassifier, NTKRegressor
+from ._loo import EigenLOO, best_index, classification_score, regression_score
+
+__all__ = ["NTKRegressorCV", "NTKClassifierCV", "DEPTHS"]
+
+DEPTHS = (1, 2, 3, 4, 5)
+
+_STRUCTURE = ("activation", "parameterization", "width", "residual", "input_map", "kernel")
+_RUNTIME = ("solver", "n_centers", "tol", "max_iter", "random_state", "dtype", "backend", "n_jobs")
+
+
+def _grams_by_depth(arch: MLP, X, Y, depths, get: str, *, dtype, backend, n_jobs, progress=False) -> tuple:
+    """The Gram of ``arch`` at every depth of ``depths`` (a tuple, same order), from one tile pass
+    of ``kernel(..., depths=depths)`` at the cost of the deepest."""
+    on_gpu = backend == "gpu" or (backend == "auto" and check_backend("auto", X, Y) == "gpu")
+    if on_gpu:  # every-depth-in-one-pass is CPU only for now: one call per depth on the device
+        grams = tuple(
+            kernel(dataclasses.replace(arch, depth=d), X, Y, get=get, dtype=dtype, backend=backend, progress=progress)
+            for d in depths
+        )
+    else:
+        grams = kernel(arch, X, Y, get=get, depths=tuple(depths), dtype=dtype, backend=backend, n_jobs=n_jobs,
+                       progress=progress)  # fmt: skip
+    return tuple(np.asarray(K, dtype=np.float64) for K in grams)
+
+
+def _grid(value, name: str, allow_none: bool) -> tuple:
+    """A scalar is a one-point grid; a list/tuple/array is the grid."""
+    values = tuple(value) if isinstance(value, (list, tuple, np.ndarray)) else (value,)
+    if not values:
+        raise ArgumentError(f"{name}: an empty grid")
+    out = []
+    for v in values:
+        if v is None and allow_none:
+            out.append(None)
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ArgumentTypeError(f"{name}: expected a number >= 0{' or None' if allow_none else ''}, got {v!r}")
+        if not np.isfinite(v) or v < 0:
+            raise ArgumentError(f"{name}: expected a finite number >= 0, got {v!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+class _CVBase(BaseEstimator):
+    """Parameters and the search shared by the two CV estimators."""
+
+    _plain = NTKRegressor
+
+    def __init__(
+        self,
+        *,
+        depths=DEPTHS,
+        diag_regs=DIAG_REGS,
+        kernel: str = "ntk",
+        activation="relu",
+        W_std=1.4,
+        b_std=0.1,
+        parameterization: str = "ntk",
+        width=512,
+        residual: bool = False,
+        input_map=None,
+        cv=None,
+        solver: str = "auto",
+        n_centers: int | None = None,
+        tol: float | None = None,
+        max_iter: int | None = None,
+        random_state=None,
+        dtype=np.float64,
+        backend: str = "auto",
+        n_jobs: int | None = None,
+        verbose: int = 0,
+    ):
+        self.depths = depths
+        self.diag_regs = diag_regs
+        self.kernel = kernel
+        self.activation = activation
+        self.W_std = W_std
+        self.b_std = b_std
+        self.parameterization = parameterization
+        self.width = width
+        self.residual = residual
+        self.input_map = input_map
+        self.cv = cv
+        self.solver = solver
+        self.n_centers = n_centers
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.dtype = dtype
+        self.backend = backend
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------------------ checks
+    def _check_grid(self):
+        if isinstance(self.depths, (str, bytes)) or not hasattr(self.depths, "__iter__"):
+            raise ArgumentTypeError(f"depths: expected a sequence of integers >= 0, got {self.depths!r}")
+        depths = tuple(check_nonnegative_int(d, "depths") for d in self.depths)
+        if not depths or len(set(depths)) != len(depths):
+            raise ArgumentError(f"depths: expected distinct integers >= 0, got {self.depths!r}")
+        if isinstance(self.diag_regs, (str, bytes)) or not hasattr(self.diag_regs, "__iter__"):
+            raise ArgumentTypeError(f"diag_regs: expected a sequence of numbers > 0, got {self.diag_regs!r}")
+        diag_regs = tuple(check_positive_float(r, "diag_regs") for r in self.diag_regs)
+        if not diag_regs:
+            raise ArgumentError("diag_regs: an empty grid")
+        check_choice(self.kernel, "kernel", ("ntk", "nngp"))
+        check_choice(self.solver, "solver", SOLVERS)
+        check_positive_int(self.n_centers, "n_centers")
+        check_verbose(self.verbose)
+        W_grid = _grid(self.W_std, "W_std", allow_none=False)
+        b_grid = _grid(self.b_std, "b_std", allow_none=True)
+        # every option reaches the network: build (and so validate) it once here
+        base = MLP.from_params({**self._structure(), "depth": depths[0], "W_std": W_grid[0], "b_std": b_grid[0]})
+        return base, depths, diag_regs, W_grid, b_grid
+
+    def _structure(self) -> dict:
+        return {
+            name: getattr(self, name) for name in ("activation", "parameterization", "width", "residual", "input_map")
+        }
+
+    def _plain_params(self, depth, W_std, b_std, diag_reg) -> dict:
+        params = {name: getattr(self, name) for name in _STRUCTURE + _RUNTIME}
+        return {**params, "depth": depth, "W_std": W_std, "b_std": b_std, "diag_reg": diag_reg, "verbose": self.verbose}
+
+    def _dense_fits(self, n: int, n_depths: int) -> tuple[bool, str, int]:
+        """Whether the closed-form search fits (dense eigendecomposition), why not, and how many
+        depths' Grams to hold at once (each 8 n^2 bytes, plus 3 n^2 for the eigendecomposition)."""
+        if n > config.dense_max_n():
+            return False, f"n = {n} is above the dense eigendecomposition limit {config.dense_max_n()}", 0
+        per = 8 * n * n
+        budget = config.memory_budget()
+        if 4 * per > budget:
+            return False, f"the eigendecomposition needs {config.format_bytes(4 * per)}, above the memory budget", 0
+        return True, "", max(1, min(n_depths, budget // per - 3))
+
+    # ------------------------------------------------------------------------------ search
+    def _search(self, X, y, Y, labels):
+        base, depths, diag_regs, W_grid, b_grid = self._check_grid()
+        n = len(X)
+        if n < 2:
+            raise ArgumentError(f"X: leave-one-out needs at least 2 samples, got n_samples = {n}")
+        progress = Progress(check_verbose(self.verbose), type(self).__name__)
+        dense, why, group = self._dense_fits(n, len(depths))
+        n_cand = len(W_grid) * len(b_grid) * len(depths) * len(diag_regs)
+        if self.cv is None and dense:
+            self.cv_method_ = "loo"
+            progress.say(
+                f"n = {n}: {n_cand} candidates by exact leave-one-out, one eigendecomposition per depth "
+                f"({len(depths)} depths x {len(W_grid) * len(b_grid)} (W_std, b_std))"
+            )
+            results = self._loo_search(X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, progress)
+        else:
+            if self.cv is None:
+                splitter = (StratifiedKFold if labels is not None else KFold)(5, shuffle=True, random_state=0)
+                warnings.warn(
+                    f"{type(self).__name__}: {why}; scoring the {n_cand} candidates by 5-fold cross-validation "
+                    f"with solver={self.solver!r} instead of closed-form leave-one-out",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            else:
+                splitter = check_cv(self.cv, y, classifier=labels is not None)
+            self.cv_method_ = f"{splitter.get_n_splits(X, y)}-fold"
+            progress.say(f"n = {n}: {n_cand} candidates by {self.cv_method_} cross-validation")
+            results = self._kfold_search(X, y, Y, labels, splitter, depths, diag_regs, W_grid, b_grid, progress)
+        best = best_index(results)
+        self._set_results(results, labels is not None)
+        r = results[best]
+        self.depth_, self.diag_reg_, self.W_std_, self.b_std_ = r["depth"], r["diag_reg"], r["W_std"], r["b_std"]
+        self.best_score_ = r["score"]
+        self.best_params_ = {
+            "depth": self.depth_,
+            "diag_reg": self.diag_reg_,
+            "W_std": self.W_std_,
+            "b_std": self.b_std_,
+        }
+        progress.say(f"best: {self.best_params_}, score {self.best_score_:.6g}; refitting")
+        self.best_estimator_ = self._plain(**self._plain_params(self.depth_, self.W_std_, self.b_std_, self.diag_reg_))
+        self.best_estimator_.fit(X, y)
+        self.n_iter_ = self.best_estimator_.n_iter_
+        return r
+
+    def _loo_search(self, X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, progress):
+        results = []
+        for W_std, b_std in itertools.product(W_grid, b_grid):
+            arch = dataclasses.replace(base, W_std=W_std, b_std=b_std)
+            for start in range(0, len(depths), group):
+                chunk = depths[start : start + group]
+                grams = _grams_by_depth(
+                    arch, X, None, chunk, self.kernel, dtype=self.dtype, backend=self.backend, n_jobs=self.n_jobs,
+                    progress=progress.bar,
+                )  # fmt: skip
+                for depth, K in zip(chunk, grams):
+                    loo = EigenLOO(K, Y)
+                    for r in diag_regs:
+                        pred = loo.predictions(r)
+                        score = regression_score(Y, pred) if labels is None else classification_score(pred, labels)
+                        results.append({"depth": depth, "diag_reg": r, "W_std": W_std, "b_std": b_std, **score})
+                    progress.say(f"W_std={W_std:g}, b_std={b_std}, depth {depth}: scored {len(diag_regs)} ridges")
+                del grams
+        return results
+
+    def _kfold_search(self, X, y, Y, labels, splitter, depths, diag_regs, W_grid, b_grid, progress):
+        folds = list(splitter.split(X, y))
+        results = []
+        for W_std, b_std, depth, r in itertools.product(W_grid, b_grid, depths, diag_regs):
+            pred = np.empty_like(Y)
+            for train, test in folds:
+                params = {**self._plain_params(depth, W_std, b_std, r), "verbose": 0}
+                est = self._plain(**params).fit(X[train], y[train])
+                pred[test] = self._held_out(est, X[test], Y.shape[1])
+            score = regression_score(Y, pred) if labels is None else classification_score(pred, labels)
+            results.append({"depth": depth, "diag_reg": r, "W_std": W_std, "b_std": b_std, **score})
+            progress.say(f"W_std={W_std:g}, b_std={b_std}, depth {depth}, diag_reg {r:.3g}: {score['score']:.6g}")
+        return results
+
+    def _set_results(self, results, classification: bool):
+        scores = np.array([r["score"] for r in results])
+        order = sorted(range(len(results)), key=lambda i: (-results[i]["score"], results[i].get("log_loss", 0.0)))
+        rank = np.empty(len(results), dtype=np.int64)
+        rank[order] = np.arange(1, len(results) + 1)
+        self.cv_results_ = {
+            "params": [{k: r[k] for k in ("depth", "diag_reg", "W_std", "b_std")} for r in results],
+            "param_depth": np.array([r["depth"] for r in results]),
+            "param_diag_reg": np.array([r["diag_reg"] for r in results]),
+            "param_W_std": np.array([r["W_std"] for r in results]),
+            "param_b_std": np.array([r["b_std"] for r in results], dtype=object),
+            "mean_test_score": scores,
+            "rank_test_score": rank,
+        }
+        if classification:
+            self.cv_results_["mean_test_log_loss"] = np.array([r["log_loss"] for r in results])
+            self.cv_results_["temperature"] = np.array([r["temperature"] for r in results])
+
+    def _check_X(self, X):
+        check_is_fitted(self, "best_estimator_")
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+
+_CV_DOC = (
+    """
+    Parameters
+    ----------
+    depths : sequence of int, default=(1, 2, 3, 4, 5)
+        Candidate depths (``ntkfast.sklearn.DEPTHS``).
+    diag_regs : sequence of float > 0, default=ntkfast.sklearn.DIAG_REGS
+        Candidate ridges relative to mean(diag K): 15 values from 1e-5 (noiseless data) to 100 (mostly
+        noise), half a decade apart.  Scoring them all costs one eigendecomposition per depth.
+"""
+    + STRUCTURE_DOC.replace(
+        "    W_std : float, default=1.4\n    b_std : float or None, default=0.1\n        None: no bias.\n",
+        "    W_std : float or sequence of float, default=1.4\n        A sequence is a grid.\n"
+        "    b_std : float, None or a sequence of them, default=0.1\n        None: no bias.  A sequence is a grid.\n",
+    )
+    + """    cv : None, int or cross-validation splitter, default=None
+        None: exact closed-form leave-one-out (when n is too large for a dense eigendecomposition or
+        the memory budget, 5-fold cross-validation on the solver the memory planner chooses, with a
+        warning).  An int or splitter: that k-fold cross-validation, each fit by the plain estimator.
+    solver, n_centers, tol, max_iter, random_state
+        Passed to the refitted plain estimator (and to the k-fold fits); see :class:`NTKRegressor`.
+"""
+    + RUNTIME_DOC
+    + """
+    Attributes
+    ----------
+    depth_, diag_reg_, W_std_, b_std_ : the chosen candidate
+    best_params_ : dict
+        The same, as a dict.
+    best_score_ : float
+        Its cross-validated score.
+    cv_results_ : dict of arrays
+        Every candidate: ``params``, ``param_depth``, ``param_diag_reg``, ``param_W_std``,
+        ``param_b_std``, ``mean_test_score``, ``rank_test_score`` (as ``GridSearchCV``).
+    cv_method_ : str
+        "loo" (closed form) or "<k>-fold".
+    best_estimator_ : the plain estimator refitted with the chosen candidate on all the data
+    n_iter_ : int
+        The refit's solver iterations (1 for the direct solvers).
+    n_features_in_ : int
+"""
+)
+
+
+class NTKRegressorCV(RegressorMixin, _CVBase):
+    """:class:`NTKRegressor` with depth and ridge chosen by exact leave-one-out (as ``RidgeCV``).
+
+    The score is the leave-one-out R^2 (``1 - SSE / SST`` of the left-out predictions, averaged
+    over outputs, so it reads like ``GridSearchCV``'s R^2 and ranks candidates by squared error);
+    the closed form equals explicit refits of :class:`NTKRegressor` without each point (its target mean and its
+    relative ridge recomputed, as a refit does), see ``ntkfast.sklearn._loo``.
+
+    Cost: one Gram and one eigendecomposition per depth, then O(n^2) per ridge.  The
+    eigendecomposition dominates (about 20 Cholesky factorisations of the same n with this
+    LAPACK), so against ``GridSearchCV(NTKRegressor(), same grid, cv=5)`` (375 Cholesky fits for
+    5 x 15 candidates) the gain is about 3x at n = 2000 and grows with the number of ridges
+    and folds (``benchmarks/cv_speed.py``; measured single-threaded on a loaded 2-core machine).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ntkfast.sklearn import NTKRegressorCV
+    >>> X = np.random.default_rng(0).standard_normal((60, 3))
+    >>> reg = NTKRegressorCV(depths=(1, 2)).fit(X, np.sin(X[:, 0]))
+    >>> reg.depth_ in (1, 2), len(reg.cv_results_["mean_test_score"])
+    (True, 30)
+    """
+
+    _plain = NTKRegressor
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32])
+        Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        self._search(X, np.asarray(y, dtype=np.float64), Y, None)
+        return self
+
+    @staticmethod
+    def _held_out(est, X, k):
+        return est.predict(X).reshape(len(X), k)
+
+    def predict(self, X, return_std: bool = False):
+        """The refitted :class:`NTKRegressor`'s predictions (``return_std`` as there)."""
+        X = self._check_X(X)
+        return self.best_estimator_.predict(X, return_std=return_std)
+
+
+class NTKClassifierCV(ClassifierMixin, _CVBase):
+    """:class:`NTKClassifier` with depth and ridge chosen by exact leave-one-out.
+
+    Candidates are scored by leave-one-out accuracy of the one-hot kernel regression, ties broken
+    by the leave-one-out log-loss at the temperature fitted on the same values; the refitted
+    classifier keeps that temperature (``temperature_``).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from ntkfast.sklearn import NTKClassifierCV
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = NTKClassifierCV(depths=(1, 2)).fit(X, y)
+    >>> clf.predict_proba(X[:1]).shape
+    (1, 3)
+    """
+
+    _plain = NTKClassifier
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        binarizer = LabelBinarizer()
+        Y = binarizer.fit_transform(y).astype(np.float64)
+        self.classes_ = binarizer.classes_
+        if len(self.classes_) < 2:
+            raise ArgumentError(f"y: needs at least 2 classes, got {len(self.classes_)} class")
+        if Y.shape[1] == 1:
+            Y = np.hstack([1.0 - Y, Y])
+        best = self._search(X, y, Y, Y.argmax(axis=1))
+        self.temperature_ = best["temperature"]
+        self.best_estimator_.temperature_ = self.temperature_  # from the same leave-one-out values
+        return self
+
+    def _held_out(self, est, X, k):
+        """Held-out decision values in the columns of ``classes_`` (a class missing from the
+        training fold gets -inf)."""
+        d = est.decision_function(X)
+        d = np.stack([np.zeros_like(d), d], axis=1) if d.ndim == 1 else d
+        out = np.full((len(X), k), -np.inf)
+        out[:, np.searchsorted(self.classes_, est.classes_)] = d
+        return out
+
+    def decision_function(self, X):
+        X = self._check_X(X)
+        return self.best_estimator_.decision_function(X)
+
+    def predict(self, X):
+        X = self._check_X(X)
+        return self.best_estimator_.predict(X)
+
+    def predict_proba(self, X):
+        X = self._check_X(X)
+        return self.best_estimator_.predict_proba(X)
+
+
+NTKRegressorCV.__doc__ += _CV_DOC
+NTKClassifierCV.__doc__ += (
+    _CV_DOC
+    + """    classes_ : ndarray of shape (n_classes,)
+    temperature_ : float
+        The softmax temperature fitted on the chosen candidate's leave-one-out decision values.
+"""
+)

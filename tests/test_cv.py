@@ -1,0 +1,154 @@
+"""NTKRegressorCV / NTKClassifierCV: the closed-form leave-one-out against explicit refits, the
+scikit-learn estimator checks, the k-fold fallback, and what the fitted model is."""
+
+import numpy as np
+import pytest
+import scipy.special
+from sklearn.metrics import r2_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from ntkfast.sklearn import DEPTHS, DIAG_REGS, NTKClassifier, NTKClassifierCV, NTKRegressor, NTKRegressorCV
+from ntkfast.sklearn._loo import EigenLOO
+
+GRID = {"depths": (1, 3), "diag_regs": (1e-4, 1e-2, 1.0)}
+
+
+@parametrize_with_checks([NTKRegressorCV(depths=(1, 2)), NTKClassifierCV(depths=(1, 2))])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def _data(n=30, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    return X, rng
+
+
+def _explicit_loo(make, X, y, method):
+    """Refit the plain estimator without each point and predict it (the truth)."""
+    out = []
+    for i in range(len(X)):
+        keep = np.arange(len(X)) != i
+        est = make().fit(X[keep], y[keep])
+        out.append(getattr(est, method)(X[i : i + 1])[0])
+    return np.array(out)
+
+
+def test_regression_loo_equals_explicit_refits():
+    """Every (depth, diag_reg) score of NTKRegressorCV is the R^2 of n refits of NTKRegressor
+    without each point (own target mean, own relative ridge), to 1e-10."""
+    X, rng = _data()
+    Y = np.stack([np.sin(2 * X[:, 0]) + 0.1 * rng.standard_normal(30), X[:, 1] * X[:, 2]], axis=1)
+    cv = NTKRegressorCV(**GRID, W_std=1.3, b_std=0.2).fit(X, Y)
+    assert cv.cv_method_ == "loo" and len(cv.cv_results_["params"]) == 6
+    for params, score in zip(cv.cv_results_["params"], cv.cv_results_["mean_test_score"]):
+        assert (params["W_std"], params["b_std"]) == (1.3, 0.2)
+        loo = _explicit_loo(lambda p=params: NTKRegressor(**p, solver="cholesky"), X, Y, "predict")
+        explicit = r2_score(Y, loo)  # uniform average over the two outputs
+        assert abs(score - explicit) <= 1e-10 * abs(explicit), (params, score, explicit)
+    # and the left-out predictions themselves, point by point (one candidate)
+    ref = NTKRegressor(depth=3, W_std=1.3, b_std=0.2, diag_reg=1e-2).fit(X, Y)
+    pred = EigenLOO(np.asarray(ref._gram(X), dtype=np.float64), Y).predictions(1e-2)
+    loo = _explicit_loo(lambda: NTKRegressor(depth=3, W_std=1.3, b_std=0.2, diag_reg=1e-2), X, Y, "predict")
+    np.testing.assert_allclose(pred, loo, rtol=0, atol=1e-10 * np.abs(Y).max())
+    # the best candidate is refitted on all the data
+    best = cv.cv_results_["params"][int(np.argmin(cv.cv_results_["rank_test_score"]))]
+    assert best == cv.best_params_ and cv.best_score_ == cv.cv_results_["mean_test_score"].max()
+    refit = NTKRegressor(**best).fit(X, Y)
+    np.testing.assert_array_equal(cv.predict(X[:5]), refit.predict(X[:5]))
+
+
+def test_classification_loo_equals_explicit_refits():
+    """LOO accuracy and log-loss (at the fitted temperature) of NTKClassifierCV equal those of
+    explicit refits of NTKClassifier without each point, to 1e-10; ties go to the lower log-loss."""
+    X, rng = _data(n=36)
+    y = np.array(["a", "b", "c"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
+    cv = NTKClassifierCV(**GRID).fit(X, y)
+    labels = np.searchsorted(cv.classes_, y)
+    rows = np.arange(len(y))
+    for i, params in enumerate(cv.cv_results_["params"]):
+        decision = _explicit_loo(lambda p=params: NTKClassifier(**p, solver="cholesky"), X, y, "decision_function")
+        T = cv.cv_results_["temperature"][i]
+        log_loss = -np.mean(scipy.special.log_softmax(decision / T, axis=1)[rows, labels])
+        assert cv.cv_results_["mean_test_score"][i] == np.mean(decision.argmax(axis=1) == labels)
+        assert abs(cv.cv_results_["mean_test_log_loss"][i] - log_loss) <= 1e-10 * log_loss
+    res = cv.cv_results_
+    top = res["mean_test_score"] == res["mean_test_score"].max()
+    assert cv.best_score_ == res["mean_test_score"].max()
+    chosen = res["params"].index(cv.best_params_)
+    assert res["mean_test_log_loss"][chosen] == res["mean_test_log_loss"][top].min()
+    assert cv.best_estimator_.temperature_ == cv.temperature_ == res["temperature"][chosen]
+    assert cv.predict_proba(X[:4]).shape == (4, 3) and set(cv.predict(X)) <= set(cv.classes_)
+
+
+def test_binary_classifier_cv_and_grids_of_W_std_b_std():
+    X, _ = _data(n=40)
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    cv = NTKClassifierCV(depths=(1, 2), diag_regs=(1e-3, 1e-1), W_std=[0.8, 1.6], b_std=[None, 0.3]).fit(X, y)
+    res = cv.cv_results_
+    assert len(res["params"]) == 2 * 2 * 2 * 2
+    assert {p["b_std"] for p in res["params"]} == {None, 0.3} and {p["W_std"] for p in res["params"]} == {0.8, 1.6}
+    assert cv.best_estimator_.arch_.W_std == cv.W_std_ and cv.best_estimator_.arch_.b_std == cv.b_std_
+    assert cv.decision_function(X[:3]).shape == (3,)
+    # the binary decision values are the difference of the two one-hot columns: same scores from LOO
+    params = res["params"][0]
+    decision = _explicit_loo(lambda: NTKClassifier(**params), X, y, "decision_function")
+    assert res["mean_test_score"][0] == np.mean((decision > 0) == y)
+
+
+def test_kfold_fallback_and_explicit_cv(monkeypatch):
+    """Above the dense limit the search says so and scores by 5-fold CV with the plain estimator;
+    an explicit ``cv`` gives the k-fold scores of cross_val_predict."""
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    X, rng = _data(n=40)
+    y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(40)
+    folds = KFold(4, shuffle=True, random_state=1)
+    cv = NTKRegressorCV(depths=(2,), diag_regs=(1e-3, 1e-1), cv=folds).fit(X, y)
+    assert cv.cv_method_ == "4-fold"
+    for params, score in zip(cv.cv_results_["params"], cv.cv_results_["mean_test_score"]):
+        pred = cross_val_predict(NTKRegressor(**params), X, y, cv=folds)
+        np.testing.assert_allclose(score, r2_score(y, pred), rtol=1e-12)
+    monkeypatch.setenv("NTKFAST_DENSE_MAX_N", "20")
+    with pytest.warns(UserWarning, match="5-fold cross-validation"):
+        fallback = NTKRegressorCV(depths=(1, 2), diag_regs=(1e-2, 1.0)).fit(X, y)
+    assert fallback.cv_method_ == "5-fold" and len(fallback.cv_results_["params"]) == 4
+    with pytest.warns(UserWarning, match="above the dense eigendecomposition limit"):
+        clf = NTKClassifierCV(depths=(1,), diag_regs=(1e-2,)).fit(X, y > 0)
+    assert clf.cv_method_ == "5-fold" and 0 < clf.temperature_
+
+
+def test_options_reach_the_refitted_model():
+    from ntkfast import MLP
+
+    X, _ = _data(n=20)
+    y = X[:, 0]
+    options = dict(activation="erf", parameterization="standard", width=7, residual=True)
+    for cls, target in ((NTKRegressorCV, y), (NTKClassifierCV, y > 0)):
+        cv = cls(depths=(2,), diag_regs=(1e-2,), W_std=1.1, b_std=None, kernel="nngp", **options).fit(X, target)
+        expect = MLP(depth=2, W_std=1.1, b_std=None, **options)
+        assert cv.best_estimator_.arch_ == expect and cv.best_estimator_.kernel == "nngp"
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [({"depths": ()}, "depths"), ({"depths": (1, 1)}, "depths"), ({"depths": (-1,)}, "depths"),
+     ({"depths": 3}, "depths"), ({"diag_regs": (0.0,)}, "diag_regs"), ({"diag_regs": (np.nan,)}, "diag_regs"),
+     ({"diag_regs": ()}, "diag_regs"), ({"kernel": "rbf"}, "kernel"), ({"W_std": [1.0, -1.0]}, "W_std"),
+     ({"b_std": ["x"]}, "b_std"), ({"verbose": -1}, "verbose"), ({"solver": "lu"}, "solver")],
+)  # fmt: skip
+def test_bad_parameters_are_refused_at_fit(params, match):
+    X, _ = _data(n=10)
+    with pytest.raises((ValueError, TypeError), match=match):
+        NTKRegressorCV(**params).fit(X, X[:, 0])
+
+
+def test_defaults_and_verbose(capsys):
+    assert NTKRegressorCV().depths == DEPTHS == (1, 2, 3, 4, 5)
+    assert len(DIAG_REGS) == 15 and DIAG_REGS[0] == pytest.approx(1e-5) and DIAG_REGS[-1] == pytest.approx(100.0)
+    X, _ = _data(n=25)
+    NTKRegressorCV(depths=(1, 2), verbose=1).fit(X, X[:, 0])
+    out = capsys.readouterr().out
+    assert "exact leave-one-out" in out and "depth 2" in out and "best" in out and "solver 'cholesky'" in out
+    NTKRegressorCV(depths=(1,)).fit(X, X[:, 0])
+    assert capsys.readouterr().out == ""
