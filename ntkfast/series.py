@@ -45,6 +45,7 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 from numpy.polynomial.legendre import leggauss
@@ -66,6 +67,8 @@ __all__ = [
     "degree_table",
     "RHO_BINS",
     "RHO_STEPS",
+    "SeriesPlan",
+    "SeriesSide",
 ]
 
 # Requested truncation bound, relative to sqrt(K(x, x) K(y, y)), and the degree cap.
@@ -471,3 +474,85 @@ def prepare(activation, first, steps, sqnorm_x, sqnorm_y=None, tol: float = DEFA
             warnings.simplefilter("ignore", SeriesAccuracyWarning)
             sig, nngp, ntk, sx = diag_recursion(activation, first, steps, sqnorm_x, tol, deg_y)
     return _pack(sig, nngp, ntk, sx), _pack(sig_y, nngp_y, ntk_y, sy)
+
+
+class SeriesSide:
+    """One side of a Gram (the rows of X or of Y) under a :class:`SeriesPlan`: its diagonal
+    recursion and its packed coefficients, raised to the plan's common degrees when a later side
+    needs more (so every pair is truncated at a degree both sides meet)."""
+
+    def __init__(self, plan: SeriesPlan, sqnorm: np.ndarray):
+        self.plan = plan
+        self.sqnorm = np.asarray(sqnorm, dtype=np.float64)
+        self.rows: SeriesRows | None = None
+        self._cast: dict = {}
+
+    def compute(self, min_degrees, warn: bool) -> None:
+        p = self.plan
+        sig, nngp, ntk, layers = diag_recursion(p.activation, p.first, p.steps, self.sqnorm, p.tol, min_degrees, warn)
+        self.rows = _pack(sig, nngp, ntk, layers)
+        self._cast = {}
+
+    @property
+    def degrees(self) -> list[int]:
+        return [int(v) for v in self.rows.degrees]
+
+    def cast(self, dtype) -> SeriesRows:
+        """The rows in the working dtype (memoized)."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._cast:
+            self._cast[dtype] = self.rows if dtype == np.float64 else self.rows.astype(dtype)
+        return self._cast[dtype]
+
+
+class SeriesPlan:
+    """The series state shared by the sides of one Gram: the activation, the layer coefficients,
+    the common degree of every layer and, once every side is there, the degree table.
+
+    Sides are added before any tile runs (``add_side``); ``table`` is then computed once (under a
+    lock: the tiles of a Gram run on threads).  One warning per plan at most.
+    """
+
+    def __init__(self, activation, first, steps, tol: float = DEFAULT_TOL):
+        import threading
+
+        self.activation = activation
+        self.first = np.asarray(first, dtype=np.float64)
+        self.steps = np.asarray(steps, dtype=np.float64)
+        self.tol = float(tol)
+        self.sides: list[SeriesSide] = []
+        self._tables: dict = {}
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def add_side(self, sqnorm: np.ndarray) -> SeriesSide:
+        side = SeriesSide(self, sqnorm)
+        current = [max(s.degrees[k] for s in self.sides) for k in range(self.steps.shape[0])] if self.sides else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SeriesAccuracyWarning)
+            side.compute(current, warn=True)
+            if current is not None and side.degrees != current:
+                target = [max(a, b) for a, b in zip(side.degrees, current)]
+                for s in self.sides:
+                    if s.degrees != target:
+                        s.compute(target, warn=False)
+                if side.degrees != target:
+                    side.compute(target, warn=False)
+        self.sides.append(side)
+        self._tables = {}
+        if caught and not self._warned:
+            self._warned = True
+            warnings.warn(caught[0].message, SeriesAccuracyWarning, stacklevel=4)
+        return side
+
+    def table(self) -> np.ndarray:
+        """The degree table of every side together (see :func:`degree_table`), memoized."""
+        key = len(self.sides)
+        with self._lock:
+            if key not in self._tables:
+                rows = [s.rows for s in self.sides]
+                merged = rows[0]
+                for r in rows[1:]:
+                    merged = dataclasses_replace(merged, profiles=np.maximum(merged.profiles, r.profiles))
+                self._tables[key] = degree_table(merged, None, self.tol)
+            return self._tables[key]

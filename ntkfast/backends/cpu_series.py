@@ -37,21 +37,31 @@ def _chunk_degree(tables, layer, rho, w):
 
 
 @jit
-def tile(first, steps, tables, G, cx, dx, inv_x, i0, cy, dy, inv_y, j0, nngp, ntk, o0, p0, get_nngp, get_ntk):
-    """Kernel(s) of a tile of pairs (rows i0 + i of X, j0 + j of Y) from their inner products G (bi, bj).
+def _put(out, slot, row, col, vals, w):
+    for j in range(w):
+        out[slot, row, col + j] = vals[j]
+
+
+@jit
+def tile(first, steps, tables, G, cx, dx, inv_x, r0, cy, dy, inv_y, c0, nngp, ntk, o0, p0, get_nngp, get_ntk,
+         write_at, readout, with_readout):
+    """Kernel(s) of a tile of pairs (rows r0 + i of X, c0 + j of Y) from their inner products G (bi, bj).
 
     ``cx``/``dx`` (n_x, L, Dmax + 1) hold the coefficients of X's rows for K and Kdot (row-major:
     one row's coefficients are contiguous), ``inv_x`` (L, n_x) 1/sqrt(Sigma_xx) (0 for a zero
     variance), the same for Y; ``tables`` (L, RHO_BINS + 1) the degree per layer and |rho| bin
-    (``series.degree_table``).  Writes ``nngp[o0 + i, p0 + j]`` and/or ``ntk[...]``; the outputs
-    may alias G (each entry of G is read before the entry at its place is written).
+    (``series.degree_table``).  Outputs as in ``backends.cpu``'s tile: ``nngp[k, o0 + i, p0 + j]``
+    and/or ``ntk[...]`` after ``write_at[k]`` steps, through the ``readout`` step where
+    ``with_readout[k]`` (a residual network cut there); they may alias G with zero offsets (each
+    entry of G is read before anything is written at its place).
 
     Loop order: column chunks outermost, then rows, then layers: the chunk's coefficients are
     copied to a small buffer (``(L, D + 1, CHUNK)``) that stays in L1/L2 while every row uses it,
     and each (row, chunk) runs Horner over only the degree its largest |rho| needs.
-    """
+    """  # fmt: skip
     bi, bj = G.shape
     n_steps = steps.shape[0]
+    n_out = write_at.shape[0]
     dmax = cy.shape[2]
     f0, f1, f2, f3 = first[0], first[1], first[2], first[3]
     dt = G.dtype.type
@@ -59,33 +69,39 @@ def tile(first, steps, tables, G, cx, dx, inv_x, i0, cy, dy, inv_y, j0, nngp, nt
     zero = dt(0.0)
     s = np.empty(CHUNK, G.dtype)
     t = np.empty(CHUNK, G.dtype)
+    s2 = np.empty(CHUNK, G.dtype)
+    t2 = np.empty(CHUNK, G.dtype)
     rho = np.empty(CHUNK, G.dtype)
     k = np.empty(CHUNK, G.dtype)
     kd = np.empty(CHUNK, G.dtype)
     bc = np.zeros((n_steps, dmax, CHUNK), G.dtype)
     bd = np.zeros((n_steps, dmax, CHUNK), G.dtype)
-    binv = np.zeros((n_steps, CHUNK), G.dtype)  # 0 pads a ragged last chunk: rho = 0 there
+    binv = np.zeros((n_steps, CHUNK), G.dtype)
     for a0 in range(0, bj, CHUNK):
         w = min(CHUNK, bj - a0)
         for layer in range(n_steps):
             for j in range(w):
-                binv[layer, j] = inv_y[layer, j0 + a0 + j]
-            for j in range(w, CHUNK):
-                binv[layer, j] = zero
+                binv[layer, j] = inv_y[layer, c0 + a0 + j]
             for m in range(dmax):
                 for j in range(w):
-                    bc[layer, m, j] = cy[j0 + a0 + j, layer, m]
-                    bd[layer, m, j] = dy[j0 + a0 + j, layer, m]
+                    bc[layer, m, j] = cy[c0 + a0 + j, layer, m]
+                    bd[layer, m, j] = dy[c0 + a0 + j, layer, m]
         for i in range(bi):
-            ii = i0 + i
+            ii = r0 + i
             for j in range(w):
                 g = G[i, a0 + j]
                 s[j] = f0 * g + f1
                 t[j] = f2 * g + f3
-            for j in range(w, CHUNK):
-                s[j] = zero
-                t[j] = zero
-            for layer in range(n_steps):
+            slot = 0
+            for layer in range(n_steps + 1):
+                while slot < n_out and write_at[slot] == layer and not with_readout[slot]:
+                    if get_nngp:
+                        _put(nngp, slot, o0 + i, p0 + a0, s, w)
+                    if get_ntk:
+                        _put(ntk, slot, o0 + i, p0 + a0, t, w)
+                    slot += 1
+                if layer == n_steps:
+                    break
                 inv_i = inv_x[layer, ii]
                 for j in range(w):
                     r = s[j] * inv_i * binv[layer, j]
@@ -99,16 +115,22 @@ def tile(first, steps, tables, G, cx, dx, inv_x, i0, cy, dy, inv_y, j0, nngp, nt
                     for j in range(w):
                         k[j] = k[j] * rho[j] + am * bc[layer, m, j]
                         kd[j] = kd[j] * rho[j] + em * bd[layer, m, j]
+                while slot < n_out and write_at[slot] == layer and with_readout[slot]:
+                    for j in range(w):
+                        s2[j], t2[j] = step(k[j], kd[j], s[j], t[j], readout[0], readout[1], readout[2], readout[3],
+                                            readout[4])  # fmt: skip
+                    if get_nngp:
+                        _put(nngp, slot, o0 + i, p0 + a0, s2, w)
+                    if get_ntk:
+                        _put(ntk, slot, o0 + i, p0 + a0, t2, w)
+                    slot += 1
                 res, w2, b2 = steps[layer, 0], steps[layer, 1], steps[layer, 2]
                 alpha, beta = steps[layer, 3], steps[layer, 4]
                 for j in range(w):
                     s[j], t[j] = step(k[j], kd[j], s[j], t[j], res, w2, b2, alpha, beta)
-            if get_nngp:
-                for j in range(w):
-                    nngp[o0 + i, p0 + a0 + j] = s[j]
-            if get_ntk:
-                for j in range(w):
-                    ntk[o0 + i, p0 + a0 + j] = t[j]
+
+
+_PLAIN = np.zeros(1, np.bool_)
 
 
 def kernel(arch, X, Y=None, get="ntk", tol=None):
@@ -132,10 +154,12 @@ def kernel(arch, X, Y=None, get="ntk", tol=None):
         table = series.degree_table(rx, ry, tol)
     G = np.empty((feats_x.shape[0], feats_y.shape[0]), dtype)
     np.matmul(feats_x, feats_y.T, out=G)
-    nngp = np.empty_like(G)
-    ntk = np.empty_like(G)
+    nngp = np.empty((1, *G.shape), dtype)
+    ntk = np.empty((1, *G.shape), dtype)
     tile(first.astype(dtype), np.ascontiguousarray(steps, dtype), table, G, rx.c, rx.d, rx.inv_sqrt, 0,
-         ry.c, ry.d, ry.inv_sqrt, 0, nngp, ntk, 0, 0, True, True)  # fmt: skip
+         ry.c, ry.d, ry.inv_sqrt, 0, nngp, ntk, 0, 0, True, True, np.array([steps.shape[0]]), np.zeros(5, dtype),
+         _PLAIN)  # fmt: skip
+    nngp, ntk = nngp[0], ntk[0]
     if Y is None:
         np.fill_diagonal(nngp, rx.nngp)
         np.fill_diagonal(ntk, rx.ntk)
