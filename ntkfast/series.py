@@ -257,22 +257,17 @@ class LayerSeries:
     profile: np.ndarray = None  # (degree + 1,): max over rows and (K, Kdot) of tail_N / energy
 
 
-def _degree_needed(c, d, e2, e2d, tol):
-    """Smallest common degree with both tails <= tol * energy for every row, and the bound at
-    the top degree (max over rows of tail / energy)."""
-    need = 0
-    bound = 0.0
-    for coef, energy in ((c, e2), (d, e2d)):
-        tails = _tails(coef, energy)
-        limit = tol * energy[:, None]
-        ok = tails <= limit
-        # first degree within the limit (tails decrease with the degree); degree + 1 if none is
-        rows_need = np.where(ok[:, -1], np.argmax(ok, axis=1), coef.shape[1])
-        need = max(need, int(rows_need.max(initial=0)))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rel = np.where(energy > 0, tails[:, -1] / np.where(energy > 0, energy, 1.0), 0.0)
-        bound = max(bound, float(rel.max(initial=0.0)))
-    return need, bound
+def _next_level(profile: np.ndarray, level: int, tol: float) -> int:
+    """The level to try after ``level`` fell short: where the tail, extrapolated as
+    exp(a - b sqrt(N)) from degrees level/2 and level (the decay of an activation analytic in a
+    strip), reaches ``tol``, with a 25% margin; the cap when the tail does not decay like that."""
+    lo, hi = profile[level // 2], profile[level]
+    top = _LEVELS[-1]
+    if not (lo > hi > 0.0):
+        return top
+    b = (math.log(lo) - math.log(hi)) / (math.sqrt(level) - math.sqrt(level // 2))
+    target = (math.sqrt(level) + (math.log(hi) - math.log(tol)) / b) ** 2
+    return next((v for v in _LEVELS if v >= 1.25 * target), top)
 
 
 def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree: int = 0,
@@ -285,15 +280,16 @@ def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree
     """  # fmt: skip
     s = np.asarray(s, dtype=np.float64)
     min_degree = min(int(min_degree), MAX_DEGREE)
-    for level in _LEVELS:
-        if level < min_degree:
-            continue
+    level = next(v for v in _LEVELS if v >= min_degree)
+    while True:
         c, d, e2, e2d = hermite_coefficients(activation, s, level)
-        need, bound = _degree_needed(c, d, e2, e2d, tol)
+        full = _profile(c, d, e2, e2d)  # max over rows of tail_N / energy, N = 0..level
+        need = int(np.argmax(full <= tol)) if full[-1] <= tol else level + 1
         if need <= level or level == _LEVELS[-1]:
             break
+        level = _next_level(full, level, tol)
     degree = max(min(need, level), min_degree)
-    profile = _profile(c[:, : degree + 1], d[:, : degree + 1], e2, e2d)
+    profile = full[: degree + 1]
     bound_reached = float(profile[-1])
     if need > level and warn and bound_reached > max(tol, WARN_BOUND):
         warnings.warn(
