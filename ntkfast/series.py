@@ -51,6 +51,7 @@ from dataclasses import replace as dataclasses_replace
 import numpy as np
 from numpy.polynomial.legendre import leggauss
 
+from . import config
 from .errors import ArgumentError
 
 __all__ = [
@@ -282,6 +283,10 @@ def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree
     min_degree = min(int(min_degree), MAX_DEGREE)
     level = next(v for v in _LEVELS if v >= min_degree)
     while True:
+        # c, d and three (n, level + 1) temporaries of the tails
+        config.check_fits(5 * 8 * s.shape[0] * (level + 1),
+                          f"the Hermite coefficients of {s.shape[0]} rows to degree {level} ({_name(activation)})",
+                          "Raise NTKFAST_MEMORY_BUDGET or pass fewer rows per call.")  # fmt: skip
         c, d, e2, e2d = hermite_coefficients(activation, s, level)
         full = _profile(c, d, e2, e2d)  # max over rows of tail_N / energy, N = 0..level
         need = int(np.argmax(full <= tol)) if full[-1] <= tol else level + 1
@@ -410,6 +415,8 @@ def _pack(sig, nngp, ntk, series) -> SeriesRows:
     n_steps, n = sig.shape
     degrees = np.array([ls.degree for ls in series], dtype=np.int64)
     top = int(degrees.max(initial=0))
+    config.check_fits(2 * 8 * n * n_steps * (top + 1), f"the Hermite coefficients of {n} rows ({n_steps} layers, "
+                      f"degree {top})", "Raise NTKFAST_MEMORY_BUDGET or pass fewer rows per call.")
     c = np.zeros((n, n_steps, top + 1))
     d = np.zeros((n, n_steps, top + 1))
     profiles = np.zeros((n_steps, top + 1))

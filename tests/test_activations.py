@@ -366,3 +366,22 @@ def test_monte_carlo_finite_networks(name):
     mc_ntk = nf.monte_carlo_kernel(arch, X, n_samples=20, width=512, get="ntk")
     assert np.abs(mc_nngp - nngp).max() <= 0.1 * np.abs(nngp).max()
     assert np.abs(mc_ntk - ntk).max() <= 0.1 * np.abs(ntk).max()
+
+
+def test_coefficients_within_the_memory_budget(monkeypatch):
+    monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", "1MB")
+    X = np.random.default_rng(0).standard_normal((4000, 5))
+    with pytest.raises(nf.InsufficientMemoryError, match="Hermite coefficients of 4000 rows"):
+        nf.kernel_diag(nf.MLP(depth=2, activation="tanh"), X)
+
+
+def test_dask_blocks():
+    """Each Dask block is a local kernel call with its own degrees: equal to the local kernel to the bound."""
+    pytest.importorskip("dask")
+    from ntkfast import distributed
+
+    X, _ = _data(60, 5)
+    arch = nf.MLP(depth=2, activation="tanh")
+    got = distributed.kernel(arch, X, chunks=25).compute(scheduler="synchronous")
+    want = nf.kernel(arch, X)
+    assert np.abs(got - want).max() <= 1e-11 * np.abs(want).max()
