@@ -82,7 +82,7 @@ MAX_DEGREE = 512
 # project promises, ~1e-10 relative); between DEFAULT_TOL and it the result is still that accurate.
 WARN_BOUND = 1e-10
 # degree levels tried in turn: the quadrature of each level resolves degrees up to its value
-_LEVELS = (32, 64, 128, 256, 512)
+_LEVELS = (32, 48, 64, 96, 128, 192, 256, 384, 512)
 # activation values per chunk of rows (the (rows, nodes) array phi is called on)
 _CHUNK_VALUES = 1 << 22
 
