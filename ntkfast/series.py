@@ -195,6 +195,8 @@ def hermite_coefficients(activation, s: np.ndarray, nmax: int):
         ``E[phi(sqrt(s) z)^2]`` and ``E[phi'(sqrt(s) z)^2]``.
     """
     z, w, B = _rule(nmax)
+    half = z.size // 2  # the nodes are mirror images: z[half + q] = -z[half - 1 - q]
+    b_even, b_odd = _folded(nmax)
     s = np.asarray(s, dtype=np.float64)
     n = s.shape[0]
     c = np.empty((n, nmax + 1))
@@ -205,13 +207,28 @@ def hermite_coefficients(activation, s: np.ndarray, nmax: int):
     for a in range(0, n, step):
         b = min(n, a + step)
         x = np.sqrt(s[a:b])[:, None] * z[None, :]
-        f = _call(activation.phi, x, "phi", activation)
-        c[a:b] = f @ B.T
-        e2[a:b] = (f * f) @ w
-        f = _call(activation.dphi, x, "dphi", activation)
-        d[a:b] = f @ B.T
-        e2d[a:b] = (f * f) @ w
+        for fn, what, coef, energy in ((activation.phi, "phi", c, e2), (activation.dphi, "dphi", d, e2d)):
+            f = _call(fn, x, what, activation)
+            energy[a:b] = (f * f) @ w
+            # h_k(-z) = (-1)^k h_k(z): even degrees see f(z) + f(-z), odd ones f(z) - f(-z), on
+            # half the nodes each (half the multiply-adds of f @ B.T, the same sums)
+            pos = f[:, half:]
+            neg = f[:, half - 1 :: -1] if half > 0 else f[:, :0]
+            coef[a:b, 0::2] = (pos + neg) @ b_even.T
+            coef[a:b, 1::2] = (pos - neg) @ b_odd.T
     return c, d, e2, e2d
+
+
+@functools.cache
+def _folded(nmax: int):
+    """The positive-node halves of B for the even and for the odd degrees (see hermite_coefficients)."""
+    z, _, B = _rule(nmax)
+    half = z.size // 2
+    even = np.ascontiguousarray(B[0::2, half:])
+    odd = np.ascontiguousarray(B[1::2, half:])
+    for a in (even, odd):
+        a.setflags(write=False)
+    return even, odd
 
 
 def _tails(c: np.ndarray, e2: np.ndarray) -> np.ndarray:
