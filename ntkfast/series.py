@@ -219,6 +219,65 @@ def hermite_coefficients(activation, s: np.ndarray, nmax: int):
     return c, d, e2, e2d
 
 
+# Many rows: the coefficients as functions of sigma = sqrt(s) are analytic (the kink of ELU/SELU
+# stays at z = 0 for every sigma), so they are computed at Chebyshev points of [sigma_min,
+# sigma_max] and interpolated to the rows, accepted only where the interpolants on M and 2M points
+# agree to rounding at every row (else the direct quadrature of every row).
+_INTERP_MIN_ROWS = 512
+_INTERP_POINTS = (17, 33, 65)  # m: interpolants on m and 2m - 1 points
+_INTERP_TOL = 1e-13
+
+
+def _chebyshev_matrix(t: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation weights (len(t), len(nodes)) on Chebyshev points of the 2nd kind."""
+    m = nodes.size
+    w = np.ones(m)
+    w[1::2] = -1.0
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    diff = t[:, None] - nodes[None, :]
+    exact = diff == 0.0
+    diff[exact] = 1.0
+    M = w / diff
+    M /= M.sum(axis=1, keepdims=True)
+    rows = exact.any(axis=1)
+    M[rows] = exact[rows].astype(np.float64)
+    return M
+
+
+def _coefficients(activation, s: np.ndarray, nmax: int):
+    """:func:`hermite_coefficients`, by interpolation in sigma when there are many rows and it is
+    accurate (the interpolants on M and 2M - 1 Chebyshev points agree to 1e-13 of the largest
+    coefficient at every row: the finer one, which is used, is then at rounding), else directly."""
+    n = s.shape[0]
+    if n < _INTERP_MIN_ROWS:
+        return hermite_coefficients(activation, s, nmax)
+    sigma = np.sqrt(s)
+    lo, hi = float(sigma.min()), float(sigma.max())
+    if hi == lo:
+        c, d, e2, e2d = hermite_coefficients(activation, s[:1], nmax)
+        return np.repeat(c, n, 0), np.repeat(d, n, 0), np.repeat(e2, n), np.repeat(e2d, n)
+    t = np.clip((2.0 * sigma - (lo + hi)) / (hi - lo), -1.0, 1.0)
+    for m in _INTERP_POINTS:
+        if 2 * m - 1 > n // 4:
+            break
+        nodes = np.cos(np.pi * np.arange(2 * m - 1) / (2 * m - 2))  # the m-point set is every other one
+        at = np.maximum(0.5 * (lo + hi) + 0.5 * (hi - lo) * nodes, 0.0)
+        vals = hermite_coefficients(activation, at * at, nmax)
+        fine = _chebyshev_matrix(t, nodes)
+        coarse = _chebyshev_matrix(t, nodes[::2])
+        out = []
+        for v in vals:
+            v2 = v if v.ndim == 2 else v[:, None]
+            a, b = fine @ v2, coarse @ v2[::2]
+            if np.abs(a - b).max() > _INTERP_TOL * max(float(np.abs(v2).max()), 1e-300):
+                break
+            out.append(a if v.ndim == 2 else a[:, 0])
+        else:
+            return tuple(out)
+    return hermite_coefficients(activation, s, nmax)
+
+
 @functools.cache
 def _folded(nmax: int):
     """The positive-node halves of B for the even and for the odd degrees (see hermite_coefficients)."""
@@ -304,7 +363,7 @@ def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree
         config.check_fits(5 * 8 * s.shape[0] * (level + 1),
                           f"the Hermite coefficients of {s.shape[0]} rows to degree {level} ({_name(activation)})",
                           "Raise NTKFAST_MEMORY_BUDGET or pass fewer rows per call.")  # fmt: skip
-        c, d, e2, e2d = hermite_coefficients(activation, s, level)
+        c, d, e2, e2d = _coefficients(activation, s, level)
         full = _profile(c, d, e2, e2d)  # max over rows of tail_N / energy, N = 0..level
         need = int(np.argmax(full <= tol)) if full[-1] <= tol else level + 1
         if need <= level or level == _LEVELS[-1]:

@@ -463,15 +463,14 @@ class GeluTanh(SeriesActivation):
     def phi(self, x):
         x = np.asarray(x)
         xc = np.clip(x, -1e30, 1e30)  # x^3 stays finite; tanh has saturated long before
-        return 0.5 * x * (1.0 + np.tanh(_GELU_TANH_C * (xc + 0.044715 * xc**3)))
+        return 0.5 * x * (1.0 + np.tanh(_GELU_TANH_C * (xc + 0.044715 * (xc * xc * xc))))
 
     def dphi(self, x):
         x = np.clip(np.asarray(x), -1e30, 1e30)
-        t = np.tanh(_GELU_TANH_C * (x + 0.044715 * x**3))
-        sech2 = 1.0 - t * t
-        return 0.5 * (1.0 + t) + np.where(
-            sech2 > 0, 0.5 * x * sech2 * _GELU_TANH_C * (1.0 + 3 * 0.044715 * np.minimum(x * x, 1e300)), 0.0
-        )
+        x2 = x * x  # at most 1e60: finite
+        t = np.tanh(_GELU_TANH_C * x * (1.0 + 0.044715 * x2))
+        sech2 = 1.0 - t * t  # exactly 0 once tanh saturates, so the product below stays finite
+        return 0.5 * (1.0 + t) + 0.5 * x * sech2 * (_GELU_TANH_C * (1.0 + 3 * 0.044715 * x2))
 
 
 def _complex_step(phi):
