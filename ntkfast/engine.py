@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import config, recursion, tiling
-from .backends import cpu
+from . import config, recursion, series, tiling
+from .backends import cpu, cpu_series
 from .errors import ArgumentError, InsufficientMemoryError
-from .spec import MLP
+from .spec import MLP, SERIES
 
 __all__ = [
     "Coefficients",
@@ -68,6 +68,8 @@ class Rows:
     # float32 only: the same rows in float64, to recompute nearly parallel pairs
     features64: np.ndarray | None = None
     sig64: np.ndarray | None = None
+    # series activations (code SERIES): the per-row Hermite coefficients (``series.SeriesSide``)
+    series: series.SeriesSide | None = None
 
     def diag(self, get: str) -> np.ndarray:
         """The exact diagonal of kernel ``get`` ("nngp" or "ntk")."""
@@ -83,10 +85,18 @@ class Coefficients:
     first: np.ndarray  # [w, b, alpha, beta] of the first layer
     steps: np.ndarray  # (n_steps, 5)
     float64: Coefficients | None = None  # the same in float64, for float32 refinement
+    # series activations: the state the sides of one Gram share (common degrees, degree table)
+    series: series.SeriesPlan | None = None
 
 
 def coefficients(arch: MLP, d_in: int, dtype) -> Coefficients:
-    """The :class:`Coefficients` of ``arch`` for ``d_in`` input features (after the input map)."""
+    """The :class:`Coefficients` of ``arch`` for ``d_in`` input features (after the input map).
+
+    For a series activation (code ``SERIES``) they carry a fresh :class:`series.SeriesPlan`: the
+    rows prepared with them are brought to common degrees (prepare every side of one Gram with
+    the same coefficients, as ``prepare_rows(arch, Y, coef)`` does).  Series kernels need no
+    float64 refinement (no angle: the polynomial in rho is smooth at rho = 1).
+    """
     dtype = np.dtype(dtype)
     first, steps = arch.layer_coefficients(d_in)
     coef = Coefficients(
@@ -95,6 +105,8 @@ def coefficients(arch: MLP, d_in: int, dtype) -> Coefficients:
         first.astype(dtype),
         np.ascontiguousarray(steps, dtype=dtype),
     )
+    if arch.activation.code == SERIES:
+        return dataclasses.replace(coef, series=series.SeriesPlan(arch.activation, first, steps))
     if dtype == np.float32 and steps.shape[0] > 0:
         return dataclasses.replace(coef, float64=coefficients(arch, d_in, np.float64))
     return coef
@@ -108,6 +120,11 @@ def input_features(arch: MLP, X: np.ndarray) -> np.ndarray:
 def diagonal_recursion(coef: Coefficients, feats: np.ndarray):
     """(sig, nngp, ntk) of the rows ``feats``: Sigma(x, x) entering each step, and the diagonal."""
     n = feats.shape[0]
+    if coef.code == SERIES:  # the energies E[phi^2], E[phi'^2] by quadrature, in float64
+        sqnorm = np.einsum("ij,ij->i", feats, feats, dtype=np.float64)
+        plan = coef.series
+        sig, nngp, ntk, _ = series.diag_recursion(plan.activation, plan.first, plan.steps, sqnorm, plan.tol, warn=False)
+        return sig.astype(feats.dtype), nngp.astype(feats.dtype), ntk.astype(feats.dtype)
     sqnorm = np.einsum("ij,ij->i", feats, feats)
     sig = np.empty((coef.steps.shape[0], n), feats.dtype)
     nngp = np.empty(n, feats.dtype)
@@ -125,7 +142,12 @@ def prepare_rows(arch: MLP, X: np.ndarray, coef: Coefficients | None = None) -> 
     feats = input_features(arch, X)
     if coef is None:
         coef = coefficients(arch, feats.shape[1], X.dtype)
-    sig, nngp, ntk = diagonal_recursion(coef, feats)
+    side = None
+    if coef.code == SERIES:
+        side = coef.series.add_side(np.einsum("ij,ij->i", feats, feats, dtype=np.float64))
+        sig, nngp, ntk = (a.astype(X.dtype) for a in (side.rows.sig, side.rows.nngp, side.rows.ntk))
+    else:
+        sig, nngp, ntk = diagonal_recursion(coef, feats)
     if not (np.isfinite(nngp).all() and np.isfinite(ntk).all() and np.isfinite(sig).all()):
         raise ArgumentError(
             f"the kernel of {arch.activation!r} diverges (or overflows {X.dtype}) for these inputs: "
@@ -135,7 +157,7 @@ def prepare_rows(arch: MLP, X: np.ndarray, coef: Coefficients | None = None) -> 
     if underflow:
         raise ArgumentError(underflow)
     if coef.float64 is None:
-        return Rows(feats, sig, nngp, ntk), coef
+        return Rows(feats, sig, nngp, ntk, series=side), coef
     feats64 = feats.astype(np.float64)
     return Rows(feats, sig, nngp, ntk, feats64, diagonal_recursion(coef.float64, feats64)[0]), coef
 
@@ -217,7 +239,6 @@ def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp
     diagonal of K(X, X) (its diagonal gets exact values later, so it is not refined).
     """  # fmt: skip
     cpu.gemm(rx.features[i0:i1], ry.features[j0:j1], G)
-    kernels = cpu.recursion_kernels(coef.code)
     if schedule is None:
         write_at, with_readout = np.array([coef.steps.shape[0]], np.int64), _NO_READOUT
         readout = readout64 = _ZEROS5
@@ -228,6 +249,13 @@ def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp
     placeholder = G[None]  # for outputs not asked for (never written)
     nngp = placeholder if nngp is None else nngp
     ntk = placeholder if ntk is None else ntk
+    if coef.code == SERIES:
+        sx, sy = rx.series.cast(G.dtype), ry.series.cast(G.dtype)
+        cpu_series.tile(coef.first, coef.steps, coef.series.table(), G, sx.c, sx.d, sx.inv_sqrt, i0, sy.c, sy.d,
+                        sy.inv_sqrt, j0, nngp, ntk, *offset, *get, write_at, readout.astype(G.dtype, copy=False),
+                        with_readout)  # fmt: skip
+        return
+    kernels = cpu.recursion_kernels(coef.code)
     refine = coef.float64 is not None
     tau = G.dtype.type(config.REFINE_TOL32 if refine else -np.inf)
     rows_sig = np.ascontiguousarray(rx.sig[:, i0:i1])

@@ -26,6 +26,9 @@ from .errors import ArgumentError, ArgumentTypeError
 ABRELU, ERF, GELU, SIN, SIGN, EXP, GAUSSIAN = 0, 1, 2, 3, 4, 5, 6
 RECTIFIED_MONOMIAL = 16
 MONOMIAL = 32
+# Activations without a closed form: the kernels evaluate per-row Hermite coefficients
+# (ntkfast.series) instead of scalar parameters.
+SERIES = 64
 MAX_RECTIFIED_DEGREE = 5
 MAX_MONOMIAL_DEGREE = 8
 
@@ -309,6 +312,259 @@ def Identity() -> Monomial:
     return Monomial(1, name="identity")
 
 
+# ------------------------------------------------------------------- series (no closed form)
+class SeriesActivation(Activation):
+    """An activation whose dual kernel is a Hermite series with per-row coefficients.
+
+    The kernels see the code :data:`SERIES` and read coefficients computed by
+    :mod:`ntkfast.series` (one-dimensional quadrature of ``phi`` and ``dphi`` per row and
+    layer) instead of scalar parameters.  ``smooth`` says whether ``phi`` is infinitely
+    differentiable (then the series converges geometrically and reaches float64 accuracy); the
+    non-smooth ones (ELU with alpha != 1, SELU) are computed to the degree cap and warn with the
+    bound reached.
+    """
+
+    code = SERIES
+    smooth = True
+
+    @property
+    def params(self):
+        return (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Tanh(SeriesActivation):
+    """phi(x) = tanh(x)."""
+
+    name: str = field(default="tanh", compare=False)
+
+    def phi(self, x):
+        return np.tanh(x)
+
+    def dphi(self, x):
+        t = np.tanh(x)
+        return 1.0 - t * t
+
+
+@dataclass(frozen=True)
+class Sigmoid(SeriesActivation):
+    """The logistic function phi(x) = 1 / (1 + exp(-x))."""
+
+    name: str = field(default="sigmoid", compare=False)
+
+    def phi(self, x):
+        return special.expit(x)
+
+    def dphi(self, x):
+        p = special.expit(x)
+        return p * special.expit(-x)
+
+
+@dataclass(frozen=True)
+class Softplus(SeriesActivation):
+    """phi(x) = log(1 + exp(beta x)) / beta."""
+
+    beta: float = 1.0
+    name: str = field(default="softplus", compare=False)
+
+    def __post_init__(self):
+        beta = _real(self.beta, "beta")
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        object.__setattr__(self, "beta", beta)
+
+    def phi(self, x):
+        return np.logaddexp(0.0, self.beta * x) / self.beta
+
+    def dphi(self, x):
+        return special.expit(self.beta * x)
+
+
+@dataclass(frozen=True)
+class SiLU(SeriesActivation):
+    """phi(x) = x sigmoid(beta x) (SiLU for beta = 1; swish in general)."""
+
+    beta: float = 1.0
+    name: str = field(default="silu", compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "beta", _real(self.beta, "beta"))
+
+    def phi(self, x):
+        return x * special.expit(self.beta * x)
+
+    def dphi(self, x):
+        p = special.expit(self.beta * x)
+        return p + self.beta * x * p * special.expit(-self.beta * x)
+
+
+def Swish(beta: float = 1.0) -> SiLU:
+    """x sigmoid(beta x)."""
+    return SiLU(beta, name="swish")
+
+
+@dataclass(frozen=True)
+class ELU(SeriesActivation):
+    """phi(x) = x for x > 0, alpha (exp(x) - 1) for x <= 0, times ``scale`` (SELU's lambda).
+
+    phi' jumps at 0 unless alpha = 1 (then phi'' does): the series converges like a power of the
+    degree, so the kernels are computed to the degree cap and warn with the bound reached.
+    """
+
+    alpha: float = 1.0
+    scale: float = 1.0
+    name: str = field(default="elu", compare=False)
+    smooth = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "alpha", _real(self.alpha, "alpha"))
+        object.__setattr__(self, "scale", _real(self.scale, "scale"))
+
+    def phi(self, x):
+        return self.scale * np.where(x > 0, x, self.alpha * np.expm1(np.minimum(x, 0.0)))
+
+    def dphi(self, x):
+        return self.scale * np.where(x > 0, 1.0, self.alpha * np.exp(np.minimum(x, 0.0)))
+
+
+# SELU's constants (Klambauer et al. 2017), to float64 precision
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def SELU() -> ELU:
+    """scale * ELU(alpha) with the self-normalising constants."""
+    return ELU(SELU_ALPHA, SELU_SCALE, name="selu")
+
+
+@dataclass(frozen=True)
+class Mish(SeriesActivation):
+    """phi(x) = x tanh(softplus(x))."""
+
+    name: str = field(default="mish", compare=False)
+
+    def phi(self, x):
+        return x * np.tanh(np.logaddexp(0.0, x))
+
+    def dphi(self, x):
+        t = np.tanh(np.logaddexp(0.0, x))
+        return t + x * (1.0 - t * t) * special.expit(x)
+
+
+_GELU_TANH_C = math.sqrt(2.0 / math.pi)
+
+
+@dataclass(frozen=True)
+class GeluTanh(SeriesActivation):
+    """The tanh approximation of GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    name: str = field(default="gelu_tanh", compare=False)
+
+    def phi(self, x):
+        x = np.asarray(x)
+        xc = np.clip(x, -1e30, 1e30)  # x^3 stays finite; tanh has saturated long before
+        return 0.5 * x * (1.0 + np.tanh(_GELU_TANH_C * (xc + 0.044715 * (xc * xc * xc))))
+
+    def dphi(self, x):
+        x = np.clip(np.asarray(x), -1e30, 1e30)
+        x2 = x * x  # at most 1e60: finite
+        t = np.tanh(_GELU_TANH_C * x * (1.0 + 0.044715 * x2))
+        sech2 = 1.0 - t * t  # exactly 0 once tanh saturates, so the product below stays finite
+        return 0.5 * (1.0 + t) + 0.5 * x * sech2 * (_GELU_TANH_C * (1.0 + 3 * 0.044715 * x2))
+
+
+def _complex_step(phi):
+    """phi'(x) = Im phi(x + i h) / h with h = 1e-20: exact to rounding for a phi written with
+    NumPy's analytic complex functions."""
+
+    def dphi(x):
+        x = np.asarray(x, dtype=np.float64)
+        return np.imag(phi(x + 1e-20j)) / 1e-20
+
+    return dphi
+
+
+def _central_difference(phi):
+    """The five-point central difference with h = eps^(1/5) max(1, |x|): truncation and rounding
+    errors balance at ~1e-12 relative for a smooth phi (it is wrong within 2h of a kink)."""
+
+    def dphi(x):
+        x = np.asarray(x, dtype=np.float64)
+        h = 7.4e-4 * np.maximum(1.0, np.abs(x))
+        return (phi(x - 2 * h) - 8.0 * phi(x - h) + 8.0 * phi(x + h) - phi(x + 2 * h)) / (12.0 * h)
+
+    return dphi
+
+
+@dataclass(frozen=True, eq=False)
+class Elementwise(SeriesActivation):
+    """A user's activation: ``phi`` (and optionally ``dphi``) vectorised NumPy functions of one array.
+
+    ``phi`` is called on whole ``(rows, nodes)`` arrays, one call per layer (never per kernel
+    entry).  Without ``dphi`` the derivative is the complex step ``Im phi(x + ih)/h`` when ``phi``
+    accepts complex input and that agrees with a central difference at probe points (exact to
+    rounding), else the five-point central difference (~1e-12 relative for a smooth ``phi``);
+    ``dphi_method`` says which.  The series assumes ``phi`` smooth except possibly at 0; its
+    truncation bound (and the warning when the degree cap binds) comes from the computed
+    coefficients, so a non-smooth ``phi`` is reported, not hidden.
+    """
+
+    fn: object = None
+    dfn: object = None
+    name: str = "elementwise"
+    dphi_method: str = field(default="", compare=False)
+
+    def __init__(self, phi, dphi=None, name=None):
+        if not callable(phi):
+            raise TypeError(f"phi must be a callable, got {type(phi).__name__}")
+        if dphi is not None and not callable(dphi):
+            raise TypeError(f"dphi must be a callable or None, got {type(dphi).__name__}")
+        if name is None:
+            name = getattr(phi, "__name__", "elementwise")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {type(name).__name__}")
+        method = "given"
+        if dphi is None:
+            dphi, method = _numerical_derivative(phi)
+        object.__setattr__(self, "fn", phi)
+        object.__setattr__(self, "dfn", dphi)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "dphi_method", method)
+
+    def __eq__(self, other):
+        return isinstance(other, Elementwise) and self.fn is other.fn and self.dfn is other.dfn
+
+    def __hash__(self):
+        return hash((id(self.fn), id(self.dfn)))
+
+    def __repr__(self):
+        return f"Elementwise({self.name}, dphi={self.dphi_method})"
+
+    def phi(self, x):
+        return self.fn(x)
+
+    def dphi(self, x):
+        return self.dfn(x)
+
+
+def _numerical_derivative(phi):
+    probe = np.array([-2.3, -0.7, -0.1, 0.13, 0.9, 3.1])
+    central = _central_difference(phi)
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(phi(probe + 1e-20j))
+        ok = np.iscomplexobj(out) and out.shape == probe.shape
+        if ok:
+            cs = np.imag(out) / 1e-20
+            ref = np.asarray(central(probe), dtype=np.float64)
+            ok = bool(np.all(np.isfinite(cs)) and np.allclose(cs, ref, rtol=1e-6, atol=1e-9))
+    except Exception:  # any failure on complex input: phi is not complex-step capable
+        ok = False
+    if ok:
+        return _complex_step(phi), "complex-step"
+    return central, "central-difference"
+
+
 ACTIVATIONS = {
     "relu": ReLU,
     "leaky_relu": LeakyReLU,
@@ -325,6 +581,15 @@ ACTIVATIONS = {
     "rectified_monomial": RectifiedMonomial,
     "monomial": Monomial,
     "identity": Identity,
+    "tanh": Tanh,
+    "sigmoid": Sigmoid,
+    "softplus": Softplus,
+    "silu": SiLU,
+    "swish": Swish,
+    "elu": ELU,
+    "selu": SELU,
+    "mish": Mish,
+    "gelu_tanh": GeluTanh,
 }
 
 

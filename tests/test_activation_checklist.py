@@ -32,14 +32,20 @@ CUH = ROOT / "ntkfast" / "backends" / "cuda" / "recursion.cuh"
 TESTS = Path(__file__).resolve().parent
 
 # Activations whose hyper-parameter gradient (kernel_grad / NTKKernel(eval_gradient=True)) is
-# deliberately not implemented, with the reason; docs/design.md lists the same.  Empty today.
-NO_GRADIENT: dict[int, str] = {}
+# deliberately not implemented, with the reason; docs/design.md lists the same.
+NO_GRADIENT: dict[int, str] = {
+    spec.SERIES: "Hermite-series activations: no dual_grad yet (the series of dK/dsxx is not built); "
+    "kernel_grad.has_gradient refuses them",
+}
 
 # Kdot = E[phi'(u) phi'(v)] only in the distributional sense where phi jumps (dphi is 0 a.e.): sign, step.
 DISTRIBUTIONAL_KDOT = (spec.SIGN, spec.RECTIFIED_MONOMIAL)
 
 # Family constants in spec: a code is either one of these or base + degree for the two ranged families.
-FAMILIES = ("ABRELU", "ERF", "GELU", "SIN", "SIGN", "EXP", "GAUSSIAN")
+FAMILIES = ("ABRELU", "ERF", "GELU", "SIN", "SIGN", "EXP", "GAUSSIAN", "SERIES")
+# Families the engine computes outside recursion.dual (and the GPU refuses): the Hermite series
+# (ntkfast.series, backends/cpu_series; proved in tests/test_activations.py).
+OUTSIDE_RECURSION = ("SERIES",)
 RANGED = {"RECTIFIED_MONOMIAL": "MAX_RECTIFIED_DEGREE", "MONOMIAL": "MAX_MONOMIAL_DEGREE"}
 
 
@@ -125,6 +131,9 @@ def test_codes_are_distinct_per_family():
     """Two different families never share a code (the kernels would silently pick the wrong one)."""
     seen: dict[int, type] = {}
     for act in ACTS.values():
+        if act.code == spec.SERIES:  # one code for all of them: the kernels read per-row coefficients
+            assert isinstance(act, spec.SeriesActivation), act
+            continue
         assert seen.setdefault(act.code, type(act)) is type(act), act
 
 
@@ -133,6 +142,9 @@ def test_codes_are_distinct_per_family():
 def test_recursion_dispatch_knows_the_code(name):
     """dual's K is E[phi(u) phi(v)] (so the code reaches this family's branch), dual_diag agrees with dual."""
     act = ACTS[name]
+    if act.code == spec.SERIES:
+        _check_series(act)
+        return
     k, kdot = recursion.dual(act.code, *act.params, SXX, SYY, SXY)
     assert math.isfinite(k) and math.isfinite(kdot)
     truth = _expectation(act.phi, act.phi, SXX, SYY, SXY)
@@ -146,12 +158,34 @@ def test_recursion_dispatch_knows_the_code(name):
     assert kdotd == pytest.approx(kdot1, rel=1e-9, abs=1e-12) or not math.isfinite(kdot1)
 
 
+def _check_series(act):
+    """The series route (ntkfast.series) for a SERIES activation: K, Kdot against the quadrature,
+    and the diagonal (the energies) against the pair formula at rho = 1."""
+    import warnings
+
+    from ntkfast import series
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", series.SeriesAccuracyWarning)  # ELU/SELU: bound ~1e-5 at rho = 1
+        ls = series.layer_series(act, np.array([SXX, SYY]))
+    rho = SXY / math.sqrt(SXX * SYY)
+    k, kdot = series.evaluate(ls, ls, np.array([0]), np.array([1]), np.array([rho]))
+    assert k[0] == pytest.approx(_expectation(act.phi, act.phi, SXX, SYY, SXY), rel=1e-6, abs=1e-9)
+    assert kdot[0] == pytest.approx(_expectation(act.dphi, act.dphi, SXX, SYY, SXY), rel=1e-6, abs=1e-9)
+    k1, kdot1 = series.evaluate(ls, ls, np.array([0]), np.array([0]), np.array([1.0]))
+    assert ls.e2[0] == pytest.approx(k1[0], rel=max(1e-9, 10 * ls.bound))
+    assert ls.e2d[0] == pytest.approx(kdot1[0], rel=max(1e-9, 10 * ls.bound))
+
+
 @pytest.mark.parametrize("name", IDS)
 def test_gradient_or_documented_exclusion(name):
     """In GRADIENT_CODES (and dual_grad / dual_diag_grad agree with dual), or listed in NO_GRADIENT."""
     act = ACTS[name]
     if act.code in NO_GRADIENT:
+        from ntkfast.kernel_grad import has_gradient
+
         assert act.code not in recursion.GRADIENT_CODES
+        assert not has_gradient(nf.MLP(depth=1, activation=act))
         return
     assert act.code in recursion.GRADIENT_CODES, f"{name}: add its *_grad to recursion.dual_grad or to NO_GRADIENT"
     from ntkfast.kernel_grad import has_gradient
@@ -181,6 +215,7 @@ def test_recursion_dispatch_names_every_family(fn):
     """Each dispatch chain names every family constant (an unknown code would fall through to the monomials)."""
     f = getattr(recursion, fn)
     missing = {_family(a.code) for a in ACTS.values() if not _python_source_mentions(f, _family(a.code))}
+    missing -= set(OUTSIDE_RECURSION)
     if fn == "dual_grad":
         missing -= {_family(c) for c in NO_GRADIENT}
     assert not missing, f"recursion.{fn} has no branch for {sorted(missing)}"
@@ -203,7 +238,7 @@ def test_cuda_dispatch_names_every_family(fn):
     """recursion.cuh: the enum carries spec's value, and the switch has a case (or the ranged default) for it."""
     source = CUH.read_text()
     body = _cuda_function_body(source, fn)
-    for family in sorted({_family(a.code) for a in ACTS.values()}):
+    for family in sorted({_family(a.code) for a in ACTS.values()} - set(OUTSIDE_RECURSION)):
         assert re.search(rf"\b{family}\s*=\s*{getattr(spec, family)}\b", source), f"recursion.cuh enum: {family}"
         if family in RANGED:
             assert re.search(rf"\b{family}\b", body), f"recursion.cuh {fn}: no branch for {family}"
@@ -218,6 +253,8 @@ def test_gpu_name_expressions_cover_every_code():
     except ImportError:  # the GPU package may move it; its own tests cover the new place
         pytest.skip("ntkfast.backends.gpu.name_expressions not found")
     for act in ACTS.values():
+        if act.code == spec.SERIES:  # refused on the GPU (test_series_refused_on_the_gpu)
+            continue
         exprs = name_expressions(act.code, "float64")
         assert exprs and all(f"<{act.code}, double>" in e or "sum_slices" in e for e in exprs)
 
@@ -252,6 +289,10 @@ def _codes_covered(acts) -> set[str]:
 def test_quadrature_test_covers_every_family():
     """tests/test_quadrature.py (the precise truth) is parametrised over every family."""
     covered = _codes_covered(_load_test_module("test_quadrature.py").ACTS)
+    series_module = _load_test_module("test_activations.py")  # the series family's precise truths
+    proved = {type(a) for a in (*series_module.SMOOTH.values(), *series_module.KINKED.values())}
+    if all(type(a) in proved for a in ACTS.values() if a.code == spec.SERIES):
+        covered |= {"SERIES"}
     missing = {_family(a.code) for a in ACTS.values()} - covered
     assert not missing, f"tests/test_quadrature.py ACTS has no {sorted(missing)}"
 
@@ -262,5 +303,18 @@ def test_cuda_host_harness_covers_every_family():
     match = re.search(r"^ACTIVATIONS = \[(.*?)^\]", text, re.S | re.M)
     assert match, "tests/test_cuda_sources.py: ACTIVATIONS list not found"
     acts = eval(match.group(1).replace("\n", " ").join("[]"), {"spec": spec})  # noqa: S307 (our own test file)
-    missing = {_family(a.code) for a in ACTS.values()} - _codes_covered(acts)
+    missing = {_family(a.code) for a in ACTS.values()} - _codes_covered(acts) - set(OUTSIDE_RECURSION)
     assert not missing, f"tests/test_cuda_sources.py ACTIVATIONS has no {sorted(missing)}"
+
+
+@pytest.mark.parametrize("backend", ["gpu"])
+def test_series_refused_on_the_gpu(backend):
+    """The GPU has no series kernel yet: every entry point refuses clearly, before touching CuPy."""
+    from ntkfast.errors import ArgumentError
+
+    X = np.ones((3, 2))
+    arch = nf.MLP(depth=1, activation="tanh")
+    for call in (lambda: nf.kernel(arch, X, backend=backend), lambda: nf.kernel_diag(arch, X, backend=backend),
+                 lambda: nf.GramOperator(arch, X, backend=backend)):  # fmt: skip
+        with pytest.raises(ArgumentError, match="tanh.*CPU"):
+            call()

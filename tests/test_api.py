@@ -271,7 +271,7 @@ def test_bad_arguments(rng):
         (dict(W_std=-1.0), ValueError, "W_std"),
         (dict(W_std=float("nan")), ValueError, "W_std"),
         (dict(b_std=-0.1), ValueError, "b_std"),
-        (dict(activation="swish"), ValueError, "unknown name 'swish'"),
+        (dict(activation="softsign"), ValueError, "unknown name 'softsign'"),  # (swish is an activation now)
         (dict(activation=3), TypeError, "activation"),
         (dict(parameterization="mup"), ValueError, "parameterization"),
         (dict(width=0), ValueError, "width"),

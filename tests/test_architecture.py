@@ -37,8 +37,10 @@ FLOORS = {
     "ntkfast.spec": 1,
     "ntkfast._jit": 1,
     "ntkfast.recursion": 2,
+    "ntkfast.series": 2,  # Hermite-series dual kernels: per-row coefficients (the non-closed-form math)
     "ntkfast.backends": 3,  # the package itself (empty __init__)
     "ntkfast.backends.cpu": 3,  # Numba inner kernels: prepared rows in, tiles out
+    "ntkfast.backends.cpu_series": 3,  # the series activations' tile kernel
     "ntkfast.tiling": 3,
     "ntkfast.engine": 4,
     "ntkfast.backends.gpu": 5,  # CuPy inner kernels: receive rows prepared by the engine

@@ -276,7 +276,7 @@ def test_kernel_bad_inputs(capsys, files, tmp_path):
     # option values: argparse's usage errors, exit 2
     assert_error(call(capsys, "kernel", X, "-o", tmp_path / "K.txt"), 2, "expected a .npy file name")
     assert_error(call(capsys, "kernel", X, "-o", out, "--depth", "-1"), 2, "--depth")
-    assert_error(call(capsys, "kernel", X, "-o", out, "--activation", "tanh"), 2, "unknown activation 'tanh'")
+    assert_error(call(capsys, "kernel", X, "-o", out, "--activation", "softsign"), 2, "unknown activation 'softsign'")
     assert_error(call(capsys, "kernel", X, "-o", out, "--activation", "gelu:1"), 2, "takes at most 0")
     assert_error(call(capsys, "kernel", X, "-o", out, "--W-std", "big"), 2, "--W-std")
     assert_error(call(capsys, "kernel", X, "-o", out, "--n-jobs", "0"), 2, "positive integer")

@@ -303,7 +303,8 @@ ONE_PER_CODE = [
 def test_every_activation_code_is_covered():
     codes = [a.code for a in ONE_PER_CODE]
     assert codes == loader.all_codes()
-    assert {nf.spec.get_activation(name).code for name in nf.spec.ACTIVATIONS} <= set(codes)
+    # (the Hermite-series activations share code SERIES and are refused on the GPU: test_activation_checklist)
+    assert {nf.spec.get_activation(name).code for name in nf.spec.ACTIVATIONS} - {nf.spec.SERIES} <= set(codes)
 
 
 def _scale(K):

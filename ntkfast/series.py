@@ -1,0 +1,663 @@
+"""Hermite-series dual kernels: any elementwise activation at closed-form speed.
+
+For a pre-activation variance ``s`` the activation ``phi(sqrt(s) z)``, ``z ~ N(0, 1)``, has
+coefficients in the orthonormal probabilists' Hermite polynomials ``h_k``
+(``h_{k+1} = (z h_k - sqrt(k) h_{k-1}) / sqrt(k+1)``)::
+
+    c_k(s) = E[phi(sqrt(s) z) h_k(z)],        d_k(s) = E[phi'(sqrt(s) z) h_k(z)].
+
+Mehler's formula then gives, for a pair with variances ``(sxx, syy)`` and correlation
+``rho = sxy / sqrt(sxx syy)``,
+
+    K    = E[phi(u) phi(v)]   = sum_k c_k(sxx) c_k(syy) rho^k
+    Kdot = E[phi'(u) phi'(v)] = sum_k d_k(sxx) d_k(syy) rho^k       (= dK/dsxy, Price's theorem)
+
+so the per-row work is one-dimensional quadrature (``O(n L Q)`` activation calls, one
+vectorised call per layer on an ``(n, Q)`` array) and the per-pair work is two short
+polynomials in ``rho``.  The diagonal is exact: ``K(x, x) = E[phi(sqrt(s) z)^2]``.
+
+Truncation error.  With ``tail_N(s) = E[phi^2] - sum_{k <= N} c_k(s)^2`` (Parseval), for any
+``|rho| <= 1`` Cauchy-Schwarz gives ``|K - K_N| <= sqrt(tail_N(sxx) tail_N(syy))``, and the
+same with ``d_k`` and ``E[phi'^2]`` for ``Kdot``.  :func:`layer_series` picks one degree ``N``
+per layer (the largest over the rows of the call, so the bound holds for every pair) such that
+both tails are at most ``tol`` times their diagonal values: then ``|K - K_N| <= tol
+sqrt(K(x, x) K(y, y))`` for every pair, and the same for ``Kdot``.  When the degree cap
+binds and the bound reached is above ``WARN_BOUND`` (1e-10, the float64 accuracy the project
+promises), a :class:`SeriesAccuracyWarning` names the activation and the bound reached.
+
+Quadrature.  Every activation here is smooth except possibly at ``x = 0`` (ELU, SELU: a kink in
+``phi'`` or ``phi''``), which is ``z = 0`` at every variance, so the integrals are taken with
+Gauss-Legendre rules on ``[-Z, 0]`` and ``[0, Z]`` (``Z = sqrt(4 N + 2) + 10``, beyond the turning
+point of the Hermite functions of degree ``N``): each panel's integrand is smooth and the rule
+converges exponentially, also for the kinked activations.  The Hermite polynomials are carried
+as Hermite functions ``h_k(z) exp(-z^2/4)`` (bounded by 1; their recurrence is stable), so nothing
+overflows at high degree.  The nodes and weights integrate ``h_j h_k`` to 4e-13 for all
+``j, k <= N`` (tested), and the energies ``E[phi^2]``, ``E[phi'^2]`` come from the same rule.
+
+Per pair, only the degree its correlation needs: a pair with ``|rho| <= r`` truncated at ``N`` is
+within ``r^(N+1) profile[N]`` (:func:`degree_table`), so the kernel (``backends/cpu_series``)
+evaluates each chunk of 32 columns of a row to the degree of the chunk's largest ``|rho|``; the
+full degree is paid only next to nearly parallel pairs.  Per row, with 512 rows or more the
+coefficients are interpolated in ``sigma`` from Chebyshev points (accepted only where two
+interpolants agree to 1e-13 at every row; 5e-15 from the direct quadrature in the tests).
+
+Non-smooth activations converge slowly: ELU (``alpha != 1``) and SELU have a jump in ``phi'``,
+so the ``d_k`` decay like ``k^(-3/4)`` and no feasible degree reaches 1e-12 near ``rho = +-1``.
+Those are computed with the degree cap and the warning states the bound (far from ``rho = +-1``
+the series is much more accurate than the bound: the terms carry ``|rho|^k``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass
+from dataclasses import replace as dataclasses_replace
+
+import numpy as np
+
+from . import config
+from .errors import ArgumentError
+
+__all__ = [
+    "SeriesAccuracyWarning",
+    "LayerSeries",
+    "DEFAULT_TOL",
+    "MAX_DEGREE",
+    "WARN_BOUND",
+    "hermite_coefficients",
+    "layer_series",
+    "diag_recursion",
+    "evaluate",
+    "SeriesRows",
+    "prepare",
+    "inverse_sqrt",
+    "degree_table",
+    "RHO_BINS",
+    "RHO_STEPS",
+    "SeriesPlan",
+    "SeriesSide",
+]
+
+# Requested truncation bound, relative to sqrt(K(x, x) K(y, y)), and the degree cap.
+# (Candidates for ntkfast.config: SERIES_TOL, SERIES_MAX_DEGREE.)
+DEFAULT_TOL = 1e-12
+MAX_DEGREE = 512
+# The warning is given when the bound reached at the cap is above this (the float64 accuracy the
+# project promises, ~1e-10 relative); between DEFAULT_TOL and it the result is still that accurate.
+WARN_BOUND = 1e-10
+# degree levels tried in turn: the quadrature of each level resolves degrees up to its value
+_LEVELS = (32, 48, 64, 96, 128, 192, 256, 384, 512)
+# activation values per chunk of rows (the (rows, nodes) array phi is called on)
+_CHUNK_VALUES = 1 << 22
+
+
+class SeriesAccuracyWarning(UserWarning):
+    """The Hermite series of an activation reached its degree cap before the requested accuracy."""
+
+
+def _legendre(x: np.ndarray, m: int):
+    """(P_m(x), P_m'(x)) by the three-term recurrence."""
+    p0 = np.ones_like(x)
+    p1 = x.copy()
+    for k in range(2, m + 1):
+        p0, p1 = p1, ((2 * k - 1) * x * p1 - (k - 1) * p0) / k
+    return p1, m * (x * p1 - p0) / (x * x - 1.0)
+
+
+def _gauss_legendre(m: int):
+    """Gauss-Legendre nodes and weights on [-1, 1] to rounding.
+
+    Newton's method on P_m from the asymptotic guesses cos(pi (i + 3/4) / (m + 1/2)) (quadratic
+    convergence; no eigenvalue problem), and the textbook weight formula.  (NumPy's ``leggauss``
+    and SciPy's ``roots_legendre`` above 150 nodes give weights with relative errors near 1e-12
+    that their normalisation hides: a Gaussian integrated with 700 of their nodes is off by 4e-13;
+    these give 1e-15.)
+    """
+    x = np.cos(np.pi * (np.arange(m) + 0.75) / (m + 0.5))
+    for _ in range(100):
+        p, dp = _legendre(x, m)
+        dx = p / dp
+        x = x - dx
+        if np.abs(dx).max() < 1e-16:
+            break
+    p, dp = _legendre(x, m)
+    x = x - p / dp
+    _, dp = _legendre(x, m)
+    x = x[::-1].copy()
+    dp = dp[::-1]
+    return x, 2.0 / ((1.0 - x * x) * dp * dp)
+
+
+@functools.cache
+def _hermite_rule(nmax: int):
+    """Split Gauss-Legendre nodes z (Q,) and weights wl (Q,) on [-Z, Z], and the Hermite functions
+    e (nmax + 1, Q), e_k = h_k(z) sqrt(pdf(z)), orthonormal in L2(dz) and bounded by 1."""
+    m = int(1.25 * nmax) + 64
+    half = 0.5 * (math.sqrt(4.0 * nmax + 2.0) + 10.0)
+    x, wl = _gauss_legendre(m)
+    z = np.concatenate([half * (x - 1.0), half * (x + 1.0)])
+    wl = np.concatenate([half * wl, half * wl])
+    e = np.empty((nmax + 1, z.size))
+    e[0] = (2.0 * math.pi) ** -0.25 * np.exp(-0.25 * z * z)
+    if nmax > 0:
+        e[1] = z * e[0]
+    for k in range(1, nmax):
+        e[k + 1] = (z * e[k] - math.sqrt(k) * e[k - 1]) / math.sqrt(k + 1)
+    return z, wl, e
+
+
+@functools.cache
+def _rule(nmax: int):
+    """Quadrature for degrees <= nmax: nodes z (Q,), weights w (Q,) for E[f(z)], and
+    B (nmax + 1, Q) with B[k, q] = w_q h_k(z_q), so that c_k = sum_q B[k, q] f(z_q).
+
+    B is formed as wl sqrt(pdf) e_k, never as w h_k: far out, w_q underflows while w_q h_k(z_q)
+    does not."""
+    z, wl, e = _hermite_rule(nmax)
+    root_pdf = e[0]
+    w = wl * root_pdf * root_pdf
+    B = (wl * root_pdf) * e
+    # entries below 1e-200 (far out, where the pdf is) change no sum at float64 precision, but
+    # their products with small activation values are subnormal numbers, which make the products
+    # ~100x slower on x86: flushed to zero (so are activation values below 1e-100 of their row's
+    # largest, in hermite_coefficients)
+    w[np.abs(w) < 1e-200] = 0.0
+    B[np.abs(B) < 1e-200] = 0.0
+    for a in (z, w, B):
+        a.setflags(write=False)
+    return z, w, B
+
+
+def _call(fn, x: np.ndarray, what: str, activation) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        out = fn(x)
+    out = np.asarray(out)
+    if out.shape != x.shape:
+        raise ArgumentError(
+            f"activation {_name(activation)}: {what} returned shape {out.shape} for an input of shape "
+            f"{x.shape}; it must be a vectorised elementwise NumPy function"
+        )
+    if np.iscomplexobj(out) or not np.issubdtype(out.dtype, np.number):
+        raise ArgumentError(f"activation {_name(activation)}: {what} must return real numbers, got {out.dtype}")
+    out = out.astype(np.float64, copy=False)
+    if not np.isfinite(out).all():
+        bad = np.abs(x[~np.isfinite(out)]).min()
+        raise ArgumentError(
+            f"activation {_name(activation)}: {what} is not finite at |x| = {bad:.3g} (needed for a "
+            "pre-activation variance this large); scale the inputs or W_std down"
+        )
+    return out
+
+
+def _name(activation) -> str:
+    return getattr(activation, "name", type(activation).__name__)
+
+
+def hermite_coefficients(activation, s: np.ndarray, nmax: int):
+    """Coefficients and energies of ``activation`` at the variances ``s``.
+
+    Parameters
+    ----------
+    activation : Activation
+        Any object with vectorised ``phi`` and ``dphi``.
+    s : ndarray of shape (n,)
+        Non-negative pre-activation variances.
+    nmax : int
+        Highest degree (one of the quadrature levels).
+
+    Returns
+    -------
+    c, d : ndarray of shape (n, nmax + 1)
+        ``c_k(s_i)`` of ``phi`` and ``d_k(s_i)`` of ``phi'``.
+    e2, e2d : ndarray of shape (n,)
+        ``E[phi(sqrt(s) z)^2]`` and ``E[phi'(sqrt(s) z)^2]``.
+    """
+    z, w, B = _rule(nmax)
+    half = z.size // 2  # the nodes are mirror images: z[half + q] = -z[half - 1 - q]
+    b_even, b_odd = _folded(nmax)
+    s = np.asarray(s, dtype=np.float64)
+    n = s.shape[0]
+    c = np.empty((n, nmax + 1))
+    d = np.empty((n, nmax + 1))
+    e2 = np.empty(n)
+    e2d = np.empty(n)
+    step = max(1, _CHUNK_VALUES // z.size)
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        x = np.sqrt(s[a:b])[:, None] * z[None, :]
+        for fn, what, coef, energy in ((activation.phi, "phi", c, e2), (activation.dphi, "dphi", d, e2d)):
+            f = _call(fn, x, what, activation)
+            f[np.abs(f) < 1e-100 * np.abs(f).max(axis=1, keepdims=True)] = 0.0
+            energy[a:b] = (f * f) @ w
+            # h_k(-z) = (-1)^k h_k(z): even degrees see f(z) + f(-z), odd ones f(z) - f(-z), on
+            # half the nodes each (half the multiply-adds of f @ B.T, the same sums)
+            pos = f[:, half:]
+            neg = f[:, half - 1 :: -1] if half > 0 else f[:, :0]
+            coef[a:b, 0::2] = (pos + neg) @ b_even.T
+            coef[a:b, 1::2] = (pos - neg) @ b_odd.T
+    return c, d, e2, e2d
+
+
+# Many rows: the coefficients as functions of sigma = sqrt(s) are analytic (the kink of ELU/SELU
+# stays at z = 0 for every sigma), so they are computed at Chebyshev points of [sigma_min,
+# sigma_max] and interpolated to the rows, accepted only where the interpolants on M and 2M points
+# agree to rounding at every row (else the direct quadrature of every row).
+_INTERP_MIN_ROWS = 512
+_INTERP_POINTS = (17, 33, 65)  # m: interpolants on m and 2m - 1 points
+_INTERP_TOL = 1e-13
+
+
+def _chebyshev_matrix(t: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation weights (len(t), len(nodes)) on Chebyshev points of the 2nd kind."""
+    m = nodes.size
+    w = np.ones(m)
+    w[1::2] = -1.0
+    w[0] *= 0.5
+    w[-1] *= 0.5
+    diff = t[:, None] - nodes[None, :]
+    exact = diff == 0.0
+    diff[exact] = 1.0
+    M = w / diff
+    M /= M.sum(axis=1, keepdims=True)
+    rows = exact.any(axis=1)
+    M[rows] = exact[rows].astype(np.float64)
+    return M
+
+
+def _coefficients(activation, s: np.ndarray, nmax: int):
+    """:func:`hermite_coefficients`, by interpolation in sigma when there are many rows and it is
+    accurate (the interpolants on M and 2M - 1 Chebyshev points agree to 1e-13 of the largest
+    coefficient at every row: the finer one, which is used, is then at rounding), else directly."""
+    n = s.shape[0]
+    if n < _INTERP_MIN_ROWS:
+        return hermite_coefficients(activation, s, nmax)
+    sigma = np.sqrt(s)
+    lo, hi = float(sigma.min()), float(sigma.max())
+    if hi == lo:
+        c, d, e2, e2d = hermite_coefficients(activation, s[:1], nmax)
+        return np.repeat(c, n, 0), np.repeat(d, n, 0), np.repeat(e2, n), np.repeat(e2d, n)
+    t = np.clip((2.0 * sigma - (lo + hi)) / (hi - lo), -1.0, 1.0)
+    for m in _INTERP_POINTS:
+        if 2 * m - 1 > n // 4:
+            break
+        nodes = np.cos(np.pi * np.arange(2 * m - 1) / (2 * m - 2))  # the m-point set is every other one
+        at = np.maximum(0.5 * (lo + hi) + 0.5 * (hi - lo) * nodes, 0.0)
+        vals = hermite_coefficients(activation, at * at, nmax)
+        fine = _chebyshev_matrix(t, nodes)
+        coarse = _chebyshev_matrix(t, nodes[::2])
+        out = []
+        for v in vals:
+            v2 = v if v.ndim == 2 else v[:, None]
+            a, b = fine @ v2, coarse @ v2[::2]
+            if np.abs(a - b).max() > _INTERP_TOL * max(float(np.abs(v2).max()), 1e-300):
+                break
+            out.append(a if v.ndim == 2 else a[:, 0])
+        else:
+            return tuple(out)
+    return hermite_coefficients(activation, s, nmax)
+
+
+@functools.cache
+def _folded(nmax: int):
+    """The positive-node halves of B for the even and for the odd degrees (see hermite_coefficients)."""
+    z, _, B = _rule(nmax)
+    half = z.size // 2
+    even = np.ascontiguousarray(B[0::2, half:])
+    odd = np.ascontiguousarray(B[1::2, half:])
+    for a in (even, odd):
+        a.setflags(write=False)
+    return even, odd
+
+
+def _tails(c: np.ndarray, e2: np.ndarray) -> np.ndarray:
+    """tails[i, N] = e2[i] - sum_{k <= N} c[i, k]^2, as a reverse cumulative sum (no cancellation
+    between e2 and the partial sums except for the part beyond the last degree)."""
+    sq = c * c
+    beyond = np.maximum(e2 - sq.sum(axis=1), 0.0)
+    rev = np.cumsum(sq[:, ::-1], axis=1)[:, ::-1]  # rev[:, N] = sum_{k >= N}
+    tails = np.empty_like(c)
+    tails[:, :-1] = rev[:, 1:]
+    tails[:, -1] = 0.0
+    return tails + beyond[:, None]
+
+
+def _profile(c, d, e2, e2d) -> np.ndarray:
+    """max over rows of tail_N / energy for K and Kdot, N = 0..degree (rows of zero energy: 0)."""
+    out = np.zeros(c.shape[1])
+    for coef, energy in ((c, e2), (d, e2d)):
+        pos = energy > 0
+        if pos.any():
+            rel = _tails(coef[pos], energy[pos]) / energy[pos, None]
+            out = np.maximum(out, rel.max(axis=0))
+    return out
+
+
+@dataclass(frozen=True)
+class LayerSeries:
+    """The series of one layer for one set of rows.
+
+    ``profile[N]`` is the relative truncation bound at degree ``N`` for ``|rho| = 1``; a pair with
+    smaller ``|rho|`` is within ``|rho|^(N+1) profile[N]`` (see :func:`degree_table`).
+
+    ``c`` and ``d`` are coefficient-major, shape (degree + 1, n) and C-contiguous, so a kernel
+    looping over a row of pairs reads them with unit stride.  ``bound`` is the truncation bound
+    reached, relative to the diagonal (max over rows and over K, Kdot).
+    """
+
+    degree: int
+    c: np.ndarray
+    d: np.ndarray
+    e2: np.ndarray
+    e2d: np.ndarray
+    bound: float
+    profile: np.ndarray = None  # (degree + 1,): max over rows and (K, Kdot) of tail_N / energy
+
+
+def _next_level(profile: np.ndarray, level: int, tol: float) -> int:
+    """The level to try after ``level`` fell short: where the tail, extrapolated as
+    exp(a - b sqrt(N)) from degrees level/2 and level (the decay of an activation analytic in a
+    strip), reaches ``tol``, with a 25% margin; the cap when the tail does not decay like that."""
+    lo, hi = profile[level // 2], profile[level]
+    top = _LEVELS[-1]
+    if not (lo > hi > 0.0):
+        return top
+    b = (math.log(lo) - math.log(hi)) / (math.sqrt(level) - math.sqrt(level // 2))
+    target = (math.sqrt(level) + (math.log(hi) - math.log(tol)) / b) ** 2
+    return next((v for v in _LEVELS if v >= 1.25 * target), top)
+
+
+def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree: int = 0,
+                 warn: bool = True) -> LayerSeries:
+    """The truncated series of ``activation`` at the variances ``s`` (one layer, one set of rows).
+
+    The degree is the smallest that meets ``tol`` for every row (at least ``min_degree``, so two
+    sets of rows can be brought to a common degree), up to :data:`MAX_DEGREE`; when the cap
+    binds, a :class:`SeriesAccuracyWarning` states the bound reached.
+    """  # fmt: skip
+    s = np.asarray(s, dtype=np.float64)
+    min_degree = min(int(min_degree), MAX_DEGREE)
+    level = next(v for v in _LEVELS if v >= min_degree)
+    while True:
+        # c, d and three (n, level + 1) temporaries of the tails
+        config.check_fits(5 * 8 * s.shape[0] * (level + 1),
+                          f"the Hermite coefficients of {s.shape[0]} rows to degree {level} ({_name(activation)})",
+                          "Raise NTKFAST_MEMORY_BUDGET or pass fewer rows per call.")  # fmt: skip
+        c, d, e2, e2d = _coefficients(activation, s, level)
+        full = _profile(c, d, e2, e2d)  # max over rows of tail_N / energy, N = 0..level
+        need = int(np.argmax(full <= tol)) if full[-1] <= tol else level + 1
+        if need <= level or level == _LEVELS[-1]:
+            break
+        level = _next_level(full, level, tol)
+    degree = max(min(need, level), min_degree)
+    profile = full[: degree + 1]
+    bound_reached = float(profile[-1])
+    if need > level and warn and bound_reached > max(tol, WARN_BOUND):
+        warnings.warn(
+            f"activation {_name(activation)}: the Hermite series reached its degree cap {level} with a "
+            f"truncation bound of {bound_reached:.1e} of sqrt(K(x,x) K(y,y)) (requested {tol:.0e}); it is "
+            "attained only at rho = +-1 (nearly parallel pairs), the error decays like |rho|^k elsewhere",
+            SeriesAccuracyWarning,
+            stacklevel=3,
+        )
+    return LayerSeries(
+        degree,
+        np.ascontiguousarray(c[:, : degree + 1].T),
+        np.ascontiguousarray(d[:, : degree + 1].T),
+        e2,
+        e2d,
+        bound_reached,
+        profile,
+    )
+
+
+def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.ndarray,
+                   tol: float = DEFAULT_TOL, min_degrees=None, warn: bool = True):
+    """The diagonal recursion with the series of every layer.
+
+    Parameters
+    ----------
+    activation : Activation
+    first, steps : ndarray
+        From :meth:`ntkfast.spec.MLP.layer_coefficients`.
+    sqnorm : ndarray of shape (n,)
+        Squared norms of the (input-mapped) rows.
+    tol : float
+        Requested truncation bound relative to the diagonal.
+    min_degrees : sequence of int, optional
+        Lowest degree per layer (to match the rows of the other side of a Gram).
+
+    Returns
+    -------
+    sig : ndarray (n_steps, n)
+        Sigma(x, x) entering each step.
+    nngp, ntk : ndarray (n,)
+        The exact diagonals.
+    series : list of LayerSeries
+        One per step.
+    """  # fmt: skip
+    sqnorm = np.asarray(sqnorm, dtype=np.float64)
+    n_steps = steps.shape[0]
+    s = first[0] * sqnorm + first[1]
+    t = first[2] * sqnorm + first[3]
+    sig = np.empty((n_steps, sqnorm.shape[0]))
+    series = []
+    for layer in range(n_steps):
+        sig[layer] = s
+        lo = 0 if min_degrees is None else min_degrees[layer]
+        ls = layer_series(activation, np.maximum(s, 0.0), tol, lo, warn)
+        series.append(ls)
+        res, w2, b2, alpha, beta = steps[layer]
+        s, t = res * s + w2 * ls.e2 + b2, res * t + alpha * ls.e2 + beta + w2 * ls.e2d * t
+    return sig, s, t, series
+
+
+def inverse_sqrt(s: np.ndarray) -> np.ndarray:
+    """1/sqrt(s), and 0 where s == 0 (a zero-variance row: only c_0 is nonzero, rho is taken as 0)."""
+    s = np.asarray(s, dtype=np.float64)
+    out = np.zeros_like(s)
+    pos = s > 0
+    out[pos] = 1.0 / np.sqrt(s[pos])
+    return out
+
+
+def evaluate(lx: LayerSeries, ly: LayerSeries, ix, iy, rho):
+    """Reference NumPy evaluation of (K, Kdot) for the pairs (ix[p], iy[p]) at correlations rho[p].
+
+    Both sides must have the same degree.  For tests and as the readable reference of the
+    compiled per-pair kernel (``ntkfast.backends.cpu_series``).
+    """
+    if lx.degree != ly.degree:
+        raise ArgumentError(f"the two sides have degrees {lx.degree} and {ly.degree}; bring them to a common one")
+    rho = np.clip(np.asarray(rho, dtype=np.float64), -1.0, 1.0)
+    k = np.zeros_like(rho)
+    kd = np.zeros_like(rho)
+    for m in range(lx.degree, -1, -1):
+        k = k * rho + lx.c[m, ix] * ly.c[m, iy]
+        kd = kd * rho + lx.d[m, ix] * ly.d[m, iy]
+    return k, kd
+
+
+@dataclass(frozen=True)
+class SeriesRows:
+    """One side of a Gram for a series activation: the diagonal recursion and packed coefficients.
+
+    ``c``, ``d``: (n, n_steps, max_degree + 1) float64 (one row's coefficients contiguous), zero
+    above each layer's degree;
+    ``inv_sqrt``: (n_steps, n) 1/sqrt(Sigma(x, x)) (0 for a zero variance); ``degrees`` (n_steps,);
+    ``profiles`` (n_steps, max_degree + 1): each layer's :attr:`LayerSeries.profile` (padded with
+    its last value).
+    """
+
+    sig: np.ndarray
+    nngp: np.ndarray
+    ntk: np.ndarray
+    degrees: np.ndarray
+    c: np.ndarray
+    d: np.ndarray
+    inv_sqrt: np.ndarray
+    bound: float
+    profiles: np.ndarray
+
+    def astype(self, dtype) -> SeriesRows:
+        """The per-pair arrays in the working dtype (the coefficients are computed in float64)."""
+        cast = [np.ascontiguousarray(a, dtype=dtype) for a in (self.sig, self.nngp, self.ntk)]
+        return SeriesRows(*cast, self.degrees, np.ascontiguousarray(self.c, dtype=dtype),
+                          np.ascontiguousarray(self.d, dtype=dtype), np.ascontiguousarray(self.inv_sqrt, dtype=dtype),
+                          self.bound, self.profiles)  # fmt: skip
+
+
+def _pack(sig, nngp, ntk, series) -> SeriesRows:
+    n_steps, n = sig.shape
+    degrees = np.array([ls.degree for ls in series], dtype=np.int64)
+    top = int(degrees.max(initial=0))
+    config.check_fits(2 * 8 * n * n_steps * (top + 1), f"the Hermite coefficients of {n} rows ({n_steps} layers, "
+                      f"degree {top})", "Raise NTKFAST_MEMORY_BUDGET or pass fewer rows per call.")
+    c = np.zeros((n, n_steps, top + 1))
+    d = np.zeros((n, n_steps, top + 1))
+    profiles = np.zeros((n_steps, top + 1))
+    for layer, ls in enumerate(series):
+        c[:, layer, : ls.degree + 1] = ls.c.T
+        d[:, layer, : ls.degree + 1] = ls.d.T
+        profiles[layer, : ls.degree + 1] = ls.profile
+        profiles[layer, ls.degree + 1 :] = ls.profile[-1]
+    bound = max((ls.bound for ls in series), default=0.0)
+    return SeriesRows(sig, nngp, ntk, degrees, c, d, inverse_sqrt(sig), bound, profiles)
+
+
+# |rho| bins of the degree table: bin b holds |rho| <= 1 - 2^(-b/RHO_STEPS), b = 0..RHO_BINS - 1
+# (bin 0 is rho = 0); the last bin, RHO_BINS, is everything closer to +-1 and gets the full degree.
+RHO_STEPS = 8
+RHO_BINS = 48 * RHO_STEPS + 1
+
+
+def degree_table(rows_x: SeriesRows, rows_y: SeriesRows | None = None, tol: float = DEFAULT_TOL) -> np.ndarray:
+    """Degree needed per layer and |rho| bin, shape (n_steps, RHO_BINS + 1), int64.
+
+    A pair with ``|rho| <= r`` truncated at degree ``N`` is within
+    ``r^(N+1) sqrt(tail_N(x) tail_N(y)) <= r^(N+1) profile[N] sqrt(K(x,x) K(y,y))``
+    (every term beyond ``N`` carries ``|rho|^k <= r^(N+1)``), so far from ``+-1`` few terms are
+    needed: for a first layer of random inputs in high dimension (|rho| ~ 0.1) about a tenth of
+    the full degree.  The target is ``tol`` or, where the cap bound, the bound reached.
+    """
+    prof = rows_x.profiles if rows_y is None else np.maximum(rows_x.profiles, rows_y.profiles)
+    n_steps = prof.shape[0]
+    table = np.empty((n_steps, RHO_BINS + 1), dtype=np.int64)
+    r = 1.0 - 2.0 ** (-np.arange(RHO_BINS) / RHO_STEPS)
+    r[0] = 0.0
+    for layer in range(n_steps):
+        full = int(rows_x.degrees[layer])
+        p = prof[layer, : full + 1]
+        target = max(tol, float(p[-1]))
+        N = np.arange(full + 1)
+        with np.errstate(divide="ignore"):
+            # log(r^(N+1) p[N]) <= log(target), vectorised over (bins, N)
+            lhs = (N[None, :] + 1) * np.log(r)[:, None] + np.log(np.maximum(p, 1e-300))[None, :]
+        ok = lhs <= math.log(target) + 1e-12
+        ok[:, -1] = True
+        table[layer, :RHO_BINS] = np.argmax(ok, axis=1)
+        table[layer, RHO_BINS] = full
+    return table
+
+
+def prepare(activation, first, steps, sqnorm_x, sqnorm_y=None, tol: float = DEFAULT_TOL):
+    """Series rows of one side (``sqnorm_y`` None) or of both sides of a Gram at common degrees.
+
+    Returns a :class:`SeriesRows`, or a pair of them.  One warning at most per call.
+    """
+    sig, nngp, ntk, sx = diag_recursion(activation, first, steps, sqnorm_x, tol)
+    if sqnorm_y is None:
+        return _pack(sig, nngp, ntk, sx)
+    deg_x = [ls.degree for ls in sx]
+    with warnings.catch_warnings():
+        if any(ls.bound > tol for ls in sx):  # already warned for this call
+            warnings.simplefilter("ignore", SeriesAccuracyWarning)
+        sig_y, nngp_y, ntk_y, sy = diag_recursion(activation, first, steps, sqnorm_y, tol, deg_x)
+        deg_y = [ls.degree for ls in sy]
+        if deg_y != deg_x:
+            warnings.simplefilter("ignore", SeriesAccuracyWarning)
+            sig, nngp, ntk, sx = diag_recursion(activation, first, steps, sqnorm_x, tol, deg_y)
+    return _pack(sig, nngp, ntk, sx), _pack(sig_y, nngp_y, ntk_y, sy)
+
+
+class SeriesSide:
+    """One side of a Gram (the rows of X or of Y) under a :class:`SeriesPlan`: its diagonal
+    recursion and its packed coefficients, raised to the plan's common degrees when a later side
+    needs more (so every pair is truncated at a degree both sides meet)."""
+
+    def __init__(self, plan: SeriesPlan, sqnorm: np.ndarray):
+        self.plan = plan
+        self.sqnorm = np.asarray(sqnorm, dtype=np.float64)
+        self.rows: SeriesRows | None = None
+        self._cast: dict = {}
+
+    def compute(self, min_degrees, warn: bool) -> None:
+        p = self.plan
+        sig, nngp, ntk, layers = diag_recursion(p.activation, p.first, p.steps, self.sqnorm, p.tol, min_degrees, warn)
+        self.rows = _pack(sig, nngp, ntk, layers)
+        self._cast = {}
+
+    @property
+    def degrees(self) -> list[int]:
+        return [int(v) for v in self.rows.degrees]
+
+    def cast(self, dtype) -> SeriesRows:
+        """The rows in the working dtype (memoized)."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._cast:
+            self._cast[dtype] = self.rows if dtype == np.float64 else self.rows.astype(dtype)
+        return self._cast[dtype]
+
+
+class SeriesPlan:
+    """The series state shared by the sides of one Gram: the activation, the layer coefficients,
+    the common degree of every layer and, once every side is there, the degree table.
+
+    Sides are added before any tile runs (``add_side``); ``table`` is then computed once (under a
+    lock: the tiles of a Gram run on threads).  One warning per plan at most.
+    """
+
+    def __init__(self, activation, first, steps, tol: float = DEFAULT_TOL):
+        import threading
+
+        self.activation = activation
+        self.first = np.asarray(first, dtype=np.float64)
+        self.steps = np.asarray(steps, dtype=np.float64)
+        self.tol = float(tol)
+        self.sides: list[SeriesSide] = []
+        self._tables: dict = {}
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def add_side(self, sqnorm: np.ndarray) -> SeriesSide:
+        side = SeriesSide(self, sqnorm)
+        current = [max(s.degrees[k] for s in self.sides) for k in range(self.steps.shape[0])] if self.sides else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SeriesAccuracyWarning)
+            side.compute(current, warn=True)
+            if current is not None and side.degrees != current:
+                target = [max(a, b) for a, b in zip(side.degrees, current)]
+                for s in self.sides:
+                    if s.degrees != target:
+                        s.compute(target, warn=False)
+                if side.degrees != target:
+                    side.compute(target, warn=False)
+        self.sides.append(side)
+        self._tables = {}
+        if caught and not self._warned:
+            self._warned = True
+            warnings.warn(caught[0].message, SeriesAccuracyWarning, stacklevel=4)
+        return side
+
+    def table(self) -> np.ndarray:
+        """The degree table of every side together (see :func:`degree_table`), memoized."""
+        key = len(self.sides)
+        with self._lock:
+            if key not in self._tables:
+                rows = [s.rows for s in self.sides]
+                merged = rows[0]
+                for r in rows[1:]:
+                    merged = dataclasses_replace(merged, profiles=np.maximum(merged.profiles, r.profiles))
+                self._tables[key] = degree_table(merged, None, self.tol)
+            return self._tables[key]
