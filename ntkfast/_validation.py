@@ -174,6 +174,17 @@ def check_targets(y, n: int, name: str = "y") -> tuple[np.ndarray, bool]:
     return Y.reshape(n, -1), Y.ndim == 1
 
 
+def as_square_matrix(K, name: str, copy: bool = False) -> np.ndarray:
+    """``K`` as a non-empty square float64 matrix (a copy with ``copy``), refused clearly otherwise."""
+    try:
+        A = np.array(K, dtype=np.float64) if copy else np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ArgumentError(f"{name}: expected a square numeric matrix ({exc})") from None
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.size == 0:
+        raise ArgumentError(f"{name}: expected a non-empty square matrix, got shape {A.shape}")
+    return A
+
+
 def check_no_overlap(outputs, inputs, out_name: str = "out") -> None:
     """Refuse outputs that share memory with each other or with an input (``np.shares_memory``)."""
     outputs = [o for o in outputs if isinstance(o, np.ndarray)]

@@ -18,6 +18,7 @@ import scipy.sparse.linalg as spla
 
 from . import tiling
 from ._validation import (
+    as_square_matrix,
     check_lapack_size,
     check_nonnegative_float,
     check_positive_float,
@@ -247,12 +248,7 @@ def analyze(
             tiling.check_fits(
                 8 * given.size, f"analyze: a float64 copy of K {given.shape}", "Pass K in float64, or use eigsh on it."
             )
-        try:
-            K = np.asarray(K_or_operator, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ArgumentError(f"K_or_operator: expected a square numeric matrix ({exc})") from None
-        if K.ndim != 2 or K.shape[0] != K.shape[1] or K.size == 0:
-            raise ArgumentError(f"K_or_operator: expected a non-empty square matrix, got shape {K.shape}")
+        K = as_square_matrix(K_or_operator, "K_or_operator")
         n = K.shape[0]
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n):
         raise ArgumentError(f"k: expected an integer in 1..{n}, got {k!r}")

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import assert_error, call
 
 import ntkfast as nf
 from ntkfast import cli
@@ -26,22 +27,6 @@ def run(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "ntkfast", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd
     )
-
-
-def call(capsys, *args):
-    """In-process: (exit code, stdout, stderr)."""
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_error(result, code, *fragments):
-    """Exit code, the `ntkfast <cmd>: error:` line, each fragment, and no traceback."""
-    rc, _, err = result
-    assert rc == code, err
-    assert "error:" in err and "Traceback" not in err, err
-    for f in fragments:
-        assert f in err, err
 
 
 def write_csv(path, header, rows):

@@ -12,24 +12,9 @@ import csv
 
 import numpy as np
 import pytest
-
-from ntkfast import cli
+from cli_helpers import assert_error, call
 
 pd = pytest.importorskip("pandas")
-
-
-def call(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_error(result, code, *fragments):
-    rc, _, err = result
-    assert rc == code, err
-    assert "error:" in err and "Traceback" not in err, err
-    for f in fragments:
-        assert f in err, err
 
 
 @pytest.fixture

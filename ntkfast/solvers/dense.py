@@ -16,7 +16,7 @@ import numpy as np
 import scipy.linalg
 
 from .. import config, tiling
-from .._validation import check_lapack_size, check_nonnegative_float, check_targets
+from .._validation import as_square_matrix, check_lapack_size, check_nonnegative_float, check_targets
 from ..errors import ArgumentError, ArgumentTypeError, NtkfastError, SingularKernelError
 
 __all__ = [
@@ -173,7 +173,7 @@ def _dense_matrix(K, overwrite_k: bool) -> np.ndarray:
     if isinstance(K, np.ndarray) and np.iscomplexobj(K):
         raise ArgumentTypeError("K: complex matrices are not supported; pass a real symmetric kernel matrix")
     if overwrite_k and isinstance(K, np.ndarray) and K.dtype == np.float64 and K.flags.writeable:
-        A = K
+        A = as_square_matrix(K, "K")  # K itself (already float64): only its shape is checked
     else:
         shape = np.shape(K) if isinstance(K, np.ndarray) else None
         if shape is not None and len(shape) == 2:
@@ -183,12 +183,7 @@ def _dense_matrix(K, overwrite_k: bool) -> np.ndarray:
                 "Pass a writeable float64 K with overwrite_k=True (factorised in place), or use "
                 "ntkfast.solvers.conjugate_gradient / nystrom, which never store K.",
             )
-        try:
-            A = np.array(K, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ArgumentError(f"K: expected a square numeric matrix ({exc})") from None
-    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.size == 0:
-        raise ArgumentError(f"K: expected a non-empty square matrix, got shape {A.shape}")
+        A = as_square_matrix(K, "K", copy=True)
     if not _all_finite(A):
         raise ArgumentError("K: contains NaN or inf")
     return A
