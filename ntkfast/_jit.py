@@ -8,11 +8,15 @@ zero; neither changes a result by more than an ulp.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numba
 import numpy as np
 from numba.core import types
+from numba.core.caching import FunctionCache
+from numba.core.dispatcher import Dispatcher
+from numba.core.serialize import dumps
 from numba.extending import overload
 
 FASTMATH = frozenset({"contract", "nsz"})
@@ -22,21 +26,62 @@ FASTMATH = frozenset({"contract", "nsz"})
 JIT_OPTIONS = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True, nogil=True)
 
 
+def _stable_token(value):
+    """A stand-in for a closure cell that pickles to the same bytes in every process.
+
+    A jitted function pickles with a random per-process UUID (and its globals, other jitted
+    functions, with theirs), so Numba's cache key of a closure that calls another closure never
+    matched a stored entry: the kernel was compiled again in every process (about 2 s) and one
+    more entry appended to the index.  The token names the callee by what defines its code: its
+    qualified name, bytecode, constants and, recursively, its own closure cells.  Edits to the
+    callee's file invalidate the index anyway (Numba stamps it with the caller's source file,
+    and the callees of ``recursion_kernels`` live in the same file).
+    """
+    if not isinstance(value, Dispatcher):
+        return value
+    func = value.py_func
+    code = func.__code__
+    body = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()
+    cells = tuple(_stable_token(c.cell_contents) for c in func.__closure__ or ())
+    return ("numba-dispatcher", func.__module__, func.__qualname__, body, cells)
+
+
+class _StableClosureCache(FunctionCache):
+    """Numba's on-disk function cache, with :func:`_stable_token` in the closure part of the key."""
+
+    def _index_key(self, sig, codegen):
+        closure = self._py_func.__closure__
+        if not closure or not any(isinstance(c.cell_contents, Dispatcher) for c in closure):
+            return super()._index_key(sig, codegen)  # the same key as Numba's own
+        cvarbytes = dumps(tuple(_stable_token(c.cell_contents) for c in closure))
+        codebytes = self._py_func.__code__.co_code
+        return (sig, codegen.magic_tuple(),
+                (hashlib.sha256(codebytes).hexdigest(), hashlib.sha256(cvarbytes).hexdigest()))
+
+
+def _compile(func, **options):
+    dispatcher = numba.njit(**options, **JIT_OPTIONS)(func)
+    if func.__closure__:
+        dispatcher._cache = _StableClosureCache(func)  # what ``cache=True`` installs, with a stable key
+    return dispatcher
+
+
 def jit(func):
     """Compile serially: scalar formulas (LLVM inlines them into the kernels) and tile kernels.
 
     (Numba's ``inline="always"`` would force the inlining, but it makes every kernel compile 2.6x
     slower, 12 s instead of 4.6 s cold, and the kernels vectorise without it: see
-    tests/test_numerics.py.)
+    tests/test_numerics.py.)  Closures that call other closures get a cache key that is the same
+    in every process (:class:`_StableClosureCache`).
     """
-    return numba.njit(**JIT_OPTIONS)(func)
+    return _compile(func)
 
 
 def jit_inline(func):
     """:func:`jit` with Numba-level inlining, for the few small helpers that sit at LLVM's inlining
     threshold (``recursion._angle``): each use pays a little compile time, a call left in a tile
     loop would stop it vectorising (tests/test_numerics.py checks that it does not happen)."""
-    return numba.njit(inline="always", **JIT_OPTIONS)(func)
+    return _compile(func, inline="always")
 
 
 def like(x, c):
