@@ -15,11 +15,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-from scipy import special
 
 from . import config
 from .config import check_fits
 from .errors import ArgumentError, ArgumentTypeError
+
+
+class _LazySpecial:
+    """``scipy.special``, imported when a ``phi``/``dphi`` first needs it (``import ntkfast`` stays free of
+    SciPy, ~0.3-0.5 s)."""
+
+    def __getattr__(self, name):
+        from scipy import special as module
+
+        value = getattr(module, name)
+        setattr(self, name, value)
+        return value
+
+
+special = _LazySpecial()
 
 # Integer codes understood by ntkfast.recursion.dual / dual_diag.  Monomial families carry their
 # degree in the code so that it is a compile-time constant in the kernels.

@@ -24,11 +24,13 @@ from .._jit import jit
 from ..recursion import dual, dual_diag, dual_diag_grad, dual_grad, step
 
 
+@functools.cache
 def _math_fingerprint() -> int:
-    """A hash of the files whose functions the kernels inline.
+    """A hash of the files whose functions the kernels inline (read once per process).
 
     Numba's cache checks only the kernel's own file; the kernels hold this number as a closure
-    constant (part of Numba's cache key), so editing the math recompiles them.
+    constant (part of Numba's cache key), so editing the math recompiles them.  The kernels that
+    call other kernels (``tile``, ``tile_grad``) are keyed through ``_jit``'s stable closure key.
     """
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
