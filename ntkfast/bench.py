@@ -117,7 +117,10 @@ def fit_times(n: int = 10_000, d: int = 50, seed: int = 0) -> dict:
 
 
 def main(quick: bool = False, spectrum: bool = False, scale: bool = False, fit: bool = False,
-         dask: bool = False) -> None:  # fmt: skip
+         dask: bool = False, startup: bool = False) -> None:  # fmt: skip
+    if startup:
+        print_startup(3 if quick else 5)
+        return
     if dask:
         dask_scale_benchmark(n=20_000 if quick else 200_000, m=300 if quick else 1000)
         return
@@ -295,3 +298,141 @@ def dask_scale_benchmark(n: int = 200_000, n_test: int = 20_000, d: int = 28, m:
     print(f"  Dask LocalCluster, {n_workers} workers x 1 thread: {t_dask:.1f} s "
           f"({t_dask / t_local:.2f}x the one-process time); predictions differ by {diff:.1e}")  # fmt: skip
     return out
+
+
+# ----------------------------------------------------------------------------- start-up (issue 17 item 6)
+# Each figure is taken in a fresh interpreter (``python -c``) with a warm Numba cache; the child prints one
+# JSON line.  ``loaded``/``compiled``: cached specialisations a call loaded / compiled (Numba's per-dispatcher
+# cache statistics, summed over every dispatcher in the process).
+_STARTUP_CHILD = r"""
+import gc, json, sys, time
+t0 = time.perf_counter()
+import ntkfast as nf
+t_import = time.perf_counter() - t0
+heavy = sorted(m for m in ("numba", "scipy", "sklearn", "pandas", "matplotlib", "dask", "threadpoolctl")
+               if m in sys.modules)
+import numpy as np
+
+def counts():
+    from numba.core.dispatcher import Dispatcher
+    hits = misses = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, Dispatcher):
+            hits += sum(obj.stats.cache_hits.values())
+            misses += sum(obj.stats.cache_misses.values())
+    return hits, misses
+
+X = np.random.default_rng(0).standard_normal((10, 5))
+out = {"import": t_import, "heavy_after_import": heavy}
+count = sys.argv[1] == "count"  # the counts scan every object (~0.1 s): not in the timed runs
+before = (0, 0)
+for act in sys.argv[2:]:
+    t0 = time.perf_counter()
+    nf.kernel(nf.MLP(depth=3, activation=act), X)
+    out[act] = time.perf_counter() - t0
+    if count:
+        after = counts()
+        out[act + "_loaded"], out[act + "_compiled"] = after[0] - before[0], after[1] - before[1]
+        before = after
+print(json.dumps(out))
+"""
+
+_NUMBA_FLOOR_MODULE = '''
+import numba
+
+
+@numba.njit(cache=True)
+def total(x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i]
+    return s
+'''
+
+_NUMBA_FLOOR_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+t1 = time.perf_counter()
+import numba
+t2 = time.perf_counter()
+sys.path.insert(0, sys.argv[1])
+import ntkfast_startup_floor as m
+x = np.ones(3)
+t3 = time.perf_counter()
+m.total(x)
+t4 = time.perf_counter()
+print(json.dumps({"numpy": t1 - t0, "numba": t2 - t1, "numba_first_call": t4 - t3}))
+"""
+
+
+def _fresh_process(code: str, *args: str) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - t0
+    if done.returncode:
+        raise RuntimeError(f"start-up probe failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process"] = wall
+    return result
+
+
+def startup_times(repeat: int = 5, activations=("relu", "erf", "tanh")) -> dict:
+    """Start-up costs, each the median of ``repeat`` fresh processes (after one warm-up process).
+
+    Returns a dict of seconds: ``import`` (``import ntkfast``), one entry per activation (its first
+    ``kernel`` call on a 10 x 5 X, depth 3, in that order in one process, so the first one pays Numba's
+    start and the others only their own kernels), ``process`` (the whole child, interpreter start
+    included), Numba's floor (``numpy``, ``numba``: their imports; ``numba_first_call``: the first call
+    of a trivial cached function, which initialises Numba's compiler, imports its lowering modules and
+    SciPy's BLAS), plus ``<activation>_loaded``/``_compiled`` (specialisations loaded from Numba's cache
+    or compiled, counted in one more process: the same in every warm process) and
+    ``heavy_after_import`` (the heavy packages that ``import ntkfast`` imported).
+    """
+    import shutil
+    import statistics
+    import tempfile
+
+    acts = list(activations)
+    _fresh_process(_STARTUP_CHILD, "time", *acts)  # warm-up: compiles into Numba's cache if it is cold
+    counted = _fresh_process(_STARTUP_CHILD, "count", *acts)
+    runs = [_fresh_process(_STARTUP_CHILD, "time", *acts) for _ in range(repeat)]
+    folder = tempfile.mkdtemp(prefix="ntkfast-startup-")
+    try:
+        with open(f"{folder}/ntkfast_startup_floor.py", "w") as f:
+            f.write(_NUMBA_FLOOR_MODULE)
+        _fresh_process(_NUMBA_FLOOR_CHILD, folder)
+        runs_floor = [_fresh_process(_NUMBA_FLOOR_CHILD, folder) for _ in range(repeat)]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    out = {}
+    for key in ("import", "process", *acts):
+        out[key] = statistics.median(r[key] for r in runs)
+    for key in ("numpy", "numba", "numba_first_call"):
+        out[key] = statistics.median(r[key] for r in runs_floor)
+    for act in acts:
+        for kind in ("loaded", "compiled"):
+            out[f"{act}_{kind}"] = counted[f"{act}_{kind}"]
+    out["heavy_after_import"] = counted["heavy_after_import"]
+    out["repeat"] = repeat
+    return out
+
+
+def print_startup(repeat: int = 5) -> None:
+    """``ntkfast bench --startup``: the table of :func:`startup_times`."""
+    t = startup_times(repeat)
+    print(f"Start-up, warm Numba cache, median of {t['repeat']} fresh processes (seconds):")
+    print(f"  import ntkfast                         {t['import']:.3f}   (imports {t['heavy_after_import'] or 'none'}"
+          " of numba/scipy/sklearn/pandas/matplotlib/dask/threadpoolctl)")
+    for i, act in enumerate(a for a in ("relu", "erf", "tanh") if a in t):
+        what = "first kernel call" if i == 0 else "then first call of"
+        print(f"  {what + ' ' + act + ',':<38} {t[act]:.3f}   ({t[act + '_loaded']} specialisations loaded, "
+              f"{t[act + '_compiled']} compiled)")
+    print(f"  whole process (interpreter included)   {t['process']:.3f}")
+    print("Floor, same machine (a trivial @njit(cache=True) function in its own process):")
+    print(f"  import numpy {t['numpy']:.3f}, import numba {t['numba']:.3f}, "
+          f"first cached call {t['numba_first_call']:.3f}")
