@@ -1,0 +1,109 @@
+"""Start-up (issue 17 item 6): what ``import ntkfast`` loads, and what a first kernel call loads from
+Numba's cache.  Deterministic: module lists and Numba's cache statistics, never a time."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ntkfast as nf
+from ntkfast import _jit
+from ntkfast.backends import cpu
+from ntkfast.spec import ABRELU, ERF
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("numba", "llvmlite", "scipy", "sklearn", "pandas", "matplotlib", "dask", "distributed", "tqdm",
+         "threadpoolctl")  # fmt: skip
+
+# One fresh process: the kernel call for each activation in argv, in order, with the number of
+# specialisations each loaded from Numba's cache or compiled (Numba's per-dispatcher statistics).
+COUNT_CHILD = r"""
+import gc, json, sys
+import numpy as np
+import ntkfast as nf
+from numba.core.dispatcher import Dispatcher
+
+def counts():
+    hits = misses = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, Dispatcher):
+            hits += sum(obj.stats.cache_hits.values())
+            misses += sum(obj.stats.cache_misses.values())
+    return hits, misses
+
+X = np.random.default_rng(0).standard_normal((10, 5))
+out, before = {}, (0, 0)
+for act in sys.argv[1:]:
+    nf.kernel(nf.MLP(depth=3, activation=act), X)
+    after = counts()
+    out[act] = {"loaded": after[0] - before[0], "compiled": after[1] - before[1]}
+    before = after
+print(json.dumps(out))
+"""
+
+
+def fresh_python(code: str, *args: str) -> str:
+    """Run ``code`` in a new interpreter on this tree; its last line of output."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                          timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_import_loads_no_heavy_package():
+    code = "import sys, json, ntkfast; print(json.dumps(sorted(sys.modules)))"
+    loaded = set(json.loads(fresh_python(code)))
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}
+    # the network description is usable without them
+    code = "import sys, ntkfast as nf; nf.MLP(depth=2, activation='erf').activation; print('numba' in sys.modules)"
+    assert fresh_python(code) == "False"
+
+
+def test_lazy_public_names():
+    from ntkfast import GramOperator, kernel  # from-imports go through the module __getattr__
+    from ntkfast.gram import GramOperator as G
+    from ntkfast.gram import kernel as k
+
+    assert kernel is k and GramOperator is G
+    for name in nf.__all__:
+        assert getattr(nf, name) is not None, name
+        assert name in dir(nf)
+    assert nf.predict.__name__ == "ntkfast.predict" and nf.sklearn.__name__ == "ntkfast.sklearn"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        nf.no_such_name  # noqa: B018
+
+
+def test_closure_cache_key_same_across_builds():
+    """``tile`` calls other closures; their Dispatchers pickle with a random UUID, so Numba's own key
+    differed in every process.  Two builds of the same kernels (as in two processes) share a key, and
+    different activation codes do not."""
+    build = cpu.recursion_kernels.__wrapped__
+    a, b, other = build(ABRELU), build(ABRELU), build(ERF)
+    for name in ("tile", "tile_grad", "diag", "layer_row"):
+        ka, kb, ko = (getattr(k, name) for k in (a, b, other))
+        codegen = ka.targetctx.codegen()
+        key = ka._cache._index_key("sig", codegen)
+        assert key == kb._cache._index_key("sig", codegen), name
+        assert key != ko._cache._index_key("sig", codegen), name
+    # a closure over plain values keeps exactly Numba's own key (existing cache entries stay valid)
+    from numba.core.caching import FunctionCache
+
+    diag = a.diag
+    assert isinstance(a.tile._cache, _jit._StableClosureCache)
+    assert diag._cache._index_key("sig", codegen) == FunctionCache(diag.py_func)._index_key("sig", codegen)
+
+
+def test_warm_first_calls_load_few_specialisations_and_compile_none():
+    """With a warm cache a fresh process compiles nothing: relu loads its diagonal and tile kernels,
+    erf (another closed form) its own two, tanh (a series activation) one tile kernel."""
+    acts = ("relu", "erf", "tanh")
+    fresh_python(COUNT_CHILD, *acts)  # warms the cache (compiles what is missing)
+    counts = json.loads(fresh_python(COUNT_CHILD, *acts))
+    if counts["relu"]["loaded"] == 0:
+        pytest.skip("Numba's cache is not usable here (nothing was loaded from it)")
+    assert {act: c["compiled"] for act, c in counts.items()} == dict.fromkeys(acts, 0)
+    assert counts["relu"]["loaded"] <= 2 and counts["erf"]["loaded"] <= 2 and counts["tanh"]["loaded"] <= 1
