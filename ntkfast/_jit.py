@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from types import CodeType
 
 import numba
 import numpy as np
@@ -40,10 +41,25 @@ def _stable_token(value):
     if not isinstance(value, Dispatcher):
         return value
     func = value.py_func
-    code = func.__code__
-    body = hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()
+    digest = hashlib.sha256()
+    _digest_code(func.__code__, digest)
     cells = tuple(_stable_token(c.cell_contents) for c in func.__closure__ or ())
-    return ("numba-dispatcher", func.__module__, func.__qualname__, body, cells)
+    return ("numba-dispatcher", func.__module__, func.__qualname__, digest.hexdigest(), cells)
+
+
+def _digest_code(code: CodeType, digest) -> None:
+    """Bytecode, global names and constants of ``code``, nested code objects included, in a form that
+    does not depend on the process (``repr`` of a code object holds its address, a frozenset's order
+    depends on string hashing)."""
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            _digest_code(const, digest)
+        elif isinstance(const, frozenset):
+            digest.update(repr(sorted(map(repr, const))).encode())
+        else:
+            digest.update(repr(const).encode())
 
 
 class _StableClosureCache(FunctionCache):

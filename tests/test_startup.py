@@ -107,3 +107,32 @@ def test_warm_first_calls_load_few_specialisations_and_compile_none():
         pytest.skip("Numba's cache is not usable here (nothing was loaded from it)")
     assert {act: c["compiled"] for act, c in counts.items()} == dict.fromkeys(acts, 0)
     assert counts["relu"]["loaded"] <= 2 and counts["erf"]["loaded"] <= 2 and counts["tanh"]["loaded"] <= 1
+
+
+TOKEN_CHILD = r"""
+import pickle, hashlib
+from ntkfast._jit import _stable_token, jit
+
+def build(k):
+    @jit
+    def callee(x):
+        return sum(i * k for i in range(x)) if "a" in {"a", "b", "c"} else 0.5
+
+    return callee
+
+print(hashlib.sha256(pickle.dumps(_stable_token(build(3)))).hexdigest())
+"""
+
+
+def test_stable_token_independent_of_process(tmp_path):
+    """Nested code objects (a generator) and a frozenset constant: the same token under two hash seeds."""
+    script = tmp_path / "token_child.py"  # Numba caches only functions defined in a file
+    script.write_text(TOKEN_CHILD)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    tokens = set()
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                              env=dict(env, PYTHONHASHSEED=seed))  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        tokens.add(done.stdout.strip())
+    assert len(tokens) == 1
