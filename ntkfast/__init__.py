@@ -87,7 +87,9 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_NAMES) | _LAZY_MODULES)
+    # the documented names only: listing sklearn, distributed, cli... would make help(ntkfast) and
+    # inspect.getmembers import them all (and fail without an optional dependency such as Dask)
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

@@ -61,6 +61,11 @@ def test_import_loads_no_heavy_package():
     # the network description is usable without them
     code = "import sys, ntkfast as nf; nf.MLP(depth=2, activation='erf').activation; print('numba' in sys.modules)"
     assert fresh_python(code) == "False"
+    # dir() lists the documented names only: help(ntkfast) calls getattr on each, and an optional
+    # sub-package (distributed: Dask) must not be imported by it
+    code = "import json, sys, pydoc, ntkfast; pydoc.render_doc(ntkfast); print(json.dumps(sorted(sys.modules)))"
+    loaded = set(json.loads(fresh_python(code)))
+    assert {"ntkfast.gram", "ntkfast.predict"} <= loaded and not {"ntkfast.distributed", "ntkfast.cli", "dask"} & loaded
 
 
 def test_lazy_public_names():
