@@ -430,7 +430,7 @@ def print_startup(repeat: int = 5) -> None:
           " of numba/scipy/sklearn/pandas/matplotlib/dask/threadpoolctl)")
     for i, act in enumerate(a for a in ("relu", "erf", "tanh") if a in t):
         what = "first kernel call" if i == 0 else "then first call of"
-        print(f"  {what + ' ' + act + ',':<38} {t[act]:.3f}   ({t[act + '_loaded']} specialisations loaded, "
+        print(f"  {what + ' ' + act + ',':<38} {t[act]:.3f}   ({t[act + '_loaded']} specialisation(s) loaded, "
               f"{t[act + '_compiled']} compiled)")
     print(f"  whole process (interpreter included)   {t['process']:.3f}")
     print("Floor, same machine (a trivial @njit(cache=True) function in its own process):")
