@@ -226,3 +226,11 @@ def test_series_results_repeat_and_do_not_depend_on_block_order(cp, rng):
             results.append([gpu.kernel(arch, cp.asarray(X), tile=32, method=m).get() for m in gpu.METHODS])
     for other in results[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_series_coefficients_too_large_for_the_device_are_refused(cp, rng, monkeypatch):
+    if cp.ndarray is not fake_cupy.ndarray:
+        pytest.skip("needs the emulated device's adjustable free memory")
+    monkeypatch.setattr(cp.cuda.runtime, "memGetInfo", lambda: (2**14, 2**31))
+    with pytest.raises(nf.InsufficientMemoryError, match="Hermite-series coefficients.*GPU memory.*fewer rows"):
+        gpu.kernel(nf.MLP(depth=2, activation="tanh"), cp.asarray(_rows(rng, 200, 3)))

@@ -65,7 +65,19 @@ def series_arrays(rows):
 
 def upload_rows(cupy, rows) -> DeviceRows:
     up = cupy.asarray
-    series = (None, None, None) if rows.series is None else tuple(up(a) for a in series_arrays(rows))
+    series = None
+    if rows.series is not None:
+        series = series_arrays(rows)
+        need, budget = sum(a.nbytes for a in series), device_budget(cupy)
+        if need > budget:
+            c = rows.series.rows.c
+            raise InsufficientMemoryError(
+                f"the Hermite-series coefficients of {c.shape[0]} rows ({c.shape[1]} layers to degree "
+                f"{c.shape[2] - 1}) need {config.format_bytes(need)} of GPU memory, about "
+                f"{config.format_bytes(budget)} is free; pass fewer rows per call, or use backend='cpu'"
+            )
+        series = tuple(up(a) for a in series)
+    series = (None, None, None) if series is None else series
     return DeviceRows(
         up(rows.features), up(rows.sig), up(rows.nngp), up(rows.ntk),
         None if rows.features64 is None else up(rows.features64),
