@@ -26,7 +26,7 @@ from ._validation import (
     resolve_dtype,
 )
 from .errors import ArgumentError, ArgumentTypeError
-from .spec import MLP, SERIES
+from .spec import MLP
 
 __all__ = ["kernel", "kernel_diag", "GramOperator"]
 
@@ -37,15 +37,6 @@ def _validate(arch, X, Y, dtype):
     X = check_array(X, "X", dtype)
     Y = None if Y is None else check_array(Y, "Y", dtype, n_features=X.shape[1])
     return arch, X, Y, dtype
-
-
-def _refuse_series_on_gpu(arch) -> None:
-    """The Hermite-series activations have no GPU kernel yet: refuse before touching CuPy."""
-    if arch.activation.code == SERIES:
-        raise ArgumentError(
-            f"backend='gpu': activation {arch.activation.name!r} (a Hermite-series activation) runs on the CPU "
-            "only for now; pass backend='cpu' (NumPy arrays; cupy.asnumpy(X) for CuPy ones)"
-        )
 
 
 def _check_threads(tile, n_jobs):
@@ -160,7 +151,6 @@ def kernel(
     on_gpu = check_backend(backend, X, Y) == "gpu"
     tile, n_jobs = _check_threads(tile, n_jobs)
     if on_gpu:
-        _refuse_series_on_gpu(arch)
         if depths is not None:
             raise ArgumentError("depths: not on the GPU yet; pass backend='cpu' (or call kernel once per depth)")
         from .backends import gpu
@@ -217,7 +207,6 @@ def kernel_diag(arch: MLP, X, get: str | tuple[str, ...] = "ntk", *, dtype=None,
     arch = check_arch(arch)
     depths = _check_depths(depths, arch)
     if check_backend(backend, X) == "gpu":
-        _refuse_series_on_gpu(arch)
         if depths is not None:
             raise ArgumentError("depths: not on the GPU yet; pass backend='cpu' (or call kernel_diag once per depth)")
         from .backends import gpu
@@ -280,7 +269,6 @@ class GramOperator(LinearOperator):
         self.backend = check_backend(backend, X, Y)
         tile, n_jobs = _check_threads(tile, n_jobs)
         if self.backend == "gpu":  # rows are prepared on the host; products run on the device
-            _refuse_series_on_gpu(check_arch(arch))
             from .backends import gpu
 
             gpu.require()  # fail now, with the install hint, if there is no CuPy or no device

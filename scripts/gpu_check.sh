@@ -3,7 +3,7 @@
 #   scripts/gpu_check.sh            # GPU tests on real CuPy, then the benchmark ratios (a few minutes)
 #   GPU_CHECK_N=20000 scripts/gpu_check.sh   # a smaller benchmark (default n = 50 000, d = 784, float32)
 #   GPU_CHECK_BENCH=0 scripts/gpu_check.sh   # tests only
-# Prints the device, runs tests/test_gpu.py -m gpu (every device test on the real kernels: Gram for every
+# Prints the device, runs tests/test_gpu.py and tests/test_cuda_series.py -m gpu (the real kernels: Gram for every
 # activation code and both dtypes, matvec, empirical NTK, bitwise repeatability) and the NVRTC/nvcc checks
 # of tests/test_cuda_sources.py, then asv_bench/benchmarks/bench_gpu.py's benchmark(): Gram vs cuBLAS
 # X @ X.T, matvec vs the same GEMM floor, hand-tiled ("fused") vs cuBLAS + recursion ("gemm").
@@ -21,7 +21,7 @@ print("device:", props["name"].decode(), "| CUDA runtime", cupy.cuda.runtime.run
       "| CuPy", cupy.__version__, "| available:", gpu.available())
 PY
 status=0
-timeout 900 python -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider -x || status=1
+timeout 900 python -m pytest tests/test_gpu.py tests/test_cuda_series.py -m gpu -q -p no:cacheprovider -x || status=1
 timeout 600 python -m pytest tests/test_cuda_sources.py -q -p no:cacheprovider || status=1
 if [ "${GPU_CHECK_BENCH:-1}" != "0" ]; then
   timeout 900 python - "$N" <<'PY' || status=1

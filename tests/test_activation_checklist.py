@@ -43,7 +43,7 @@ DISTRIBUTIONAL_KDOT = (spec.SIGN, spec.RECTIFIED_MONOMIAL)
 
 # Family constants in spec: a code is either one of these or base + degree for the two ranged families.
 FAMILIES = ("ABRELU", "ERF", "GELU", "SIN", "SIGN", "EXP", "GAUSSIAN", "SERIES")
-# Families the engine computes outside recursion.dual (and the GPU refuses): the Hermite series
+# Families the engine computes outside recursion.dual (on the GPU: gram.cu series_layers): the Hermite series
 # (ntkfast.series, backends/cpu_series; proved in tests/test_activations.py).
 OUTSIDE_RECURSION = ("SERIES",)
 RANGED = {"RECTIFIED_MONOMIAL": "MAX_RECTIFIED_DEGREE", "MONOMIAL": "MAX_MONOMIAL_DEGREE"}
@@ -253,8 +253,6 @@ def test_gpu_name_expressions_cover_every_code():
     except ImportError:  # the GPU package may move it; its own tests cover the new place
         pytest.skip("ntkfast.backends.gpu.name_expressions not found")
     for act in ACTS.values():
-        if act.code == spec.SERIES:  # refused on the GPU (test_series_refused_on_the_gpu)
-            continue
         exprs = name_expressions(act.code, "float64")
         assert exprs and all(f"<{act.code}, double>" in e or "sum_slices" in e for e in exprs)
 
@@ -305,16 +303,3 @@ def test_cuda_host_harness_covers_every_family():
     acts = eval(match.group(1).replace("\n", " ").join("[]"), {"spec": spec})  # noqa: S307 (our own test file)
     missing = {_family(a.code) for a in ACTS.values()} - _codes_covered(acts) - set(OUTSIDE_RECURSION)
     assert not missing, f"tests/test_cuda_sources.py ACTIVATIONS has no {sorted(missing)}"
-
-
-@pytest.mark.parametrize("backend", ["gpu"])
-def test_series_refused_on_the_gpu(backend):
-    """The GPU has no series kernel yet: every entry point refuses clearly, before touching CuPy."""
-    from ntkfast.errors import ArgumentError
-
-    X = np.ones((3, 2))
-    arch = nf.MLP(depth=1, activation="tanh")
-    for call in (lambda: nf.kernel(arch, X, backend=backend), lambda: nf.kernel_diag(arch, X, backend=backend),
-                 lambda: nf.GramOperator(arch, X, backend=backend)):  # fmt: skip
-        with pytest.raises(ArgumentError, match="tanh.*CPU"):
-            call()

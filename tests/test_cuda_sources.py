@@ -190,3 +190,10 @@ def test_codes_match_python():
     tol64 = float(header.split("parallel_tol<double>() { return ")[1].split(";")[0])
     tol32 = float(header.split("parallel_tol<float>() { return ")[1].split("f;")[0])
     assert (tol64, tol32) == (recursion._PARALLEL_TOL64, recursion._PARALLEL_TOL32)
+
+
+def test_series_kernels_compile_for_sm90(tmp_path):
+    """The Hermite-series kernels (code SERIES: every kernel of the module, both dtypes) compile
+    for sm_90 with warnings as errors."""
+    (tmp_path / "series.cu").write_text(_instantiated_source([(spec.SERIES, "float32"), (spec.SERIES, "float64")]))
+    _compile_sm90(tmp_path / "series.cu", tmp_path)

@@ -303,7 +303,7 @@ ONE_PER_CODE = [
 def test_every_activation_code_is_covered():
     codes = [a.code for a in ONE_PER_CODE]
     assert codes == loader.all_codes()
-    # (the Hermite-series activations share code SERIES and are refused on the GPU: test_activation_checklist)
+    # (the Hermite-series activations share code SERIES, covered on the GPU by tests/test_cuda_series.py)
     assert {nf.spec.get_activation(name).code for name in nf.spec.ACTIVATIONS} - {nf.spec.SERIES} <= set(codes)
 
 

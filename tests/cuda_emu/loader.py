@@ -252,5 +252,8 @@ def session_expressions(code: str, wanted) -> list[str]:
 
     if code != gpu.load_source() or sanitizer():  # (a sanitized build: only what is used)
         return sorted(set(wanted))
-    every = {e for c in all_codes() for dt in ("float32", "float64") for e in gpu.name_expressions(c, dt)}
+    from ntkfast import spec
+
+    codes = [*all_codes(), spec.SERIES]  # (the Hermite-series activations share one code)
+    every = {e for c in codes for dt in ("float32", "float64") for e in gpu.name_expressions(c, dt)}
     return sorted(every | set(wanted))

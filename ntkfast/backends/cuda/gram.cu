@@ -13,7 +13,7 @@
 //    adds the slices in a fixed order: no atomics, so the result is bitwise reproducible.
 //
 // Kernel parameters are plain pointers and scalars (CuPy passes no structs); their order and C
-// types are mirrored in ntkfast/backends/gpu.py (_PARAMS; tests/test_gpu.py checks the match).
+// types are mirrored in ntkfast/backends/gpu/args.py (PARAMS; tests/test_gpu.py checks the match).
 //
 // Conventions shared by the kernels:
 //  * `coef` = [p0, p1, p2, w, b, alpha, beta, n_steps x (res, W^2, b^2, alpha, beta)]: the
@@ -30,11 +30,20 @@
 //  * float32 refinement (`refine` != 0): pairs whose first-layer 1 - rho^2 is <= tau are
 //    recomputed in float64 from x64 / y64 (d features), sig_x64 / sig_y64 and coef64, as the CPU
 //    backend does (ntkfast.config.REFINE_TOL32).
+//  * Hermite-series activations (CODE == SERIES; ntkfast/series.py, ntkfast/backends/cpu_series.py):
+//    no closed form; per row and layer the host computes the coefficients c_k, d_k of phi and
+//    phi' and 1/sqrt(Sigma(x, x)).  cx / dx hold them coefficient-major, row (layer * n_coef + k)
+//    of leading dimension ld_sx (the rows of the tile contiguous, like sig_x), inv_x row `layer`;
+//    cy, dy, inv_y the same for the columns (ld_sy).  `table` (n_steps x n_bins, int) is the
+//    degree per layer and |rho| bin (ntkfast.series.degree_table, bins of rho_steps per halving
+//    of 1 - |rho|).  Null / 0 for the closed forms.  No float64 refinement (refine is 0): the
+//    polynomial in rho is smooth at rho = 1.
 #include "recursion.cuh"
 
 namespace ntkfast {
 
 enum : int { COEF_HEAD = 7 };  // (enums: no unused-variable warning where no kernel is instantiated)
+enum : int { SERIES = 64 };  // the activation code of the Hermite-series activations (ntkfast/spec.py)
 
 template <int CODE, typename T>
 __device__ inline void run_layers(const T* coef, int n_steps, T g, const T* sx, int ld_sx, const T* sy, int ld_sy,
@@ -66,16 +75,62 @@ template <typename T> struct Recursion {
   const double* x64;
   const double* y64;
   int d;
+  // Hermite-series activations (CODE == SERIES) only
+  const int* table;
+  int n_bins;
+  int rho_steps;
+  int n_coef;
+  const T* cx;
+  const T* dx;
+  const T* inv_x;
+  const T* cy;
+  const T* dy;
+  const T* inv_y;
 };
 
-// (sigma, theta) of the tile entry (i, j) whose inner product is g.
-template <int CODE, typename T>
-__device__ inline void entry(const Recursion<T>& R, int i, int j, T g, T& sigma, T& theta) {
-  if (R.diagonal && i == j) {
-    sigma = R.diag_nngp[i];
-    theta = R.diag_ntk[i];
-    return;
+// Degree of the series for a correlation rho at `layer`: its |rho| bin, ceil(-rho_steps log2(1 - |rho|))
+// (the last bin, n_bins - 1, for |rho| = 1), looked up in the degree table; as cpu_series._chunk_degree
+// does for a chunk of columns (here: for each pair; a warp pays for its largest).
+template <typename T> __device__ inline int series_degree(const Recursion<T>& R, int layer, T rho) {
+  const double gap = 1.0 - fabs((double)rho);
+  const int last = R.n_bins - 1;
+  int b = last;
+  if (gap > 0.0) {
+    const double v = ceil(-R.rho_steps * log2(gap));
+    b = v < last ? (int)v : last;
   }
+  return R.table[layer * R.n_bins + b];
+}
+
+// (sigma, theta) of the pair (i, j) with inner product g for a series activation: per layer,
+// rho = Sigma_xy / sqrt(Sigma_xx Sigma_yy) clipped to [-1, 1], K = sum_k cx_k cy_k rho^k and
+// Kdot = sum_k dx_k dy_k rho^k by Horner to the degree of rho, then the step; the operations in
+// the order of cpu_series.tile.
+template <typename T> __device__ inline void series_layers(const Recursion<T>& R, int i, int j, T g, T& sigma, T& theta) {
+  sigma = R.coef[3] * g + R.coef[4];
+  theta = R.coef[5] * g + R.coef[6];
+  const T one = T(1);
+  for (int l = 0; l < R.n_steps; ++l) {
+    const T r = sigma * R.inv_x[(size_t)l * R.ld_sx + i] * R.inv_y[(size_t)l * R.ld_sy + j];
+    const T rho = r < -one ? -one : (r > one ? one : r);
+    const int degree = series_degree<T>(R, l, rho);
+    const T* cx = R.cx + (size_t)l * R.n_coef * R.ld_sx + i;
+    const T* dx = R.dx + (size_t)l * R.n_coef * R.ld_sx + i;
+    const T* cy = R.cy + (size_t)l * R.n_coef * R.ld_sy + j;
+    const T* dy = R.dy + (size_t)l * R.n_coef * R.ld_sy + j;
+    T k = T(0), kd = T(0);
+    for (int m = degree; m >= 0; --m) {
+      k = k * rho + cx[(size_t)m * R.ld_sx] * cy[(size_t)m * R.ld_sy];
+      kd = kd * rho + dx[(size_t)m * R.ld_sx] * dy[(size_t)m * R.ld_sy];
+    }
+    const T* c = R.coef + COEF_HEAD + 5 * l;
+    step<T>(k, kd, sigma, theta, c[0], c[1], c[2], c[3], c[4]);
+  }
+}
+
+// entry() for the closed forms: the recursion in T, or in float64 for pairs too close to parallel.
+template <int CODE, typename T>
+__device__ inline void entry_closed_form(const Recursion<T>& R, int i, int j, T g, T& sigma, T& theta) {
   if (R.refine && R.n_steps > 0) {
     // 1 - rho^2 <= tau in units of the row's variance, as on the CPU (the product of two
     // variances overflows or underflows at extreme scales): y - c^2 <= tau y, y = syy/sxx, c = sxy/sxx
@@ -98,6 +153,21 @@ __device__ inline void entry(const Recursion<T>& R, int i, int j, T g, T& sigma,
   run_layers<CODE, T>(R.coef, R.n_steps, g, R.sig_x + i, R.ld_sx, R.sig_y + j, R.ld_sy, sigma, theta);
 }
 
+// (sigma, theta) of the tile entry (i, j) whose inner product is g.
+template <int CODE, typename T>
+__device__ inline void entry(const Recursion<T>& R, int i, int j, T g, T& sigma, T& theta) {
+  if (R.diagonal && i == j) {
+    sigma = R.diag_nngp[i];
+    theta = R.diag_ntk[i];
+    return;
+  }
+  if constexpr (CODE == SERIES) {
+    series_layers<T>(R, i, j, g, sigma, theta);
+  } else {
+    entry_closed_form<CODE, T>(R, i, j, g, sigma, theta);
+  }
+}
+
 template <typename T>
 __device__ inline void store(T* nngp, T* ntk, long long ld_out, T* nngp_t, T* ntk_t, long long ld_t, int i, int j,
                              T sigma, T theta, bool mirror) {
@@ -112,10 +182,12 @@ __device__ inline void store(T* nngp, T* ntk, long long ld_out, T* nngp_t, T* nt
 #define NTKFAST_RECURSION_PARAMS                                                                           \
   const T *coef, int n_steps, const T *sig_x, const T *sig_y, int ld_sx, int ld_sy, const T *diag_nngp,     \
       const T *diag_ntk, int diagonal, int refine, float tau, const double *coef64, const double *sig_x64, \
-      const double *sig_y64, const double *x64, const double *y64, int d
+      const double *sig_y64, const double *x64, const double *y64, int d, const int *table, int n_bins,     \
+      int rho_steps, int n_coef, const T *cx, const T *dx, const T *inv_x, const T *cy, const T *dy,        \
+      const T *inv_y
 #define NTKFAST_RECURSION_ARGS                                                                            \
   {coef, n_steps, sig_x, sig_y, ld_sx, ld_sy, diag_nngp, diag_ntk, diagonal, refine, tau, coef64, sig_x64, \
-   sig_y64, x64, y64, d}
+   sig_y64, x64, y64, d, table, n_bins, rho_steps, n_coef, cx, dx, inv_x, cy, dy, inv_y}
 
 // One thread per entry (block 32 x 8).  `gram` may be the same buffer as an output (same leading
 // dimension): each entry is read by the thread that then writes it, and the mirror writes of a

@@ -18,6 +18,12 @@ grid of :class:`ntkfast.tiling.TilePlan` (upper triangle only for K(X, X)):
 * Outputs: CuPy inputs give CuPy outputs on the device; NumPy inputs (or a NumPy/memmap ``out=``)
   give host outputs, each tile copied back through pinned buffers on a second stream while the
   device computes the next tile.
+* Hermite-series activations (tanh, SiLU, ELU, ``Elementwise``...; code ``SERIES``): the per-row
+  coefficients and the degree table are computed on the host by :mod:`ntkfast.series` exactly as
+  for the CPU, uploaded coefficient-major, and the kernels evaluate per pair and layer the two
+  Horner polynomials in rho of ``backends/cpu_series.tile`` (each pair to the degree of its own
+  |rho| bin, where the CPU takes a chunk of 32 columns': both within the truncation bound, and
+  equal to ~1e-15 at the same degree).  Same tiling plan as the closed forms; no float32 refinement.
 * float32 aims at the CPU backend's accuracy: pairs too close to parallel for float32 are
   recomputed in float64 inside the kernels (as on the CPU: ~2e-5 of the kernel's scale; the
   GPU tests ask for 5e-5).  CuPy's ``CUPY_TF32=1`` would let cuBLAS round float32 inner products

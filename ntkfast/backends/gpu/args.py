@@ -12,6 +12,9 @@ _RECURSION = (
     ("ld_sy", "int"), ("diag_nngp", "const T*"), ("diag_ntk", "const T*"), ("diagonal", "int"), ("refine", "int"),
     ("tau", "float"), ("coef64", "const double*"), ("sig_x64", "const double*"), ("sig_y64", "const double*"),
     ("x64", "const double*"), ("y64", "const double*"), ("d", "int"),
+    # Hermite-series activations (null / 0 for the closed forms): degree table, per-row coefficients
+    ("table", "const int*"), ("n_bins", "int"), ("rho_steps", "int"), ("n_coef", "int"), ("cx", "const T*"),
+    ("dx", "const T*"), ("inv_x", "const T*"), ("cy", "const T*"), ("dy", "const T*"), ("inv_y", "const T*"),
 )  # fmt: skip
 _OUTPUTS = (
     ("nngp", "T*"), ("ntk", "T*"), ("ld_out", "long long"), ("nngp_t", "T*"), ("ntk_t", "T*"), ("ld_t", "long long"),
@@ -43,7 +46,7 @@ def pack_args(kernel: str, dtype, values: dict) -> tuple:
     for name, ctype in params:
         v = values[name]
         if ctype.endswith("*"):
-            want = np.dtype(np.float64) if "double" in ctype else dtype
+            want = np.dtype(np.float64) if "double" in ctype else np.dtype(np.int32) if "int" in ctype else dtype
             if v is None:
                 args.append(NULL)
                 continue

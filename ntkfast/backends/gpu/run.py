@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ... import config, engine, tiling
+from ... import config, engine, series, tiling
 from ..._validation import check_arch, check_array, check_get, check_out, check_positive_int, resolve_dtype
 from ...errors import ArgumentError, ArgumentTypeError, InsufficientMemoryError
 from . import source
@@ -47,14 +47,42 @@ class DeviceRows:
     ntk: object
     features64: object = None
     sig64: object = None
+    # series activations: coefficients (n_steps * n_coef, n) coefficient-major, 1/sqrt(Sigma) (n_steps, n)
+    c: object = None
+    d: object = None
+    inv_sqrt: object = None
+
+
+def series_arrays(rows):
+    """(c, d, inv_sqrt) of the series rows of one side in the layout gram.cu reads, in the rows'
+    working dtype: row ``layer * n_coef + k`` of c holds c_k at that layer for every row (the
+    columns of a tile contiguous, so a warp's loads coalesce), inv_sqrt row ``layer``."""
+    s = rows.series.cast(rows.features.dtype)
+    n = s.c.shape[0]
+    flat = [np.ascontiguousarray(a.transpose(1, 2, 0).reshape(-1, n)) for a in (s.c, s.d)]
+    return flat[0], flat[1], np.ascontiguousarray(s.inv_sqrt)
 
 
 def upload_rows(cupy, rows) -> DeviceRows:
     up = cupy.asarray
+    series = None
+    if rows.series is not None:
+        series = series_arrays(rows)
+        need, budget = sum(a.nbytes for a in series), device_budget(cupy)
+        if need > budget:
+            c = rows.series.rows.c
+            raise InsufficientMemoryError(
+                f"the Hermite-series coefficients of {c.shape[0]} rows ({c.shape[1]} layers to degree "
+                f"{c.shape[2] - 1}) need {config.format_bytes(need)} of GPU memory, about "
+                f"{config.format_bytes(budget)} is free; pass fewer rows per call, or use backend='cpu'"
+            )
+        series = tuple(up(a) for a in series)
+    series = (None, None, None) if series is None else series
     return DeviceRows(
         up(rows.features), up(rows.sig), up(rows.nngp), up(rows.ntk),
         None if rows.features64 is None else up(rows.features64),
         None if rows.sig64 is None else up(rows.sig64),
+        *series,
     )  # fmt: skip
 
 
@@ -71,6 +99,9 @@ class Problem:
     n_steps: int
     rx: DeviceRows
     ry: DeviceRows
+    # series activations: the degree table (n_steps, n_bins) int32 on the device, coefficients per layer
+    table: object = None
+    n_coef: int = 0
 
     @property
     def refine(self) -> bool:
@@ -91,7 +122,20 @@ class Problem:
             refine=int(self.refine), tau=tau, coef64=self.coef64,
             sig_x64=rx.sig64[:, i0:] if self.refine else None, sig_y64=ry.sig64[:, j0:] if self.refine else None,
             x64=rx.features64[i0:] if self.refine else None, y64=ry.features64[j0:] if self.refine else None,
-            d=rx.features.shape[1],
+            d=rx.features.shape[1], **self.series_values(i0, j0),
+        )  # fmt: skip
+
+    def series_values(self, i0, j0) -> dict:
+        """The series parameters (nulls for the closed forms); the coefficient arrays share the
+        leading dimension of sig_x / sig_y (the number of rows of each side)."""
+        rx, ry = self.rx, self.ry
+        if self.table is None or self.n_steps == 0:
+            return dict(table=None, n_bins=0, rho_steps=0, n_coef=0, cx=None, dx=None, inv_x=None, cy=None, dy=None,
+                        inv_y=None)  # fmt: skip
+        return dict(
+            table=self.table, n_bins=self.table.shape[1], rho_steps=series.RHO_STEPS, n_coef=self.n_coef,
+            cx=rx.c[:, i0:], dx=rx.d[:, i0:], inv_x=rx.inv_sqrt[:, i0:],
+            cy=ry.c[:, j0:], dy=ry.d[:, j0:], inv_y=ry.inv_sqrt[:, j0:],
         )  # fmt: skip
 
 
@@ -100,10 +144,17 @@ def make_problem(cupy, coef, rx, ry, dtype, rows_on_device=None) -> Problem:
     dx = upload_rows(cupy, rx) if rows_on_device is None else rows_on_device[0]
     dy = dx if ry is rx else (upload_rows(cupy, ry) if rows_on_device is None else rows_on_device[1])
     refine = coef.float64 is not None
+    table, n_coef = None, 0
+    if coef.series is not None:
+        # every side of the Gram is prepared (common degrees), so the table is final
+        table = cupy.asarray(coef.series.table().astype(np.int32))
+        n_coef = rx.series.rows.c.shape[2]
+        if ry.series.rows.c.shape[2] != n_coef or dx.c.shape != (coef.steps.shape[0] * n_coef, rx.sig.shape[1]):
+            raise RuntimeError("series rows of the two sides at different degrees; prepare both with one plan")
     return Problem(
         cupy, device, coef.code, np.dtype(dtype), cupy.asarray(pack_coefficients(coef, dtype)),
         cupy.asarray(pack_coefficients(coef.float64, np.float64)) if refine else None,
-        coef.steps.shape[0], dx, dy,
+        coef.steps.shape[0], dx, dy, table, n_coef,
     )  # fmt: skip
 
 
