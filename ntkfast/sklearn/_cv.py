@@ -27,6 +27,7 @@ from .._validation import check_backend, check_choice, check_nonnegative_int, ch
 from ..errors import ArgumentError, ArgumentTypeError
 from ..gram import kernel
 from ..spec import MLP
+from ..tiling import default_n_jobs
 from ._common import DIAG_REGS, Progress, check_verbose
 from ._estimators import RUNTIME_DOC, SOLVERS, STRUCTURE_DOC, NTKClassifier, NTKRegressor
 from ._loo import EigenLOO, best_index, classification_score, regression_score
@@ -213,6 +214,7 @@ class _CVBase(BaseEstimator):
 
     def _loo_search(self, X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, progress):
         results = []
+        n_jobs = default_n_jobs() if self.n_jobs is None else self.n_jobs
         for W_std, b_std in itertools.product(W_grid, b_grid):
             arch = dataclasses.replace(base, W_std=W_std, b_std=b_std)
             for start in range(0, len(depths), group):
@@ -221,10 +223,14 @@ class _CVBase(BaseEstimator):
                     arch, X, None, chunk, self.kernel, dtype=self.dtype, backend=self.backend, n_jobs=self.n_jobs,
                     progress=progress.bar,
                 )  # fmt: skip
-                for depth, K in zip(chunk, grams):
-                    loo = EigenLOO(K, Y)
-                    for r in diag_regs:
-                        pred = loo.predictions(r)
+                grams = list(grams)
+                for g, depth in enumerate(chunk):
+                    # the Gram is this search's own: the eigenvectors overwrite it (no second n^2 buffer)
+                    loo = EigenLOO(grams[g], Y, overwrite_k=True)
+                    grams[g] = None
+                    preds = loo.predictions_all(diag_regs, n_jobs)  # every ridge in one pass over V
+                    del loo
+                    for r, pred in zip(diag_regs, preds):
                         score = regression_score(Y, pred) if labels is None else classification_score(pred, labels)
                         results.append({"depth": depth, "diag_reg": r, "W_std": W_std, "b_std": b_std, **score})
                     progress.say(f"W_std={W_std:g}, b_std={b_std}, depth {depth}: scored {len(diag_regs)} ridges")
