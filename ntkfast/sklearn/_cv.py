@@ -165,6 +165,27 @@ class _CVBase(BaseEstimator):
             return False, f"the eigendecomposition needs {config.format_bytes(4 * per)}, above the memory budget", 0
         return True, "", max(1, min(n_depths, budget // per - 3))
 
+    def search_plan(self, n_samples: int) -> tuple[str, str]:
+        """How :meth:`fit` on ``n_samples`` rows will score the candidates, before any work.
+
+        Returns
+        -------
+        method : str
+            "loo" (exact closed-form leave-one-out) or "<k>-fold" (as ``cv_method_`` will be).
+        reason : str
+            Why k-fold ("" for "loo"): the explicit ``cv``, or the dense limit or memory budget the
+            eigendecomposition would exceed.
+        """
+        n = check_positive_int(n_samples, "n_samples")
+        if self.cv is not None:
+            try:
+                k = check_cv(self.cv).get_n_splits()
+            except (TypeError, ValueError):  # a splitter that needs the data to count its folds
+                return "k-fold", f"cv={self.cv!r}"
+            return f"{k}-fold", f"cv={self.cv!r}"
+        dense, why, _ = self._dense_fits(n, 1)
+        return ("loo", "") if dense else ("5-fold", why)
+
     # ------------------------------------------------------------------------------ search
     def _search(self, X, y, Y, labels):
         base, depths, diag_regs, W_grid, b_grid = self._check_grid()
