@@ -172,6 +172,10 @@ def test_one_pass_loo_equals_the_numpy_formula_and_refits():
     assert np.shares_memory(own.V, scratch)
     np.testing.assert_allclose(own.predictions_all(regs), ref, rtol=0, atol=1e-12 * np.abs(Y).max())
     assert np.array_equal(K, K0) and not np.shares_memory(loo.V, K)  # without overwrite_k, K is left alone
+    many = tuple(np.logspace(-5, 2, 20))  # more ridges than one group of iter_predictions holds at n = 70
+    got = list(own.iter_predictions(many, n_jobs=2))
+    assert [r for r, _ in got] == list(many)
+    np.testing.assert_array_equal(np.stack([p for _, p in got]), own.predictions_all(many))
     explicit = _explicit_loo(lambda: NTKRegressor(depth=2, diag_reg=3e-3), X, Y, "predict")
     np.testing.assert_allclose(own.predictions_all((3e-3,))[0], explicit, rtol=0, atol=1e-10 * np.abs(Y).max())
 

@@ -249,11 +249,10 @@ class _CVBase(BaseEstimator):
                     # the Gram is this search's own: the eigenvectors overwrite it (no second n^2 buffer)
                     loo = EigenLOO(grams[g], Y, overwrite_k=True)
                     grams[g] = None
-                    preds = loo.predictions_all(diag_regs, n_jobs)  # every ridge in one pass over V
-                    del loo
-                    for r, pred in zip(diag_regs, preds):
+                    for r, pred in loo.iter_predictions(diag_regs, n_jobs):  # the ridges in one pass over V
                         score = regression_score(Y, pred) if labels is None else classification_score(pred, labels)
                         results.append({"depth": depth, "diag_reg": r, "W_std": W_std, "b_std": b_std, **score})
+                    del loo
                     progress.say(f"W_std={W_std:g}, b_std={b_std}, depth {depth}: scored {len(diag_regs)} ridges")
                 del grams
         return results
@@ -352,11 +351,11 @@ class NTKRegressorCV(RegressorMixin, _CVBase):
     the closed form equals explicit refits of :class:`NTKRegressor` without each point (its target mean and its
     relative ridge recomputed, as a refit does), see ``ntkfast.sklearn._loo``.
 
-    Cost: one Gram and one eigendecomposition per depth, then O(n^2) per ridge.  The
-    eigendecomposition dominates (about 20 Cholesky factorisations of the same n with this
-    LAPACK), so against ``GridSearchCV(NTKRegressor(), same grid, cv=5)`` (375 Cholesky fits for
-    5 x 15 candidates) the gain is about 3x at n = 2000 and grows with the number of ridges
-    and folds (``benchmarks/cv_speed.py``; measured single-threaded on a loaded 2-core machine).
+    Cost: the Grams of every depth from one tile pass, one eigendecomposition per depth (LAPACK's
+    divide-and-conquer, in the Gram's own memory), then one pass over the eigenvectors scores
+    every ridge (O(n^2 k) per ridge, no n x n temporaries: ``ntkfast.sklearn._loo_sums``).  The
+    eigendecompositions dominate.  ``benchmarks/cv_speed.py`` times it against
+    ``GridSearchCV(NTKRegressor(), same grid, cv=5)`` (375 Cholesky fits for 5 x 15 candidates).
 
     Examples
     --------

@@ -73,6 +73,19 @@ class EigenLOO:
         return self.Y[None] - (GY - self.m[None] * G1) / G[:, :, None]
 
 
+    def iter_predictions(self, diag_regs, n_jobs: int = 1):
+        """``(diag_reg, f_{-i}(x_i) for every i)`` for each ridge, from :meth:`predictions_all` over
+        groups of ridges whose results together take at most about one n x n buffer (a long grid
+        of many classes never holds every ridge's (n, k) arrays at once)."""
+        n, k = self.Y.shape
+        per_ridge = 8 * n * (2 * k + 2)  # G, [G Y, G 1] and the predictions of one ridge
+        group = max(1, (8 * n * n) // per_ridge)
+        diag_regs = tuple(diag_regs)
+        for start in range(0, len(diag_regs), group):
+            chunk = diag_regs[start : start + group]
+            yield from zip(chunk, self.predictions_all(chunk, n_jobs))
+
+
 def fit_temperature(decision: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T minimising the mean log-loss of softmax(decision / T) at ``labels``."""
     rows = np.arange(len(labels))
