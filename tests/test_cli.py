@@ -274,7 +274,7 @@ def test_fit_regression_predict_to_stdout_and_probabilities(capsys, files, data)
 
     X, labels, y_reg = data
     tmp = files["tmp"]
-    code, out, err = call(capsys, "fit", files["reg"], "--target", "-1", "-o", tmp / "reg.joblib", "--cv", "3")
+    code, out, err = call(capsys, "fit", files["reg"], "--target", "-1", "-o", tmp / "reg.joblib", "--kfold", "3")
     assert code == 0, err
     assert "regression" in out and "3-fold cross-validated R^2" in out
     # headerless test file with the 4 features only: columns by position, predictions on stdout
@@ -342,7 +342,7 @@ def test_fit_and_predict_bad_inputs(capsys, files, tmp_path):
     one = write_csv(tmp_path / "one.csv", ["a", "y"], [["1", "x"], ["2", "x"]])
     assert_error(call(capsys, "fit", one, "--target", "y", "--task", "classification", "-o", model), 1, "single class")
     assert_error(call(capsys, "fit", train, "--target", "label", "-o", model, "--task", "ranking"), 2, "--task")
-    assert_error(call(capsys, "fit", train, "--target", "label", "-o", model, "--cv", "1"), 2, "--cv")
+    assert_error(call(capsys, "fit", train, "--target", "label", "-o", model, "--kfold", "1"), 2, "--kfold")
     assert_error(call(capsys, "fit", train, "--target", "label", "-o", model, "--diag-reg", "-1"), 2, "--diag-reg")
     assert not model.exists()
 

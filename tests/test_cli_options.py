@@ -62,6 +62,7 @@ def test_fit_option_reaches_the_fitted_model(capsys, train, tmp_path, option):
         pytest.skip(f"NTKRegressor has no {option!r} parameter in this tree (the refusal was checked)")
     assert code == 0, err
     est = joblib.load(model)["model"][-1]
+    est = getattr(est, "best_estimator_", est)  # without --depth, fit selects: the refitted plain estimator
     expected = value if option != "activation" else nf.MLP(activation="erf").activation
     assert getattr(est, option) == expected
     arch = est.arch_  # the network the fit used
@@ -120,21 +121,17 @@ def test_kernel_logs_progress_lines_when_not_a_terminal(capsys, tmp_path):
     assert "\r" not in err and "tile" in err and "100%" in err.splitlines()[-1], err
 
 
-def test_select_uses_the_cv_estimators_or_refuses(capsys, train, tmp_path):
+def test_the_selection_gets_every_option_but_the_depth(capsys, train, tmp_path):
+    """Without --depth, fit selects: NTKRegressorCV with the command line's options and --depths."""
     import joblib
 
-    import ntkfast.sklearn
-
     model = tmp_path / "m.joblib"
-    words = ["--select", "--depths", "1,2", "--W-std", "1.9"]
+    words = ["--depths", "1,2", "--W-std", "1.9", "--activation", "erf", "--kernel", "nngp"]
     code = cli.main(["fit", str(train), "--target", "y", "-o", str(model), *words])
     out, err = capsys.readouterr()
-    if not hasattr(ntkfast.sklearn, "NTKRegressorCV"):
-        assert code == 1 and "has no ntkfast.sklearn.NTKRegressorCV" in err and not model.exists(), err
-        pytest.skip("ntkfast.sklearn has no NTKRegressorCV in this tree (the refusal was checked)")
     assert code == 0, err
     est = joblib.load(model)["model"][-1]
     assert type(est).__name__ == "NTKRegressorCV" and tuple(est.depths) == (1, 2) and est.W_std == 1.9
-    assert est.depth_ in (1, 2) and f"depth {est.depth_}" in out
-    code = cli.main(["fit", str(train), "--target", "y", "-o", str(model), "--select", "--diag-reg", "0.1"])
-    assert code == 2 and "--select chooses diag_reg" in capsys.readouterr()[1]
+    expected = nf.MLP(depth=est.depth_, activation="erf", W_std=1.9, b_std=0.1)
+    assert est.kernel == "nngp" and est.best_estimator_.arch_ == expected
+    assert f"depth {est.depth_}" in out

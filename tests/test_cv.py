@@ -152,3 +152,45 @@ def test_defaults_and_verbose(capsys):
     assert "exact leave-one-out" in out and "depth 2" in out and "best" in out and "solver 'cholesky'" in out
     NTKRegressorCV(depths=(1,)).fit(X, X[:, 0])
     assert capsys.readouterr().out == ""
+
+
+def test_one_pass_loo_equals_the_numpy_formula_and_refits():
+    """``EigenLOO.predictions_all`` (the Numba pass over V for every ridge) equals the NumPy formula
+    per ridge and explicit refits, for several outputs, whatever the thread count; with
+    ``overwrite_k`` the eigenvectors live in K's memory and the scores do not change."""
+    X, rng = _data(n=70, d=4)
+    Y = np.stack([np.sin(X[:, 0]) + 0.1 * rng.standard_normal(70), X[:, 1] ** 2, X[:, 2]], axis=1)
+    K = np.asarray(NTKRegressor(depth=2).fit(X, Y)._gram(X), dtype=np.float64)
+    regs = (1e-5, 3e-3, 0.2, 10.0)
+    K0 = K.copy()
+    loo = EigenLOO(K, Y)
+    ref = np.stack([loo.predictions(r) for r in regs])
+    for n_jobs in (1, 3):
+        np.testing.assert_allclose(loo.predictions_all(regs, n_jobs), ref, rtol=0, atol=1e-12 * np.abs(Y).max())
+    scratch = K.copy()
+    own = EigenLOO(scratch, Y, overwrite_k=True)
+    assert np.shares_memory(own.V, scratch)
+    np.testing.assert_allclose(own.predictions_all(regs), ref, rtol=0, atol=1e-12 * np.abs(Y).max())
+    assert np.array_equal(K, K0) and not np.shares_memory(loo.V, K)  # without overwrite_k, K is left alone
+    many = tuple(np.logspace(-5, 2, 20))  # more ridges than one group of iter_predictions holds at n = 70
+    got = list(own.iter_predictions(many, n_jobs=2))
+    assert [r for r, _ in got] == list(many)
+    np.testing.assert_array_equal(np.stack([p for _, p in got]), own.predictions_all(many))
+    explicit = _explicit_loo(lambda: NTKRegressor(depth=2, diag_reg=3e-3), X, Y, "predict")
+    np.testing.assert_allclose(own.predictions_all((3e-3,))[0], explicit, rtol=0, atol=1e-10 * np.abs(Y).max())
+
+
+def test_fit_temperature_minimises_the_log_loss():
+    """The fitted temperature is the minimiser of the log-loss written with scipy's log_softmax."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 300)
+    decision = 0.5 * rng.standard_normal((300, 4)) + np.eye(4)[labels]
+    decision[:3, 0] = -np.inf  # a class absent from a k-fold training fold
+
+    def log_loss(T):
+        return -np.mean(scipy.special.log_softmax(decision / T, axis=1)[np.arange(300), labels])
+
+    from ntkfast.sklearn._loo import fit_temperature
+
+    T = fit_temperature(decision, labels)
+    assert log_loss(T) <= min(log_loss(T * 1.001), log_loss(T / 1.001)) + 1e-12

@@ -50,3 +50,34 @@ class TimeClassifierCV:
 
     def time_cv_fit(self):
         NTKClassifierCV().fit(self.X, self.y)
+
+
+class TimeLOOParts:
+    """The closed-form search's parts at n = 2000, one depth: the eigendecomposition, and the 15
+    ridges' left-out predictions by the NumPy formula per ridge against the one pass over V."""
+
+    timeout = 600
+
+    def setup(self):
+        import ntkfast as nf
+        from ntkfast.sklearn import DIAG_REGS
+        from ntkfast.sklearn._loo import EigenLOO
+
+        X, y = _data(2000)
+        self.K = np.asarray(nf.kernel(nf.MLP(depth=3), X))
+        self.Y = y[:, None]
+        self.regs = DIAG_REGS
+        self.loo = EigenLOO(self.K, self.Y)
+        self.loo.predictions_all(self.regs[:1])  # compile
+
+    def time_eigendecomposition_in_place(self):
+        from ntkfast.sklearn._loo import EigenLOO
+
+        EigenLOO(self.K.copy(), self.Y, overwrite_k=True)
+
+    def time_predictions_numpy_per_ridge(self):
+        for r in self.regs:
+            self.loo.predictions(r)
+
+    def time_predictions_one_pass(self):
+        self.loo.predictions_all(self.regs)

@@ -104,13 +104,17 @@ def _activation(text: str):
         raise argparse.ArgumentTypeError(f"bad parameters for activation {key!r}: {params!r} ({exc})") from None
 
 
-def _arch_parent() -> argparse.ArgumentParser:
+def _arch_parent(depth_help: str | None = None) -> argparse.ArgumentParser:
     """The network options shared by kernel, fit and spectrum (defaults = NTKRegressor's).
 
-    Every ``dest`` is an ``MLP`` field name (``MLP.from_params(args)`` reads them)."""
+    Every ``dest`` is an ``MLP`` field name (``MLP.from_params(args)`` reads them).  With
+    ``depth_help`` (``fit``), ``--depth`` has no default (None: chosen by the command) and that help."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("network (an MLP: depth x (Dense, activation), then a Dense readout)")
-    g.add_argument("--depth", type=nonneg_int, default=3, help="hidden layers (default: %(default)s)")
+    if depth_help is None:
+        g.add_argument("--depth", type=nonneg_int, default=3, help="hidden layers (default: %(default)s)")
+    else:
+        g.add_argument("--depth", type=nonneg_int, default=None, help=depth_help)
     g.add_argument(
         "--activation",
         type=_activation,
@@ -253,16 +257,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add_command(
         sub,
         "fit",
-        help="fit an NTK regressor or classifier to a CSV file and save it with joblib",
+        help="fit an NTK regressor or classifier to a CSV file (depth and ridge chosen for you) and save it",
         description=(
             "Fit a scikit-learn Pipeline to TRAIN and save it with joblib: a ColumnTransformer\n"
             "(numeric columns: median imputation + StandardScaler; text columns: most-frequent\n"
-            "imputation + one-hot encoding), then NTKRegressor or NTKClassifier.  The features are\n"
-            "every column except the target, --id and --drop (or exactly --features).  `predict`\n"
-            "applies the same transformation."
+            "imputation + one-hot encoding), then the model.  The features are every column except the\n"
+            "target, --id and --drop (or exactly --features).  `predict` applies the same transformation.\n"
+            "\n"
+            "Model selection (the default): NTKRegressorCV / NTKClassifierCV score every depth of\n"
+            "--depths and every ridge of ntkfast.sklearn.DIAG_REGS (1e-5 to 100) by exact closed-form\n"
+            "leave-one-out (one eigendecomposition per depth; above the dense eigendecomposition limit\n"
+            "or the memory budget, 5-fold cross-validation instead, and the command says so), then refit\n"
+            "the best on all rows; the chosen depth and diag_reg are printed and saved with the model.\n"
+            "What you fix is not selected:\n"
+            "  --depth D       the plain NTKRegressor / NTKClassifier of depth D is fitted (its diag_reg\n"
+            "                  'auto' still picks the ridge by leave-one-out, unless --diag-reg fixes it);\n"
+            "  --diag-reg R    (without --depth) the selection over depths with the one-value grid R;\n"
+            "  --t / --lr      a network trained for a finite time: the plain estimator (depth 3 unless\n"
+            "                  --depth), since the selection scores kernel regression (t = inf)."
         ),
-        parents=[arch, table, progress],
-    )
+        parents=[_arch_parent("hidden layers: fixes the depth and fits the plain estimator (default: chosen "
+                              "among --depths by leave-one-out)"), table, progress],
+    )  # fmt: skip
     p.add_argument("train", metavar="TRAIN", help="training data (.csv)")
     p.add_argument(
         "--target", required=True, metavar="COLUMN", help="target column: a header name, or a 0-based index (-1: last)"
@@ -283,17 +299,25 @@ def build_parser() -> argparse.ArgumentParser:
     # estimator options: None (not given) leaves the estimator's own default
     p.add_argument("--kernel", choices=("ntk", "nngp"), default=None, help="(default: ntk)")
     p.add_argument(
+        "--depths",
+        type=_depths,
+        default=None,
+        metavar="D1,D2",
+        help="the depths the selection tries (default: 1,2,3,4,5); not with --depth",
+    )
+    p.add_argument(
         "--diag-reg",
         type=_diag_reg,
         default=None,
-        help="ridge, relative to the mean of diag K, or 'auto' where the estimator has it "
-        "(default: the estimator's default)",
+        help="ridge, relative to the mean of diag K: fixes it (a one-value grid for the selection); 'auto': "
+        "chosen by leave-one-out (default: auto)",
     )
     p.add_argument(
         "--t",
         type=positive_float,
         default=None,
-        help="training time of the infinitely wide network (default: inf, kernel regression)",
+        help="training time of the infinitely wide network: a finite t fits the plain estimator "
+        "(default: inf, kernel regression)",
     )
     p.add_argument(
         "--lr", type=finite_positive_float, default=None, help="learning rate, used with a finite --t (default: 1)"
@@ -302,24 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--solver",
         choices=("auto", "cholesky", "eigh", "cg", "nystrom"),
         default=None,
-        help="auto: exact when the Gram fits in memory, else CG or Nystrom (default: auto)",
+        help="of the final fit (and of k-fold selection fits): auto: exact when the Gram fits in memory, "
+        "else CG or Nystrom (default: auto)",
     )
     p.add_argument("--n-centers", type=nonneg_int, default=None, help="Nystrom centres (default: 2 sqrt(n))")
     p.add_argument(
         "--cv",
+        action="store_true",
+        help="print the cross-validated score of every candidate (depth x diag_reg) of the selection",
+    )
+    p.add_argument(
+        "--kfold",
         type=nonneg_int,
         default=0,
         metavar="K",
-        help="also print the K-fold cross-validated score (default: off)",
-    )
-    p.add_argument(
-        "--select",
-        action="store_true",
-        help="choose the depth (among --depths) and diag_reg by exact leave-one-out with NTKRegressorCV / "
-        "NTKClassifierCV, where this ntkfast has them",
-    )
-    p.add_argument(
-        "--depths", type=_depths, default=None, metavar="D1,D2", help="depths --select tries (default: the estimator's)"
+        help="also print the K-fold cross-validated score of the whole fit, the selection rerun inside "
+        "each fold (default: off)",
     )
 
     p = _add_command(

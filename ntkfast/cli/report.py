@@ -1,4 +1,5 @@
-"""Text reports: what :func:`ntkfast.spectrum.analyze` found, one quantity per line."""
+"""Text reports: what :func:`ntkfast.spectrum.analyze` found, one quantity per line, and what
+``ntkfast fit`` selected (the chosen depth and diag_reg, the score table of every candidate)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import math
 
 import numpy as np
 
-from .console import say
+from .console import describe, say
 
-__all__ = ["spectrum_report", "encode_targets"]
+__all__ = ["spectrum_report", "encode_targets", "describe_without_depth", "selection_lines", "selection_table",
+           "selection_table_text"]  # fmt: skip
 
 
 def encode_targets(y: np.ndarray, one_hot: bool) -> tuple[np.ndarray, str]:
@@ -50,3 +52,55 @@ def spectrum_report(res, say=say) -> None:
     say(f"  predicted time (steps at lr) to bring the loss {loss0:.4g} down to {', '.join(times)}")
     if not complete:
         say("  ('never': part of the target lies outside the computed eigenvectors)")
+
+
+def describe_without_depth(arch) -> str:
+    """:func:`describe` for a network whose depth the selection chooses."""
+    return "depth selected below, " + describe(arch).split(" ", 1)[1]
+
+
+def selection_lines(record: dict, what: str, table: bool = False) -> list[str]:
+    """What ``ntkfast fit`` chose, from the record it saves with the model (``fit.selection_record``);
+    ``table``: the score table follows."""
+    depth, reg = record["depth"], record["diag_reg"]
+    if record["method"] != "fixed":
+        how = "exact leave-one-out" if record["method"] == "loo" else f"{record['method']} cross-validation"
+        score = "leave-one-out" if record["method"] == "loo" else record["method"]
+        fixed = f", diag_reg fixed by {record['fixed']}" if record.get("fixed") else ""
+        return [
+            f"selected by {how} among {record['candidates']} candidates{fixed}: depth {depth}, diag_reg {reg:.3g} "
+            f"({score} {what} {record['score']:.4f}{'' if table else '; --cv prints every candidate'})"
+        ]
+    fixed = record["fixed"]
+    why_depth = f"fixed by {fixed}" if fixed.startswith("--depth") else f"the default: {fixed} fits one network"
+    why_reg = "chosen by leave-one-out: diag_reg auto" if record.get("diag_reg_auto") else "fixed by --diag-reg"
+    return [f"depth {depth} ({why_depth}), diag_reg {reg:.3g} ({why_reg})"]
+
+
+def selection_table(est, what: str):
+    """Every candidate of a fitted NTKRegressorCV / NTKClassifierCV as a pandas DataFrame, in the order
+    of ``cv_results_``: depth, diag_reg (and W_std / b_std where they were a grid), the score, the
+    log-loss (classifiers), the rank, and ``chosen`` (``*`` on the refitted candidate)."""
+    import pandas as pd
+
+    res = est.cv_results_
+    name = ("leave-one-out " if est.cv_method_ == "loo" else f"{est.cv_method_} ") + what
+    frame = {"depth": res["param_depth"], "diag_reg": res["param_diag_reg"]}
+    for key in ("W_std", "b_std"):
+        values = list(res[f"param_{key}"])
+        if len(set(values)) > 1:
+            frame[key] = values
+    frame[name] = res["mean_test_score"]
+    if "mean_test_log_loss" in res:
+        frame["log_loss"] = res["mean_test_log_loss"]
+    frame["rank"] = res["rank_test_score"]
+    frame["chosen"] = ["*" if p == est.best_params_ else "" for p in res["params"]]
+    return pd.DataFrame(frame)
+
+
+def selection_table_text(table) -> str:
+    """:func:`selection_table` as aligned text (ridges to 3 digits, scores to 4 decimals)."""
+    formats = {"diag_reg": "{:.3g}".format, "log_loss": "{:.4f}".format}
+    score = [c for c in table.columns if c not in ("depth", "diag_reg", "W_std", "b_std", "log_loss", "rank", "chosen")]
+    formats.update({c: "{:.4f}".format for c in score})
+    return table.to_string(index=False, formatters=formats)

@@ -27,6 +27,7 @@ from .._validation import check_backend, check_choice, check_nonnegative_int, ch
 from ..errors import ArgumentError, ArgumentTypeError
 from ..gram import kernel
 from ..spec import MLP
+from ..tiling import default_n_jobs
 from ._common import DIAG_REGS, Progress, check_verbose
 from ._estimators import RUNTIME_DOC, SOLVERS, STRUCTURE_DOC, NTKClassifier, NTKRegressor
 from ._loo import EigenLOO, best_index, classification_score, regression_score
@@ -164,6 +165,27 @@ class _CVBase(BaseEstimator):
             return False, f"the eigendecomposition needs {config.format_bytes(4 * per)}, above the memory budget", 0
         return True, "", max(1, min(n_depths, budget // per - 3))
 
+    def search_plan(self, n_samples: int) -> tuple[str, str]:
+        """How :meth:`fit` on ``n_samples`` rows will score the candidates, before any work.
+
+        Returns
+        -------
+        method : str
+            "loo" (exact closed-form leave-one-out) or "<k>-fold" (as ``cv_method_`` will be).
+        reason : str
+            Why k-fold ("" for "loo"): the explicit ``cv``, or the dense limit or memory budget the
+            eigendecomposition would exceed.
+        """
+        n = check_positive_int(n_samples, "n_samples")
+        if self.cv is not None:
+            try:
+                k = check_cv(self.cv).get_n_splits()
+            except (TypeError, ValueError):  # a splitter that needs the data to count its folds
+                return "k-fold", f"cv={self.cv!r}"
+            return f"{k}-fold", f"cv={self.cv!r}"
+        dense, why, _ = self._dense_fits(n, 1)
+        return ("loo", "") if dense else ("5-fold", why)
+
     # ------------------------------------------------------------------------------ search
     def _search(self, X, y, Y, labels):
         base, depths, diag_regs, W_grid, b_grid = self._check_grid()
@@ -213,6 +235,7 @@ class _CVBase(BaseEstimator):
 
     def _loo_search(self, X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, progress):
         results = []
+        n_jobs = default_n_jobs() if self.n_jobs is None else self.n_jobs
         for W_std, b_std in itertools.product(W_grid, b_grid):
             arch = dataclasses.replace(base, W_std=W_std, b_std=b_std)
             for start in range(0, len(depths), group):
@@ -221,12 +244,15 @@ class _CVBase(BaseEstimator):
                     arch, X, None, chunk, self.kernel, dtype=self.dtype, backend=self.backend, n_jobs=self.n_jobs,
                     progress=progress.bar,
                 )  # fmt: skip
-                for depth, K in zip(chunk, grams):
-                    loo = EigenLOO(K, Y)
-                    for r in diag_regs:
-                        pred = loo.predictions(r)
+                grams = list(grams)
+                for g, depth in enumerate(chunk):
+                    # the Gram is this search's own: the eigenvectors overwrite it (no second n^2 buffer)
+                    loo = EigenLOO(grams[g], Y, overwrite_k=True)
+                    grams[g] = None
+                    for r, pred in loo.iter_predictions(diag_regs, n_jobs):  # the ridges in one pass over V
                         score = regression_score(Y, pred) if labels is None else classification_score(pred, labels)
                         results.append({"depth": depth, "diag_reg": r, "W_std": W_std, "b_std": b_std, **score})
+                    del loo
                     progress.say(f"W_std={W_std:g}, b_std={b_std}, depth {depth}: scored {len(diag_regs)} ridges")
                 del grams
         return results
@@ -325,11 +351,11 @@ class NTKRegressorCV(RegressorMixin, _CVBase):
     the closed form equals explicit refits of :class:`NTKRegressor` without each point (its target mean and its
     relative ridge recomputed, as a refit does), see ``ntkfast.sklearn._loo``.
 
-    Cost: one Gram and one eigendecomposition per depth, then O(n^2) per ridge.  The
-    eigendecomposition dominates (about 20 Cholesky factorisations of the same n with this
-    LAPACK), so against ``GridSearchCV(NTKRegressor(), same grid, cv=5)`` (375 Cholesky fits for
-    5 x 15 candidates) the gain is about 3x at n = 2000 and grows with the number of ridges
-    and folds (``benchmarks/cv_speed.py``; measured single-threaded on a loaded 2-core machine).
+    Cost: the Grams of every depth from one tile pass, one eigendecomposition per depth (LAPACK's
+    divide-and-conquer, in the Gram's own memory), then one pass over the eigenvectors scores
+    every ridge (O(n^2 k) per ridge, no n x n temporaries: ``ntkfast.sklearn._loo_sums``).  The
+    eigendecompositions dominate.  ``benchmarks/cv_speed.py`` times it against
+    ``GridSearchCV(NTKRegressor(), same grid, cv=5)`` (375 Cholesky fits for 5 x 15 candidates).
 
     Examples
     --------

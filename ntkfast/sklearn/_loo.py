@@ -16,8 +16,11 @@ ridges of a grid share it.  The result equals n explicit refits of the estimator
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import scipy.optimize
 import scipy.special
+
+from ._loo_sums import loo_sums
 
 __all__ = ["EigenLOO", "fit_temperature", "regression_score", "classification_score", "best_index"]
 
@@ -28,25 +31,32 @@ class EigenLOO:
     Parameters
     ----------
     K : ndarray of shape (n, n), float64, n >= 2
-        The training Gram (not modified).
+        The training Gram (not modified unless ``overwrite_k``).
     Y : ndarray of shape (n, k)
         Targets (one-hot for a classifier), not centred.
+    overwrite_k : bool, default=False
+        K is the caller's scratch: the eigenvectors are written into its memory (no second n x n
+        buffer, and LAPACK's divide-and-conquer driver runs on it without a copy).
     """
 
-    def __init__(self, K: np.ndarray, Y: np.ndarray):
+    def __init__(self, K: np.ndarray, Y: np.ndarray, overwrite_k: bool = False):
         n = len(K)
         self.diag = np.diag(K).copy()
-        lam, V = np.linalg.eigh(K)
+        # a symmetric C-ordered K is, transposed, the same matrix in the Fortran order LAPACK
+        # works in: with overwrite it is factorised in place, otherwise SciPy copies it once
+        own = overwrite_k and K.dtype == np.float64 and K.flags.c_contiguous and K.flags.writeable
+        lam, V = scipy.linalg.eigh(K.T if own else K, driver="evd", overwrite_a=own, check_finite=False)
         self.lam = np.clip(lam, 0.0, None)  # round-off negatives of a PSD Gram
         self.V = V
         self.Y = Y
         self.PQ = np.hstack([V.T @ Y, V.sum(axis=0)[:, None]])  # V^T [Y, 1], shared by every ridge
         self.m = (Y.sum(axis=0)[None, :] - Y) / (n - 1)  # the left-out target means, (n, k)
+        self.scale = (self.diag.sum() - self.diag) / (n - 1)  # lam_i = diag_reg * scale_i
 
     def predictions(self, diag_reg: float) -> np.ndarray:
-        """``f_{-i}(x_i)`` for every i, shape (n, k)."""
-        n = len(self.diag)
-        reg = diag_reg * (self.diag.sum() - self.diag) / (n - 1)
+        """``f_{-i}(x_i)`` for every i, shape (n, k) (NumPy, n x n temporaries: the reference for
+        :meth:`predictions_all`)."""
+        reg = diag_reg * self.scale
         VW = self.lam[None, :] + reg[:, None]  # row i: V_i / (s + lam_i), built in place (one n^2 buffer)
         np.reciprocal(VW, out=VW)
         VW *= self.V
@@ -54,13 +64,43 @@ class EigenLOO:
         GZ = VW @ self.PQ  # [G Y, G 1]
         return self.Y - (GZ[:, :-1] - self.m * GZ[:, -1:]) / G_ii[:, None]
 
+    def predictions_all(self, diag_regs, n_jobs: int = 1) -> np.ndarray:
+        """``f_{-i}(x_i)`` for every ridge of ``diag_regs`` and every i, shape (len(diag_regs), n, k),
+        from one pass over the eigenvectors (``_loo_sums``; no n x n temporaries)."""
+        G, GZ = loo_sums(self.V.T, self.lam, self.PQ, self.scale, np.asarray(diag_regs, dtype=np.float64), n_jobs)
+        GY = np.transpose(GZ[:, :-1, :], (0, 2, 1))  # (R, n, k)
+        G1 = GZ[:, -1, :, None]
+        return self.Y[None] - (GY - self.m[None] * G1) / G[:, :, None]
+
+
+    def iter_predictions(self, diag_regs, n_jobs: int = 1):
+        """``(diag_reg, f_{-i}(x_i) for every i)`` for each ridge, from :meth:`predictions_all` over
+        groups of ridges whose results together take at most about one n x n buffer (a long grid
+        of many classes never holds every ridge's (n, k) arrays at once)."""
+        n, k = self.Y.shape
+        per_ridge = 8 * n * (2 * k + 2)  # G, [G Y, G 1] and the predictions of one ridge
+        group = max(1, (8 * n * n) // per_ridge)
+        diag_regs = tuple(diag_regs)
+        for start in range(0, len(diag_regs), group):
+            chunk = diag_regs[start : start + group]
+            yield from zip(chunk, self.predictions_all(chunk, n_jobs))
+
 
 def fit_temperature(decision: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T minimising the mean log-loss of softmax(decision / T) at ``labels``."""
     rows = np.arange(len(labels))
+    top = decision.max(axis=1, keepdims=True)
+    shifted = decision - top  # <= 0 (-inf: a class a k-fold training fold lacked): exp never overflows
+    margin = np.mean(shifted[rows, labels])  # mean of (d_label - d_max), <= 0
+    buffer = np.empty_like(shifted)
 
     def log_loss(log_T):
-        return -np.mean(scipy.special.log_softmax(decision / np.exp(log_T), axis=1)[rows, labels])
+        # mean_i [logsumexp(d_i / T) - d_i,label / T] with the row maximum taken out (a few
+        # vectorised passes over n x k: the search calls this ~30 times per candidate)
+        inv = np.exp(-log_T)
+        np.multiply(shifted, inv, out=buffer)
+        np.exp(buffer, out=buffer)
+        return float(np.mean(np.log(buffer.sum(axis=1))) - margin * inv)
 
     # decision values live on the scale of the one-hot targets: T in [1e-3, 1e3] is ample
     return float(np.exp(scipy.optimize.minimize_scalar(log_loss, bounds=(-7.0, 7.0), method="bounded").x))

@@ -1,4 +1,10 @@
-"""``ntkfast fit``: fit preprocessing + NTKRegressor/NTKClassifier to a CSV file, save with joblib.
+"""``ntkfast fit``: fit preprocessing + a model to a CSV file, save with joblib.
+
+By default the model is ``NTKRegressorCV`` / ``NTKClassifierCV``: depth and diag_reg chosen by
+exact leave-one-out (k-fold above the dense limit), the choice printed and saved with the model
+(``bundle["selection"]``).  What the command line fixes is not selected (:func:`selection_of`):
+``--depth`` (or a finite ``--t``) fits the plain NTKRegressor / NTKClassifier; ``--diag-reg``
+alone makes the selection's ridge grid that one value.
 
 The network is built once from the command line (``MLP.from_params(args)``) and every network
 option reaches the estimator: the options the estimator has as parameters are passed to it by
@@ -9,6 +15,9 @@ model under the requested name and never destroys a good one that was there.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import math
 import time
 
 import numpy as np
@@ -22,6 +31,7 @@ from ..files import atomic_output, output_file
 from ..network import ARCH_OPTIONS, network
 from ..parser import MAX_AUTO_CLASSES
 from ..preprocess import feature_kinds, make_preprocessor, model_frame
+from ..report import describe_without_depth, selection_lines, selection_table, selection_table_text
 from ..tables import read_table
 
 MODEL_FORMAT = "ntkfast-model/2"  # /1: StandardScaler + estimator on a numeric array (still read by predict)
@@ -40,18 +50,73 @@ def task_of(task: str, y: np.ndarray) -> str:
     return "regression"
 
 
-def make_estimator(task: str, args, arch: MLP):
-    """NTKRegressor or NTKClassifier with the command line's options, the network's included."""
-    from ...sklearn import NTKClassifier, NTKRegressor
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What ``fit`` selects: ``select`` (the CV estimator, over ``depths`` x ``diag_regs``; None: its
+    default grid) or the plain estimator, with ``fixed`` saying which option fixed what."""
 
-    Estimator = NTKClassifier if task == "classification" else NTKRegressor
-    given = {"kernel": args.kernel, "t": args.t, "lr": args.lr, "diag_reg": args.diag_reg, "solver": args.solver,
-             "n_centers": args.n_centers or None}  # fmt: skip
+    select: bool
+    depths: tuple | None = None
+    diag_regs: tuple | None = None
+    fixed: str = ""
+
+
+def selection_of(args) -> Selection:
+    """The command line's choice: what the user fixed is not selected (usage errors for the
+    combinations that contradict each other)."""
+    finite_t = args.t is not None and math.isfinite(args.t)
+    if args.lr is not None and not finite_t:
+        args.parser.error("--lr: the learning rate matters only for a finite training time --t")
+    if args.depth is not None or finite_t:
+        fixed = f"--depth {args.depth}" if args.depth is not None else f"--t {args.t:g}"
+        if args.depths is not None:
+            args.parser.error(f"--depths: the depths the selection tries; {fixed} fits one model: give one of them")
+        if args.cv:
+            args.parser.error(
+                f"--cv: the score table is the selection's; {fixed} fits one model (for a one-depth selection "
+                "of the ridge, use --depths D instead of --depth D)"
+            )
+        return Selection(False, fixed=fixed)
+    if args.diag_reg == 0:
+        args.parser.error("--diag-reg 0: no ridge cannot be scored by leave-one-out; add --depth D to fit it as given")
+    diag_regs = None if args.diag_reg in (None, "auto") else (float(args.diag_reg),)
+    depths = None if args.depths is None else tuple(args.depths)
+    return Selection(True, depths, diag_regs, "" if diag_regs is None else f"--diag-reg {args.diag_reg:g}")
+
+
+def _arch_for(args, selection: Selection) -> MLP:
+    """The network of the command line; without --depth, at the deepest candidate depth (so that
+    every option is checked against the largest network the selection builds)."""
+    if args.depth is not None:
+        return network(args)
+    from ...sklearn import DEPTHS, NTKRegressor
+
+    depth = max(selection.depths or DEPTHS) if selection.select else NTKRegressor().depth  # its default
+    return network(argparse.Namespace(**{**vars(args), "depth": depth}))
+
+
+def make_estimator(task: str, args, arch: MLP, selection: Selection):
+    """NTKRegressor(CV) or NTKClassifier(CV) with the command line's options, the network's
+    included; an option the estimator of this ntkfast does not have is refused, not dropped."""
+    from ... import sklearn as nf_sklearn
+
+    name = ("NTKClassifier" if task == "classification" else "NTKRegressor") + ("CV" if selection.select else "")
+    Estimator = getattr(nf_sklearn, name, None)
+    if Estimator is None:
+        raise CommandError(f"this ntkfast has no ntkfast.sklearn.{name}; fix the depth with --depth D")
+    if selection.select:
+        given = {"kernel": args.kernel, "solver": args.solver, "n_centers": args.n_centers or None,
+                 "depths": selection.depths, "diag_regs": selection.diag_regs}  # fmt: skip
+        names = [n for n in ARCH_OPTIONS if n != "depth"]  # the depth is selected
+    else:
+        given = {"kernel": args.kernel, "t": args.t, "lr": args.lr, "diag_reg": args.diag_reg, "solver": args.solver,
+                 "n_centers": args.n_centers or None}  # fmt: skip
+        names = list(ARCH_OPTIONS)
     est = Estimator(**{k: v for k, v in given.items() if v is not None})  # the rest: the estimator's defaults
     accepted = est.get_params()
     default = MLP()
-    values = {name: getattr(arch, name) for name in ARCH_OPTIONS}
-    missing = [n for n in ARCH_OPTIONS if n not in accepted and values[n] != getattr(default, n)]
+    values = {name: getattr(arch, name) for name in names}
+    missing = [n for n in names if n not in accepted and values[n] != getattr(default, n)]
     # width only shapes the standard parameterization: the default width is no request
     if "width" in missing and arch.parameterization == "ntk" and args.width == default.width:
         missing.remove("width")
@@ -66,30 +131,16 @@ def make_estimator(task: str, args, arch: MLP):
     return est
 
 
-def cv_estimator(task: str, args, arch: MLP):
-    """``--select``: ``NTKRegressorCV`` / ``NTKClassifierCV`` (depth and diag_reg chosen by exact
-    leave-one-out) with the command line's network and solver options, or a CommandError where
-    this ntkfast does not have them.  ``--cv K`` stays a report of the K-fold score."""
-    from ... import sklearn as nf_sklearn
-
-    name = "NTKClassifierCV" if task == "classification" else "NTKRegressorCV"
-    Estimator = getattr(nf_sklearn, name, None)
-    if Estimator is None:
-        raise CommandError(f"--select: this ntkfast has no ntkfast.sklearn.{name}; fit a fixed depth instead")
-    est = Estimator()
-    accepted = est.get_params()
-    if args.diag_reg is not None or args.t is not None or args.lr is not None:
-        args.parser.error("--select chooses diag_reg itself and fits kernel regression: drop --diag-reg/--t/--lr")
-    values = {n: getattr(arch, n) for n in ARCH_OPTIONS if n != "depth"}
-    options = {"kernel": args.kernel, "solver": args.solver, "n_centers": args.n_centers or None, "depths": args.depths}
-    values.update({k: v for k, v in options.items() if v is not None})
-    missing = [n for n in values if n not in accepted and values[n] != getattr(MLP(), n, None)]
-    if missing:
-        raise CommandError(f"--select: {name} of this ntkfast has no parameter {', '.join(missing)}")
-    est.set_params(**{n: v for n, v in values.items() if n in accepted})
-    if "verbose" in accepted and args.progress is not False:
-        est.set_params(verbose=1)
-    return est
+def selection_record(est, selection: Selection) -> dict:
+    """What the saved model records about the choice of depth and diag_reg."""
+    if selection.select:
+        return {"method": est.cv_method_, "depth": int(est.depth_), "diag_reg": float(est.diag_reg_),
+                "score": float(est.best_score_), "candidates": len(est.cv_results_["params"]),
+                "fixed": selection.fixed or None}  # fmt: skip
+    auto = est.get_params().get("diag_reg") == "auto"
+    reg = float(getattr(est, "diag_reg_", est.diag_reg))
+    return {"method": "fixed", "depth": int(est.arch_.depth), "diag_reg": reg, "diag_reg_auto": auto,
+            "fixed": selection.fixed}  # fmt: skip
 
 
 def _columns(table, args):
@@ -135,8 +186,22 @@ def _plan(est, arch, X, n: int, k: int) -> str | None:
     return f"plan: solver {plan.method!r} ({what}), {memory} of memory{eta}"
 
 
+def _selection_plan(est, n: int) -> str:
+    """One line: how the CV estimator will score its candidates (and the cost of a k-fold fallback)."""
+    depths, regs = tuple(est.depths), tuple(est.diag_regs)
+    grid = f"depths {','.join(map(str, depths))} x {len(regs)} diag_reg{'s' if len(regs) > 1 else ''}"
+    method, why = est.search_plan(n)
+    if method == "loo":
+        return f"selection: {grid} by exact leave-one-out (one eigendecomposition per depth), then one refit"
+    k = method.split("-")[0]
+    fits = f"{int(k) * len(depths) * len(regs)} fits" if k.isdigit() else "a fit per fold and candidate"
+    return (f"selection: {grid} by {method} cross-validation ({why}): {fits}, then one refit; "
+            "--depth D --diag-reg R fits once")  # fmt: skip
+
+
 def run(args) -> int:
-    arch = network(args)  # option errors before any reading
+    selection = selection_of(args)
+    arch = _arch_for(args, selection)  # option errors before any reading
     out_path = output_file(args.output, inputs=(args.train,))
     table = read_table(args.train, args)  # file errors before slow imports
 
@@ -160,11 +225,18 @@ def run(args) -> int:
     kinds = feature_kinds(table, features)
     names = [table.names[c] for c in features]
     X = model_frame(table, features, kinds, names)
-    if args.depths is not None and not args.select:
-        args.parser.error("--depths: only with --select")
-    est = cv_estimator(task, args, arch) if args.select else make_estimator(task, args, arch)
+    est = make_estimator(task, args, arch, selection)
     if args.n_centers and args.n_centers > len(X):
         raise CommandError(f"--n-centers {args.n_centers}: more Nystrom centres than the {len(X)} training rows")
+    if selection.select and len(X) < 2:
+        raise CommandError(
+            f"{args.train}: {len(X)} training row: leave-one-out selection needs at least 2 (or fix --depth D)"
+        )
+    if args.kfold:
+        if args.kfold < 2:
+            args.parser.error(f"--kfold: expected 0 (off) or at least 2 folds, got {args.kfold}")
+        if args.kfold > len(X):
+            raise CommandError(f"--kfold {args.kfold}: more folds than the {len(X)} rows")
     preprocess = make_preprocessor(names, kinds)
     model = Pipeline([("preprocess", preprocess), ("model", est)])
     what = "accuracy" if task == "classification" else "R^2"
@@ -172,26 +244,29 @@ def run(args) -> int:
     n_cat = sum(k != "numeric" for k in kinds)
     cat = f" ({n_cat} categorical, one-hot encoded)" if n_cat else ""
     say(f"{args.train}: {len(X)} rows, {len(names)} features{cat}, target {table.names[t]!r} ({kind}; see --task)")
-    say(f"network: {describe(arch)}")
-    plan = _plan(est, arch, preprocess.fit_transform(X), len(X), 1 if task == "regression" else len(np.unique(y)))
-    if plan:
-        say(plan)
+    say(f"network: {describe(arch) if not selection.select else describe_without_depth(arch)}")
+    if selection.select:
+        say(_selection_plan(est, len(X)))
+    else:
+        plan = _plan(est, arch, preprocess.fit_transform(X), len(X), 1 if task == "regression" else len(np.unique(y)))
+        if plan:
+            say(plan)
     with progress(args.progress, args.log_every):
-        if args.cv:
-            if args.cv < 2:
-                args.parser.error(f"--cv: expected 0 (off) or at least 2 folds, got {args.cv}")
-            if args.cv > len(X):
-                raise CommandError(f"--cv {args.cv}: more folds than the {len(X)} rows")
-            scores = cross_val_score(model, X, y, cv=args.cv)
-            say(f"{args.cv}-fold cross-validated {what}: {scores.mean():.4f} +- {scores.std():.4f}")
+        if args.kfold:
+            scores = cross_val_score(model, X, y, cv=args.kfold)
+            inside = " (the selection rerun inside each fold)" if selection.select else ""
+            say(f"{args.kfold}-fold cross-validated {what}{inside}: {scores.mean():.4f} +- {scores.std():.4f}")
         t0 = time.perf_counter()
         model.fit(X, y)
-    solver = getattr(est, "solver_", None)
+    fitted = est.best_estimator_ if selection.select else est
+    solver = getattr(fitted, "solver_", None)
     how = f" (solver {solver!r})" if solver else ""
     say(f"fitted {type(est).__name__} in {time.perf_counter() - t0:.2f} s{how}")
-    if args.select:
-        say(f"selected by {getattr(est, 'cv_method_', 'cross-validation')}: depth {est.depth_}, diag_reg "
-            f"{est.diag_reg_:.3g} (best score {est.best_score_:.4g})")  # fmt: skip
+    record = selection_record(est, selection)
+    for line in selection_lines(record, what, table=args.cv):
+        say(line)
+    if args.cv:
+        say(selection_table_text(selection_table(est, what)))
     bundle = {
         "format": MODEL_FORMAT,
         "model": model,  # the sklearn Pipeline: joblib.load(path)["model"].predict(a DataFrame)
@@ -206,6 +281,7 @@ def run(args) -> int:
         "id_position": id_col,
         "dropped": [table.names[c] for c in dropped],
         "task": task,
+        "selection": record,  # how depth and diag_reg were chosen (selection_record)
         "ntkfast_version": __version__,
     }
     with atomic_output(out_path) as partial:
