@@ -20,7 +20,7 @@ import pytest
 from scipy import integrate, special
 
 import ntkfast as nf
-from ntkfast import series, spec
+from ntkfast import config, series, spec
 from ntkfast.backends import cpu_series
 from ntkfast.errors import ArgumentError
 
@@ -70,7 +70,7 @@ def truth(fn, sxx, syy, sxy):
     return _quad(lambda z1: _pdf(z1) * f(ax * z1) * inner(z1), [0.0])
 
 
-def _series_pair(act, sxx, syy, sxy, tol=series.DEFAULT_TOL):
+def _series_pair(act, sxx, syy, sxy, tol=None):
     ls = series.layer_series(act, np.array([sxx, syy]), tol)
     inv = series.inverse_sqrt(np.array([sxx, syy]))
     rho = sxy * inv[0] * inv[1]
@@ -126,7 +126,7 @@ def test_large_variance_warns_and_bound_holds():
     act = spec.Tanh()
     with pytest.warns(series.SeriesAccuracyWarning, match="tanh.*degree cap"):
         ls = series.layer_series(act, np.array([400.0, 250.0]))
-    assert ls.degree == series.MAX_DEGREE and 1e-12 < ls.bound < 1.0
+    assert ls.degree == config.SERIES_MAX_DEGREE and 1e-12 < ls.bound < 1.0
     for rho in (0.5, 1.0):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", series.SeriesAccuracyWarning)
@@ -140,7 +140,7 @@ def test_kinked_warn_with_a_bound_that_holds(name):
     act = KINKED[name]
     with pytest.warns(series.SeriesAccuracyWarning, match=act.name):
         ls = series.layer_series(act, np.array([0.9, 1.6]))
-    assert ls.bound > series.DEFAULT_TOL
+    assert ls.bound > config.SERIES_TOL
     for rho in (0.6, 1 - 1e-9, -1.0):
         sxy = rho * math.sqrt(0.9 * 1.6)
         inv = series.inverse_sqrt(np.array([0.9, 1.6]))
@@ -390,10 +390,16 @@ def test_dask_blocks():
 @pytest.mark.parametrize("act", [spec.Tanh(), spec.SiLU(), spec.ELU(0.5), spec.GeluTanh()], ids=lambda a: a.name)
 def test_interpolated_coefficients_equal_direct_quadrature(act, monkeypatch):
     """Many rows: coefficients interpolated in sigma (accepted only when the M- and (2M-1)-point
-    interpolants agree to 1e-13 at every row) equal the direct quadrature of every row."""
+    interpolants agree to 1e-13 at the midpoints and points) equal the direct quadrature of every
+    row, and the truncation profile from the samples equals the profile over every row."""
     rng = np.random.default_rng(4)
     for s in (rng.uniform(1.5, 2.5, 700), np.exp(rng.uniform(-6, 1.5, 700)), np.full(700, 0.8)):
-        got = series._coefficients(act, s, 128)
+        got, samples = series._coefficients(act, s, 128)
         want = series.hermite_coefficients(act, s, 128)
         for g, w in zip(got, want):
             assert np.abs(g - w).max() <= 1e-14 * np.abs(w).max()
+        rows, sampled = series._profile(*want), series._profile(*samples)
+        # the samples include both ends of the rows' range, so they can only exceed the rows' max
+        # by the tails between rows; at most rounding below it
+        assert np.all(sampled >= rows * (1 - 1e-9) - 1e-16)
+        assert np.all(sampled <= rows * 1.5 + 1e-16)
