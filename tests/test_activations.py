@@ -430,3 +430,15 @@ def test_interpolated_coefficients_equal_direct_quadrature(act, monkeypatch):
         margin = 1.0 if samples[0] is got[0] else series._SAMPLED_PROFILE_MARGIN
         assert np.all(sampled * margin >= rows - 1e-14)
         assert np.all(sampled <= rows * 1.5 + 1e-14)
+
+
+def test_bench_activation_times_smoke(capsys):
+    """``ntkfast bench --activations`` (bench.activation_times) at a tiny size: every row has the
+    kernel, ReLU and per-row times and their ratio (no timed assertion)."""
+    from ntkfast import bench
+
+    rows = bench.activation_times(n=48, d=5, names=("tanh", "elu", "elementwise"), repeat=1)
+    assert [r["activation"] for r in rows] == ["tanh", "elu", "elementwise"]
+    for r in rows:
+        assert r["kernel"] > 0 and r["relu"] > 0 and r["rows"] > 0
+        assert r["ratio"] == pytest.approx(r["kernel"] / r["relu"])
