@@ -442,3 +442,4 @@ def test_bench_activation_times_smoke(capsys):
     for r in rows:
         assert r["kernel"] > 0 and r["relu"] > 0 and r["rows"] > 0
         assert r["ratio"] == pytest.approx(r["kernel"] / r["relu"])
+

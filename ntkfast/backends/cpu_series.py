@@ -54,7 +54,10 @@ def _fill(bc, bd, cy, dy, c0, layer, lo, hi, bj):
 def _terms(k, kd, p, rho, bc, bd, cx, dx, ii, layer, lo, hi, a, b):
     """Add terms lo..hi of both series to the pairs a..b - 1, in ascending order (p[j] holds
     rho[j]^lo on entry, rho[j]^(hi + 1) on return).  Four terms per pass over the pairs: the
-    loop is bound by its loads and stores, which four terms share."""
+    loop is bound by its loads and stores, which four terms share.  LLVM leaves the four-term
+    loop scalar (its twelve arrays exceed the vectoriser's runtime alias checks), and it still
+    measured 1.4x faster per term than the vectorised one-term loop (0.7 vs 1.0-1.2 ns per pair
+    and term, AVX-512, loaded machine); a vectorised four-term Horner form measured 2 ns."""
     m = lo
     while m + 3 <= hi:
         a0, a1, a2, a3 = cx[ii, layer, m], cx[ii, layer, m + 1], cx[ii, layer, m + 2], cx[ii, layer, m + 3]
