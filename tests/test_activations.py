@@ -443,3 +443,27 @@ def test_bench_activation_times_smoke(capsys):
         assert r["kernel"] > 0 and r["relu"] > 0 and r["rows"] > 0
         assert r["ratio"] == pytest.approx(r["kernel"] / r["relu"])
 
+
+
+def test_series_settings_are_read_from_config_at_use_time(monkeypatch):
+    """config.SERIES_MAX_DEGREE / SERIES_TOL / SERIES_WARN_BOUND are read when used; a cap outside
+    the verified quadrature range is refused with a ConfigError."""
+    from ntkfast.errors import ConfigError
+
+    s = np.array([0.5, 30.0])
+    monkeypatch.setattr(config, "SERIES_MAX_DEGREE", 64)
+    with pytest.warns(series.SeriesAccuracyWarning):
+        ls = series.layer_series(spec.Tanh(), s)
+    assert ls.degree == 64
+    monkeypatch.setattr(config, "SERIES_WARN_BOUND", 1.0)  # the bound reached is below it: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", series.SeriesAccuracyWarning)
+        assert series.layer_series(spec.Tanh(), s).degree == 64
+    monkeypatch.setattr(config, "SERIES_MAX_DEGREE", 512)
+    monkeypatch.setattr(config, "SERIES_TOL", 1e-4)
+    s = np.array([0.5, 2.0])
+    assert series.layer_series(spec.Tanh(), s).degree < series.layer_series(spec.Tanh(), s, tol=1e-12).degree
+    for bad in (1000, 0, 2.5, "64", True):
+        monkeypatch.setattr(config, "SERIES_MAX_DEGREE", bad)
+        with pytest.raises(ConfigError, match="SERIES_MAX_DEGREE"):
+            series.layer_series(spec.Tanh(), s)
