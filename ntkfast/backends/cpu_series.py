@@ -123,8 +123,13 @@ def tile(first, steps, tables, G, cx, dx, inv_x, r0, cy, dy, inv_y, c0, nngp, nt
     p = np.empty(bj, G.dtype)
     k = np.empty(bj, G.dtype)
     kd = np.empty(bj, G.dtype)
-    bc = np.empty((n_steps, dmax, bj), G.dtype)
-    bd = np.empty((n_steps, dmax, bj), G.dtype)
+    # a row's degree is that of a |rho| <= r_high: at most the table's up to bin HIGH_BIN
+    dbuf = 1
+    for layer in range(n_steps):
+        for b in range(min(HIGH_BIN, tables.shape[1] - 1) + 1):
+            dbuf = max(dbuf, min(dmax, tables[layer, b] + 1))
+    bc = np.empty((n_steps, dbuf, bj), G.dtype)
+    bd = np.empty((n_steps, dbuf, bj), G.dtype)
     have = np.zeros(n_steps, np.int64)  # degrees 0..have - 1 of each layer are in bc, bd
     binv = np.empty((n_steps, bj), G.dtype)
     for layer in range(n_steps):
