@@ -117,9 +117,12 @@ def fit_times(n: int = 10_000, d: int = 50, seed: int = 0) -> dict:
 
 
 def main(quick: bool = False, spectrum: bool = False, scale: bool = False, fit: bool = False,
-         dask: bool = False, startup: bool = False) -> None:  # fmt: skip
+         dask: bool = False, startup: bool = False, activations: bool = False) -> None:  # fmt: skip
     if startup:
         print_startup(3 if quick else 5)
+        return
+    if activations:
+        print_activation_times(n=1000 if quick else 4000)
         return
     if dask:
         dask_scale_benchmark(n=20_000 if quick else 200_000, m=300 if quick else 1000)
@@ -436,3 +439,50 @@ def print_startup(repeat: int = 5) -> None:
     print("Floor, same machine (a trivial @njit(cache=True) function in its own process):")
     print(f"  import numpy {t['numpy']:.3f}, import numba {t['numba']:.3f}, "
           f"first cached call {t['numba_first_call']:.3f}")
+
+
+# -------------------------------------------------------- series activations (issue 14, act)
+SERIES_ACTIVATIONS = ("tanh", "sigmoid", "softplus", "silu", "elu", "selu", "mish", "gelu_tanh", "elementwise")
+
+
+def activation_times(n: int = 4000, d: int = 784, depth: int = 3, names=SERIES_ACTIVATIONS, repeat: int = 3,
+                     seed: int = 0) -> list[dict]:
+    """Depth-``depth`` NTK of ``n`` Gaussian rows in ``d`` dimensions, float64, for each Hermite-series
+    activation against ReLU, in this process.
+
+    ``"elementwise"`` is ``Elementwise(np.tanh)`` (a user's callable).  Per activation: the whole
+    ``kernel`` call, the ReLU call (measured next to it, so the ratio sees the same machine load),
+    their ratio, and the one-time per-row part alone (``engine.prepare_rows``: the diagonal
+    recursion with every layer's Hermite coefficients), which the call includes.
+    """  # fmt: skip
+    import warnings
+
+    from . import engine
+    from .series import SeriesAccuracyWarning
+    from .spec import Elementwise
+
+    X = np.random.default_rng(seed).standard_normal((n, d))
+    out = np.empty((n, n))
+    relu = MLP(depth=depth, activation="relu", W_std=1.4, b_std=0.1)
+    rows = []
+    for name in names:
+        act = Elementwise(np.tanh, name="elementwise(np.tanh)") if name == "elementwise" else name
+        arch = MLP(depth=depth, activation=act, W_std=1.4, b_std=0.1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SeriesAccuracyWarning)  # ELU/SELU state their bound; see the tests
+            t_kernel = best_time(lambda arch=arch: kernel(arch, X, out=out), repeat)
+            t_relu = best_time(lambda: kernel(relu, X, out=out), repeat)
+            t_rows = best_time(lambda arch=arch: engine.prepare_rows(arch, X), repeat)
+        rows.append({"activation": name, "kernel": t_kernel, "relu": t_relu, "ratio": t_kernel / t_relu,
+                     "rows": t_rows})  # fmt: skip
+    return rows
+
+
+def print_activation_times(n: int = 4000, d: int = 784) -> list[dict]:
+    """Print :func:`activation_times` as a table."""
+    print(f"NTK, depth 3, n = {n}, d = {d}, float64: each series activation against ReLU, in one process")
+    print(f"{'activation':>12} {'kernel s':>9} {'ReLU s':>8} {'ratio':>6} {'per-row s':>10}")
+    rows = activation_times(n, d)
+    for r in rows:
+        print(f"{r['activation']:>12} {r['kernel']:>9.3f} {r['relu']:>8.3f} {r['ratio']:>6.2f} {r['rows']:>10.3f}")
+    return rows

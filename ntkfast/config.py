@@ -157,3 +157,11 @@ def format_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n} B"
+
+# ----------------------------------------------------- Hermite-series activations (issue 14, act)
+# Requested truncation bound of the series (relative to sqrt(K(x, x) K(y, y))), the degree cap,
+# and the bound reached at the cap above which ntkfast.series warns (SeriesAccuracyWarning): the
+# float64 accuracy the project promises; between SERIES_TOL and it the result is still that good.
+SERIES_TOL = 1e-12
+SERIES_MAX_DEGREE = 512
+SERIES_WARN_BOUND = 1e-10

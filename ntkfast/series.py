@@ -22,8 +22,8 @@ same with ``d_k`` and ``E[phi'^2]`` for ``Kdot``.  :func:`layer_series` picks on
 per layer (the largest over the rows of the call, so the bound holds for every pair) such that
 both tails are at most ``tol`` times their diagonal values: then ``|K - K_N| <= tol
 sqrt(K(x, x) K(y, y))`` for every pair, and the same for ``Kdot``.  When the degree cap
-binds and the bound reached is above ``WARN_BOUND`` (1e-10, the float64 accuracy the project
-promises), a :class:`SeriesAccuracyWarning` names the activation and the bound reached.
+binds and the bound reached is above ``config.SERIES_WARN_BOUND`` (1e-10, the float64 accuracy the
+project promises), a :class:`SeriesAccuracyWarning` names the activation and the bound reached.
 
 Quadrature.  Every activation here is smooth except possibly at ``x = 0`` (ELU, SELU: a kink in
 ``phi'`` or ``phi''``), which is ``z = 0`` at every variance, so the integrals are taken with
@@ -36,10 +36,12 @@ overflows at high degree.  The nodes and weights integrate ``h_j h_k`` to 4e-13 
 
 Per pair, only the degree its correlation needs: a pair with ``|rho| <= r`` truncated at ``N`` is
 within ``r^(N+1) profile[N]`` (:func:`degree_table`), so the kernel (``backends/cpu_series``)
-evaluates each chunk of 32 columns of a row to the degree of the chunk's largest ``|rho|``; the
-full degree is paid only next to nearly parallel pairs.  Per row, with 512 rows or more the
-coefficients are interpolated in ``sigma`` from Chebyshev points (accepted only where two
-interpolants agree to 1e-13 at every row; 5e-15 from the direct quadrature in the tests).
+evaluates each row of a tile to the degree of the row's largest ``|rho|`` (nearly parallel pairs,
+above 0.984, to their own); the full degree is paid only next to nearly parallel pairs.  Per row,
+with 512 rows or more the coefficients are interpolated in ``sigma`` from Chebyshev points
+(accepted only where two interpolants agree to 1e-13; 5e-15 from the direct quadrature in the
+tests), and the truncation profile is taken at those points and their midpoints instead of at
+every row.
 
 Non-smooth activations converge slowly: ELU (``alpha != 1``) and SELU have a jump in ``phi'``,
 so the ``d_k`` decay like ``k^(-3/4)`` and no feasible degree reaches 1e-12 near ``rho = +-1``.
@@ -58,14 +60,11 @@ from dataclasses import replace as dataclasses_replace
 import numpy as np
 
 from . import config
-from .errors import ArgumentError
+from .errors import ArgumentError, ConfigError
 
 __all__ = [
     "SeriesAccuracyWarning",
     "LayerSeries",
-    "DEFAULT_TOL",
-    "MAX_DEGREE",
-    "WARN_BOUND",
     "hermite_coefficients",
     "layer_series",
     "diag_recursion",
@@ -80,15 +79,21 @@ __all__ = [
     "SeriesSide",
 ]
 
-# Requested truncation bound, relative to sqrt(K(x, x) K(y, y)), and the degree cap.
-# (Candidates for ntkfast.config: SERIES_TOL, SERIES_MAX_DEGREE.)
-DEFAULT_TOL = 1e-12
-MAX_DEGREE = 512
-# The warning is given when the bound reached at the cap is above this (the float64 accuracy the
-# project promises, ~1e-10 relative); between DEFAULT_TOL and it the result is still that accurate.
-WARN_BOUND = 1e-10
+# The requested truncation bound, the degree cap and the warning threshold are config.SERIES_TOL,
+# config.SERIES_MAX_DEGREE and config.SERIES_WARN_BOUND, read at use time.
 # degree levels tried in turn: the quadrature of each level resolves degrees up to its value
-_LEVELS = (32, 48, 64, 96, 128, 192, 256, 384, 512)
+# (the cap, config.SERIES_MAX_DEGREE, is always the last one tried); the rules are verified
+# orthonormal to 1e-13 up to the last one (tests), and not beyond: 768 is off by 0.1
+_LEVELS = (32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512)
+
+
+def _levels() -> tuple:
+    """The degree levels up to the cap config.SERIES_MAX_DEGREE, the cap last."""
+    cap = config.SERIES_MAX_DEGREE
+    if isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or not 1 <= cap <= _LEVELS[-1]:
+        raise ConfigError(f"config.SERIES_MAX_DEGREE must be an integer in [1, {_LEVELS[-1]}] (the degrees "
+                          f"the quadrature rules are verified for), got {cap!r}")  # fmt: skip
+    return tuple(v for v in _LEVELS if v < cap) + (int(cap),)
 # activation values per chunk of rows (the (rows, nodes) array phi is called on)
 _CHUNK_VALUES = 1 << 22
 
@@ -247,6 +252,7 @@ def hermite_coefficients(activation, s: np.ndarray, nmax: int):
 _INTERP_MIN_ROWS = 512
 _INTERP_POINTS = (17, 33, 65)  # m: interpolants on m and 2m - 1 points
 _INTERP_TOL = 1e-13
+_SAMPLED_PROFILE_MARGIN = 1.01
 
 
 def _chebyshev_matrix(t: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -267,36 +273,55 @@ def _chebyshev_matrix(t: np.ndarray, nodes: np.ndarray) -> np.ndarray:
 
 
 def _coefficients(activation, s: np.ndarray, nmax: int):
-    """:func:`hermite_coefficients`, by interpolation in sigma when there are many rows and it is
-    accurate (the interpolants on M and 2M - 1 Chebyshev points agree to 1e-13 of the largest
-    coefficient at every row: the finer one, which is used, is then at rounding), else directly."""
+    """:func:`hermite_coefficients` of the rows, and the same at the points the truncation
+    profile is taken from.
+
+    With many rows, by interpolation in sigma from 2M - 1 Chebyshev points, accepted when the
+    interpolant on every other point (M) agrees with it to 1e-13 of the largest coefficient at
+    the 2M - 2 midpoints between the points and at the points themselves (their difference is a
+    polynomial of degree 2M - 2; these 4M - 3 samples resolve it); the finer one, which is used,
+    is then at rounding.  The samples (the points, exact, and the midpoints, interpolated) stand
+    for the rows in the truncation profile: every value of sigma the rows have lies in their
+    range [sigma_min, sigma_max], both ends are points, and the relative tails are smooth
+    functions of sigma that 4M - 3 samples resolve, so the profile costs O(M degree) instead of
+    O(n degree).  Else (few rows, or the interpolants disagree) directly, and the rows themselves
+    are the samples.
+
+    Returns ``(rows, samples)``, each a tuple ``(c, d, e2, e2d)`` as from
+    :func:`hermite_coefficients`.
+    """
     n = s.shape[0]
     if n < _INTERP_MIN_ROWS:
-        return hermite_coefficients(activation, s, nmax)
+        vals = hermite_coefficients(activation, s, nmax)
+        return vals, vals
     sigma = np.sqrt(s)
     lo, hi = float(sigma.min()), float(sigma.max())
     if hi == lo:
-        c, d, e2, e2d = hermite_coefficients(activation, s[:1], nmax)
-        return np.repeat(c, n, 0), np.repeat(d, n, 0), np.repeat(e2, n), np.repeat(e2d, n)
+        one = hermite_coefficients(activation, s[:1], nmax)
+        return tuple(np.repeat(v, n, 0) for v in one), one
     t = np.clip((2.0 * sigma - (lo + hi)) / (hi - lo), -1.0, 1.0)
     for m in _INTERP_POINTS:
         if 2 * m - 1 > n // 4:
             break
         nodes = np.cos(np.pi * np.arange(2 * m - 1) / (2 * m - 2))  # the m-point set is every other one
+        mid = np.cos(np.pi * (np.arange(2 * m - 2) + 0.5) / (2 * m - 2))
         at = np.maximum(0.5 * (lo + hi) + 0.5 * (hi - lo) * nodes, 0.0)
         vals = hermite_coefficients(activation, at * at, nmax)
-        fine = _chebyshev_matrix(t, nodes)
-        coarse = _chebyshev_matrix(t, nodes[::2])
-        out = []
+        fine_mid = _chebyshev_matrix(mid, nodes)
+        coarse_check = _chebyshev_matrix(np.concatenate([mid, nodes[1::2]]), nodes[::2])
+        samples = []
         for v in vals:
             v2 = v if v.ndim == 2 else v[:, None]
-            a, b = fine @ v2, coarse @ v2[::2]
-            if np.abs(a - b).max() > _INTERP_TOL * max(float(np.abs(v2).max()), 1e-300):
+            exact = np.concatenate([fine_mid @ v2, v2[1::2]])
+            if np.abs(exact - coarse_check @ v2[::2]).max() > _INTERP_TOL * max(float(np.abs(v2).max()), 1e-300):
                 break
-            out.append(a if v.ndim == 2 else a[:, 0])
+            samples.append(np.concatenate([v2, exact[: mid.size]]))
         else:
-            return tuple(out)
-    return hermite_coefficients(activation, s, nmax)
+            fine = _chebyshev_matrix(t, nodes)
+            rows = tuple(fine @ v for v in vals)
+            return rows, tuple(x if v.ndim == 2 else x[:, 0] for x, v in zip(samples, vals))
+    vals = hermite_coefficients(activation, s, nmax)
+    return vals, vals
 
 
 @functools.cache
@@ -341,9 +366,10 @@ class LayerSeries:
     ``profile[N]`` is the relative truncation bound at degree ``N`` for ``|rho| = 1``; a pair with
     smaller ``|rho|`` is within ``|rho|^(N+1) profile[N]`` (see :func:`degree_table`).
 
-    ``c`` and ``d`` are coefficient-major, shape (degree + 1, n) and C-contiguous, so a kernel
-    looping over a row of pairs reads them with unit stride.  ``bound`` is the truncation bound
-    reached, relative to the diagonal (max over rows and over K, Kdot).
+    ``c`` and ``d`` have shape (degree + 1, n) (``c[k, i]`` = c_k of row i): transposed views of
+    row-major arrays, so that :func:`_pack` copies each row's coefficients in one piece (no
+    C-contiguous transposed copy).  ``bound`` is the truncation bound reached, relative to the
+    diagonal (max over rows and over K, Kdot).
     """
 
     degree: int
@@ -359,41 +385,49 @@ def _next_level(profile: np.ndarray, level: int, tol: float) -> int:
     """The level to try after ``level`` fell short: where the tail, extrapolated as
     exp(a - b sqrt(N)) from degrees level/2 and level (the decay of an activation analytic in a
     strip), reaches ``tol``, with a 25% margin; the cap when the tail does not decay like that."""
+    levels = _levels()
     lo, hi = profile[level // 2], profile[level]
-    top = _LEVELS[-1]
+    top = levels[-1]
     if not (lo > hi > 0.0):
         return top
     b = (math.log(lo) - math.log(hi)) / (math.sqrt(level) - math.sqrt(level // 2))
     target = (math.sqrt(level) + (math.log(hi) - math.log(tol)) / b) ** 2
-    return next((v for v in _LEVELS if v >= 1.25 * target), top)
+    return next((v for v in levels if v > level and v >= 1.1 * target), top)
 
 
-def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree: int = 0,
+def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree: int = 0,
                  warn: bool = True) -> LayerSeries:
     """The truncated series of ``activation`` at the variances ``s`` (one layer, one set of rows).
 
-    The degree is the smallest that meets ``tol`` for every row (at least ``min_degree``, so two
-    sets of rows can be brought to a common degree), up to :data:`MAX_DEGREE`; when the cap
-    binds, a :class:`SeriesAccuracyWarning` states the bound reached.
+    The degree is the smallest that meets ``tol`` (default ``config.SERIES_TOL``) for every row
+    (at least ``min_degree``, so two sets of rows can be brought to a common degree), up to
+    ``config.SERIES_MAX_DEGREE``; when the cap binds and the bound reached is above
+    ``config.SERIES_WARN_BOUND``, a :class:`SeriesAccuracyWarning` states it.
     """  # fmt: skip
+    tol = config.SERIES_TOL if tol is None else tol
+    levels = _levels()
     s = np.asarray(s, dtype=np.float64)
-    min_degree = min(int(min_degree), MAX_DEGREE)
-    level = next(v for v in _LEVELS if v >= min_degree)
+    min_degree = min(int(min_degree), levels[-1])
+    level = next(v for v in levels if v >= min_degree)
     while True:
         # c, d and three (n, level + 1) temporaries of the tails
         config.check_fits(5 * 8 * s.shape[0] * (level + 1),
                           f"the Hermite coefficients of {s.shape[0]} rows to degree {level} ({_name(activation)})",
                           "Raise NTKFAST_MEMORY_BUDGET or pass fewer rows per call.")  # fmt: skip
-        c, d, e2, e2d = _coefficients(activation, s, level)
-        full = _profile(c, d, e2, e2d)  # max over rows of tail_N / energy, N = 0..level
+        (c, d, e2, e2d), samples = _coefficients(activation, s, level)
+        full = _profile(*samples)  # max over the rows (their samples) of tail_N / energy, N = 0..level
+        if samples[0] is not c:
+            # the max over the rows can lie between two samples: 4e-7 above the sampled max at
+            # worst in the tests (gelu_tanh, sigma from 0.05 to 2.1); 1% covers it many times
+            full = full * _SAMPLED_PROFILE_MARGIN
         need = int(np.argmax(full <= tol)) if full[-1] <= tol else level + 1
-        if need <= level or level == _LEVELS[-1]:
+        if need <= level or level == levels[-1]:
             break
         level = _next_level(full, level, tol)
     degree = max(min(need, level), min_degree)
     profile = full[: degree + 1]
     bound_reached = float(profile[-1])
-    if need > level and warn and bound_reached > max(tol, WARN_BOUND):
+    if need > level and warn and bound_reached > max(tol, config.SERIES_WARN_BOUND):
         warnings.warn(
             f"activation {_name(activation)}: the Hermite series reached its degree cap {level} with a "
             f"truncation bound of {bound_reached:.1e} of sqrt(K(x,x) K(y,y)) (requested {tol:.0e}); it is "
@@ -403,8 +437,8 @@ def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree
         )
     return LayerSeries(
         degree,
-        np.ascontiguousarray(c[:, : degree + 1].T),
-        np.ascontiguousarray(d[:, : degree + 1].T),
+        c[:, : degree + 1].T,
+        d[:, : degree + 1].T,
         e2,
         e2d,
         bound_reached,
@@ -413,7 +447,7 @@ def layer_series(activation, s: np.ndarray, tol: float = DEFAULT_TOL, min_degree
 
 
 def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.ndarray,
-                   tol: float = DEFAULT_TOL, min_degrees=None, warn: bool = True):
+                   tol: float | None = None, min_degrees=None, warn: bool = True):
     """The diagonal recursion with the series of every layer.
 
     Parameters
@@ -423,8 +457,8 @@ def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.
         From :meth:`ntkfast.spec.MLP.layer_coefficients`.
     sqnorm : ndarray of shape (n,)
         Squared norms of the (input-mapped) rows.
-    tol : float
-        Requested truncation bound relative to the diagonal.
+    tol : float, optional
+        Requested truncation bound relative to the diagonal (default ``config.SERIES_TOL``).
     min_degrees : sequence of int, optional
         Lowest degree per layer (to match the rows of the other side of a Gram).
 
@@ -437,7 +471,26 @@ def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.
     series : list of LayerSeries
         One per step.
     """  # fmt: skip
-    sqnorm = np.asarray(sqnorm, dtype=np.float64)
+    with _one_blas_thread():
+        return _diag_recursion(activation, first, steps, np.asarray(sqnorm, dtype=np.float64), tol, min_degrees, warn)
+
+
+@functools.cache
+def _blas():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """BLAS limited to one thread: the products here are small ((rows, nodes) x (nodes, degree) at
+    a few dozen Chebyshev points); threaded BLAS gains nothing on them and, on a loaded machine,
+    its spinning workers made them ~100x slower (0.37 s instead of 3 ms for 33 rows at degree 512,
+    measured with 7 processes on 2 cores)."""
+    return _blas().limit(limits=1, user_api="blas")
+
+
+def _diag_recursion(activation, first, steps, sqnorm, tol, min_degrees, warn):
     n_steps = steps.shape[0]
     s = first[0] * sqnorm + first[1]
     t = first[2] * sqnorm + first[3]
@@ -514,12 +567,14 @@ def _pack(sig, nngp, ntk, series) -> SeriesRows:
     top = int(degrees.max(initial=0))
     config.check_fits(2 * 8 * n * n_steps * (top + 1), f"the Hermite coefficients of {n} rows ({n_steps} layers, "
                       f"degree {top})", "Raise NTKFAST_MEMORY_BUDGET or pass fewer rows per call.")
-    c = np.zeros((n, n_steps, top + 1))
-    d = np.zeros((n, n_steps, top + 1))
+    c = np.empty((n, n_steps, top + 1))
+    d = np.empty((n, n_steps, top + 1))
     profiles = np.zeros((n_steps, top + 1))
     for layer, ls in enumerate(series):
-        c[:, layer, : ls.degree + 1] = ls.c.T
+        c[:, layer, : ls.degree + 1] = ls.c.T  # row-major source: one contiguous piece per row
         d[:, layer, : ls.degree + 1] = ls.d.T
+        c[:, layer, ls.degree + 1 :] = 0.0
+        d[:, layer, ls.degree + 1 :] = 0.0
         profiles[layer, : ls.degree + 1] = ls.profile
         profiles[layer, ls.degree + 1 :] = ls.profile[-1]
     bound = max((ls.bound for ls in series), default=0.0)
@@ -532,7 +587,7 @@ RHO_STEPS = 8
 RHO_BINS = 48 * RHO_STEPS + 1
 
 
-def degree_table(rows_x: SeriesRows, rows_y: SeriesRows | None = None, tol: float = DEFAULT_TOL) -> np.ndarray:
+def degree_table(rows_x: SeriesRows, rows_y: SeriesRows | None = None, tol: float | None = None) -> np.ndarray:
     """Degree needed per layer and |rho| bin, shape (n_steps, RHO_BINS + 1), int64.
 
     A pair with ``|rho| <= r`` truncated at degree ``N`` is within
@@ -541,6 +596,7 @@ def degree_table(rows_x: SeriesRows, rows_y: SeriesRows | None = None, tol: floa
     needed: for a first layer of random inputs in high dimension (|rho| ~ 0.1) about a tenth of
     the full degree.  The target is ``tol`` or, where the cap bound, the bound reached.
     """
+    tol = config.SERIES_TOL if tol is None else tol
     prof = rows_x.profiles if rows_y is None else np.maximum(rows_x.profiles, rows_y.profiles)
     n_steps = prof.shape[0]
     table = np.empty((n_steps, RHO_BINS + 1), dtype=np.int64)
@@ -561,11 +617,12 @@ def degree_table(rows_x: SeriesRows, rows_y: SeriesRows | None = None, tol: floa
     return table
 
 
-def prepare(activation, first, steps, sqnorm_x, sqnorm_y=None, tol: float = DEFAULT_TOL):
+def prepare(activation, first, steps, sqnorm_x, sqnorm_y=None, tol: float | None = None):
     """Series rows of one side (``sqnorm_y`` None) or of both sides of a Gram at common degrees.
 
     Returns a :class:`SeriesRows`, or a pair of them.  One warning at most per call.
     """
+    tol = config.SERIES_TOL if tol is None else tol
     sig, nngp, ntk, sx = diag_recursion(activation, first, steps, sqnorm_x, tol)
     if sqnorm_y is None:
         return _pack(sig, nngp, ntk, sx)
@@ -618,13 +675,13 @@ class SeriesPlan:
     lock: the tiles of a Gram run on threads).  One warning per plan at most.
     """
 
-    def __init__(self, activation, first, steps, tol: float = DEFAULT_TOL):
+    def __init__(self, activation, first, steps, tol: float | None = None):
         import threading
 
         self.activation = activation
         self.first = np.asarray(first, dtype=np.float64)
         self.steps = np.asarray(steps, dtype=np.float64)
-        self.tol = float(tol)
+        self.tol = float(config.SERIES_TOL if tol is None else tol)
         self.sides: list[SeriesSide] = []
         self._tables: dict = {}
         self._lock = threading.Lock()

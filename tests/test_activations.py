@@ -20,7 +20,7 @@ import pytest
 from scipy import integrate, special
 
 import ntkfast as nf
-from ntkfast import series, spec
+from ntkfast import config, series, spec
 from ntkfast.backends import cpu_series
 from ntkfast.errors import ArgumentError
 
@@ -70,7 +70,7 @@ def truth(fn, sxx, syy, sxy):
     return _quad(lambda z1: _pdf(z1) * f(ax * z1) * inner(z1), [0.0])
 
 
-def _series_pair(act, sxx, syy, sxy, tol=series.DEFAULT_TOL):
+def _series_pair(act, sxx, syy, sxy, tol=None):
     ls = series.layer_series(act, np.array([sxx, syy]), tol)
     inv = series.inverse_sqrt(np.array([sxx, syy]))
     rho = sxy * inv[0] * inv[1]
@@ -126,7 +126,7 @@ def test_large_variance_warns_and_bound_holds():
     act = spec.Tanh()
     with pytest.warns(series.SeriesAccuracyWarning, match="tanh.*degree cap"):
         ls = series.layer_series(act, np.array([400.0, 250.0]))
-    assert ls.degree == series.MAX_DEGREE and 1e-12 < ls.bound < 1.0
+    assert ls.degree == config.SERIES_MAX_DEGREE and 1e-12 < ls.bound < 1.0
     for rho in (0.5, 1.0):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", series.SeriesAccuracyWarning)
@@ -140,7 +140,7 @@ def test_kinked_warn_with_a_bound_that_holds(name):
     act = KINKED[name]
     with pytest.warns(series.SeriesAccuracyWarning, match=act.name):
         ls = series.layer_series(act, np.array([0.9, 1.6]))
-    assert ls.bound > series.DEFAULT_TOL
+    assert ls.bound > config.SERIES_TOL
     for rho in (0.6, 1 - 1e-9, -1.0):
         sxy = rho * math.sqrt(0.9 * 1.6)
         inv = series.inverse_sqrt(np.array([0.9, 1.6]))
@@ -185,6 +185,32 @@ def test_series_equals_closed_form_erf(parameterization, residual):
         want = nf.kernel(nf.MLP(activation="erf", **kw), X, y, get=("nngp", "ntk"))
         for g, w in zip(got, want):
             assert np.abs(g - w).max() <= 1e-11 * np.abs(w).max()  # tol = 1e-12 per layer
+
+
+@pytest.mark.parametrize("tile", [16, 512])
+def test_nearly_parallel_pairs_equal_closed_form_erf(tile):
+    """The kernel takes one degree per row of a tile and sends pairs above |rho| = 0.984 to their
+    own degree: rows with near-duplicates (rho = 1 - 1e-12, 1 - 1e-6, 0.99), an anti-parallel
+    twin, a multiple and a zero row, mixed with unrelated rows, through nf.kernel (tiled, both
+    one tile and many), against the closed-form erf."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((12, 6))
+    near = [base[0] + 1e-6 * rng.standard_normal(6), base[1] + 1e-3 * rng.standard_normal(6),
+            base[2] + 0.1 * rng.standard_normal(6), -base[3], 0.5 * base[4], np.zeros(6)]  # fmt: skip
+    X = np.vstack([base, near, rng.standard_normal((30, 6))])
+    Y = np.vstack([X[::2], rng.standard_normal((5, 6))])
+    kw = dict(depth=3, W_std=1.5, b_std=0.1)
+    for y in (None, Y):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", series.SeriesAccuracyWarning)  # the series reaches 1e-12 here
+            got = nf.kernel(nf.MLP(activation=ERF_SERIES, **kw), X, y, get=("nngp", "ntk"), tile=tile)
+        want = nf.kernel(nf.MLP(activation="erf", **kw), X, y, get=("nngp", "ntk"))
+        for g, w in zip(got, want):
+            assert np.abs(g - w).max() <= 1e-11 * np.abs(w).max()
+        got32 = nf.kernel(nf.MLP(activation=ERF_SERIES, **kw), X.astype(np.float32),
+                          None if y is None else y.astype(np.float32), get="ntk", tile=tile)  # fmt: skip
+        assert got32.dtype == np.float32
+        assert np.abs(got32 - want[1]).max() <= 1e-4 * np.abs(want[1]).max()
 
 
 def test_elementwise_tanh_equals_tanh():
@@ -390,10 +416,54 @@ def test_dask_blocks():
 @pytest.mark.parametrize("act", [spec.Tanh(), spec.SiLU(), spec.ELU(0.5), spec.GeluTanh()], ids=lambda a: a.name)
 def test_interpolated_coefficients_equal_direct_quadrature(act, monkeypatch):
     """Many rows: coefficients interpolated in sigma (accepted only when the M- and (2M-1)-point
-    interpolants agree to 1e-13 at every row) equal the direct quadrature of every row."""
+    interpolants agree to 1e-13 at the midpoints and points) equal the direct quadrature of every
+    row, and the truncation profile from the samples equals the profile over every row."""
     rng = np.random.default_rng(4)
     for s in (rng.uniform(1.5, 2.5, 700), np.exp(rng.uniform(-6, 1.5, 700)), np.full(700, 0.8)):
-        got = series._coefficients(act, s, 128)
+        got, samples = series._coefficients(act, s, 128)
         want = series.hermite_coefficients(act, s, 128)
         for g, w in zip(got, want):
             assert np.abs(g - w).max() <= 1e-14 * np.abs(w).max()
+        rows, sampled = series._profile(*want), series._profile(*samples)
+        # the samples include both ends of the rows' range; the max between two samples is missed
+        # by at most 4e-7 relative here, which layer_series' margin covers
+        margin = 1.0 if samples[0] is got[0] else series._SAMPLED_PROFILE_MARGIN
+        assert np.all(sampled * margin >= rows - 1e-14)
+        assert np.all(sampled <= rows * 1.5 + 1e-14)
+
+
+def test_bench_activation_times_smoke(capsys):
+    """``ntkfast bench --activations`` (bench.activation_times) at a tiny size: every row has the
+    kernel, ReLU and per-row times and their ratio (no timed assertion)."""
+    from ntkfast import bench
+
+    rows = bench.activation_times(n=48, d=5, names=("tanh", "elu", "elementwise"), repeat=1)
+    assert [r["activation"] for r in rows] == ["tanh", "elu", "elementwise"]
+    for r in rows:
+        assert r["kernel"] > 0 and r["relu"] > 0 and r["rows"] > 0
+        assert r["ratio"] == pytest.approx(r["kernel"] / r["relu"])
+
+
+
+def test_series_settings_are_read_from_config_at_use_time(monkeypatch):
+    """config.SERIES_MAX_DEGREE / SERIES_TOL / SERIES_WARN_BOUND are read when used; a cap outside
+    the verified quadrature range is refused with a ConfigError."""
+    from ntkfast.errors import ConfigError
+
+    s = np.array([0.5, 30.0])
+    monkeypatch.setattr(config, "SERIES_MAX_DEGREE", 64)
+    with pytest.warns(series.SeriesAccuracyWarning):
+        ls = series.layer_series(spec.Tanh(), s)
+    assert ls.degree == 64
+    monkeypatch.setattr(config, "SERIES_WARN_BOUND", 1.0)  # the bound reached is below it: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", series.SeriesAccuracyWarning)
+        assert series.layer_series(spec.Tanh(), s).degree == 64
+    monkeypatch.setattr(config, "SERIES_MAX_DEGREE", 512)
+    monkeypatch.setattr(config, "SERIES_TOL", 1e-4)
+    s = np.array([0.5, 2.0])
+    assert series.layer_series(spec.Tanh(), s).degree < series.layer_series(spec.Tanh(), s, tol=1e-12).degree
+    for bad in (1000, 0, 2.5, "64", True):
+        monkeypatch.setattr(config, "SERIES_MAX_DEGREE", bad)
+        with pytest.raises(ConfigError, match="SERIES_MAX_DEGREE"):
+            series.layer_series(spec.Tanh(), s)

@@ -180,8 +180,9 @@ def test_bench_forwards_every_option_to_bench_main(monkeypatch):
     seen = {}
     monkeypatch.setattr(ntkfast.bench, "main", lambda **kw: seen.update(kw))
     assert cli.main(["bench", "--quick", "--fit"]) == 0
-    assert seen == {"quick": True, "spectrum": False, "fit": True, "scale": False, "dask": False, "startup": False}
     assert set(seen) <= accepted
+    assert seen.pop("quick") is True and seen.pop("fit") is True
+    assert not any(seen.values()), seen  # every other flag off
 
 
 def test_console_script_points_at_main():
