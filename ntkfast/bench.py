@@ -3,10 +3,13 @@ one process so that machine speed cancels out.  Run ``python -m ntkfast bench``.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 
+from ._jit import exp as vexp
+from ._jit import jit
 from .finite import FiniteMLP
 from .gram import kernel
 from .spec import MLP
@@ -295,3 +298,91 @@ def dask_scale_benchmark(n: int = 200_000, n_test: int = 20_000, d: int = 28, m:
     print(f"  Dask LocalCluster, {n_workers} workers x 1 thread: {t_dask:.1f} s "
           f"({t_dask / t_local:.2f}x the one-process time); predictions differ by {diff:.1e}")  # fmt: skip
     return out
+
+
+# ----------------------------------------------------------------------- the core's limit (issue 17)
+# ``ntkfast bench --limits``: what one core can do on the instructions the recursion is made of,
+# measured on data in cache, next to what the engine reaches.  The figures are rates per core:
+# the engine's row runs ``kernel(..., n_jobs=1)``.
+LIMIT_ARRAY = 2048  # elements of the in-cache arrays (16 KiB in float64: L1)
+LIMIT_TILE = (64, 512)  # the hot tile of the bare recursion (256 KiB of G in float64: L2)
+
+
+@jit
+def _sqrt_div_loop(a, b, out, repeat):
+    """out = sqrt(a) / b, ``repeat`` times: the square root and division of one ReLU entry-layer."""
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = math.sqrt(a[j]) / b[j]
+
+
+@jit
+def _sqrt_loop(a, b, out, repeat):
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = math.sqrt(a[j]) + b[j]
+
+
+@jit
+def _div_loop(a, b, out, repeat):
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = a[j] / b[j]
+
+
+@jit
+def _exp_loop(a, b, out, repeat):
+    """The vectorised exp of the exp families (``_jit.exp``), for scale."""
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = vexp(a[j]) + b[j]
+
+
+def _loop_rate(loop, dtype, target_s: float = 0.05) -> float:
+    """Elements per second of ``loop`` over in-cache arrays (best of 3 after a calibration)."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.5, 2.0, LIMIT_ARRAY).astype(dtype)
+    b = rng.uniform(0.5, 2.0, LIMIT_ARRAY).astype(dtype)
+    out = np.empty_like(a)
+    loop(a, b, out, 1)
+    repeat = 16
+    while True:
+        t0 = time.perf_counter()
+        loop(a, b, out, repeat)
+        t = time.perf_counter() - t0
+        if t > target_s / 4 or repeat > 2**24:
+            break
+        repeat *= 4
+    t = best_time(lambda: loop(a, b, out, repeat), 3)
+    return a.size * repeat / t
+
+
+def hot_tile_rate(arch: MLP, dtype, tile=LIMIT_TILE, target_s: float = 0.05) -> float:
+    """Entry-layers per second of the bare recursion (``backends.cpu`` ``tile``, one thread) on a
+    small tile whose inner products are already computed and in cache: no GEMM, no output
+    beyond the tile, no float32 refinement."""
+    from . import engine
+    from .backends import cpu
+
+    bi, bj = tile
+    X = np.random.default_rng(0).standard_normal((max(bi, bj), 16)).astype(dtype) / 4.0
+    rows, coef = engine.prepare_rows(arch, X)
+    G = np.ascontiguousarray(X[:bi] @ X[:bj].T)
+    out = np.empty((1, bi, bj), dtype)
+    sig_r = np.ascontiguousarray(rows.sig[:, :bi])
+    sig_c = np.ascontiguousarray(rows.sig[:, :bj])
+    write_at = np.array([coef.steps.shape[0]], np.int64)
+    tile_fn = cpu.recursion_kernels(coef.code).tile
+    args = (coef.params, coef.first, coef.steps, G, sig_r, sig_c, out, out, 0, 0, False, True,
+            dtype(-np.inf), write_at, np.zeros(5, dtype), np.zeros(1, np.bool_))  # fmt: skip
+
+    def run(repeat):
+        for _ in range(repeat):
+            tile_fn(*args)
+
+    run(1)
+    t0 = time.perf_counter()
+    run(4)
+    repeat = max(1, int(target_s / max((time.perf_counter() - t0) / 4, 1e-7)))
+    t = best_time(lambda: run(repeat), 3)
+    return bi * bj * coef.steps.shape[0] * repeat / t
