@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 
+import numba
 import numpy as np
 
 from ._jit import exp as vexp
@@ -120,7 +121,10 @@ def fit_times(n: int = 10_000, d: int = 50, seed: int = 0) -> dict:
 
 
 def main(quick: bool = False, spectrum: bool = False, scale: bool = False, fit: bool = False,
-         dask: bool = False) -> None:  # fmt: skip
+         dask: bool = False, limits: bool = False) -> None:  # fmt: skip
+    if limits:
+        print_limits(quick)
+        return
     if dask:
         dask_scale_benchmark(n=20_000 if quick else 200_000, m=300 if quick else 1000)
         return
@@ -353,7 +357,7 @@ def _loop_rate(loop, dtype, target_s: float = 0.05) -> float:
         if t > target_s / 4 or repeat > 2**24:
             break
         repeat *= 4
-    t = best_time(lambda: loop(a, b, out, repeat), 3)
+    t = best_time(lambda: loop(a, b, out, repeat), 5)
     return a.size * repeat / t
 
 
@@ -384,5 +388,116 @@ def hot_tile_rate(arch: MLP, dtype, tile=LIMIT_TILE, target_s: float = 0.05) -> 
     t0 = time.perf_counter()
     run(4)
     repeat = max(1, int(target_s / max((time.perf_counter() - t0) / 4, 1e-7)))
-    t = best_time(lambda: run(repeat), 3)
+    t = best_time(lambda: run(repeat), 5)
     return bi * bj * coef.steps.shape[0] * repeat / t
+
+
+# Divider-free square root and quotient (issue 17 item 1, measured here, not used by the engine):
+# float32 estimates (LLVM emits vrsqrtps / vrcpps for these fast-math helpers; the flags stay on
+# their own instructions when inlined) refined by three Newton steps each to float64, then one
+# correction of the square root and one of the quotient.
+_ESTIMATE = numba.njit(fastmath={"afn", "arcp", "ninf", "nnan", "nsz", "contract", "reassoc"}, error_model="numpy",
+                       cache=True, nogil=True)  # fmt: skip
+
+
+@_ESTIMATE
+def _rsqrt_estimate(x):
+    return np.float32(1.0) / math.sqrt(x)
+
+
+@_ESTIMATE
+def _rcp_estimate(x):
+    return np.float32(1.0) / x
+
+
+@jit
+def _sqrt_div_newton(x, d):
+    """sqrt(x) / d for positive normal float64 x, d (within the float32 exponent range) without
+    the hardware square root and divider."""
+    y = np.float64(_rsqrt_estimate(np.float32(x)))
+    h = 0.5 * x
+    y = y * (1.5 - h * y * y)
+    y = y * (1.5 - h * y * y)
+    y = y * (1.5 - h * y * y)
+    z = np.float64(_rcp_estimate(np.float32(d)))
+    z = z * (2.0 - d * z)
+    z = z * (2.0 - d * z)
+    z = z * (2.0 - d * z)
+    s = x * y
+    s = s + 0.5 * y * (x - s * s)
+    q = s * z
+    return q + z * (s - q * d)
+
+
+@jit
+def _sqrt_div_newton_loop(a, b, out, repeat):
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = _sqrt_div_newton(a[j], b[j])
+
+
+LIMIT_LOOPS = (
+    ("sqrt + div", _sqrt_div_loop),
+    ("sqrt", _sqrt_loop),
+    ("div", _div_loop),
+    ("sqrt + div, divider-free (float64 only)", _sqrt_div_newton_loop),
+    ("exp (_jit.exp)", _exp_loop),
+)
+
+
+def limits(quick: bool = False, dtypes=(np.float64, np.float32)) -> dict:
+    """Per-core rates (one thread) in entries or entry-layers per second.
+
+    ``loops``: {name: {dtype: rate}} of the in-cache loops (``LIMIT_LOOPS``); ``hot``: {activation:
+    {dtype: rate}} of the bare recursion on a hot tile (:func:`hot_tile_rate`); ``engine``:
+    {(n, d): {dtype: rate}} of ``kernel(ARCH, X, n_jobs=1)``, GEMM and all.
+    """
+    out = {"loops": {}, "hot": {}, "engine": {}}
+    for name, loop in LIMIT_LOOPS:
+        out["loops"][name] = {
+            np.dtype(dt).name: _loop_rate(loop, dt) for dt in dtypes if "float64 only" not in name or dt == np.float64
+        }
+    for act in ("relu", "sin", "exp"):
+        arch = MLP(depth=ARCH.depth, activation=act, W_std=0.5 if act == "exp" else ARCH.W_std, b_std=ARCH.b_std)
+        out["hot"][act] = {np.dtype(dt).name: hot_tile_rate(arch, dt) for dt in dtypes}
+    n = 1000 if quick else 2000
+    rng = np.random.default_rng(0)
+    for d in (8, 784):
+        rates = {}
+        for dt in dtypes:
+            X = rng.standard_normal((n, d)).astype(dt)
+            res = np.empty((n, n), dt)
+            t = best_time(lambda X=X, res=res: kernel(ARCH, X, out=res, n_jobs=1), 2)
+            rates[np.dtype(dt).name] = n * n * ARCH.n_steps / t
+        out["engine"][(n, d)] = rates
+    return out
+
+
+def print_limits(quick: bool = False) -> dict:
+    """Print :func:`limits` as a table (M per second, one core) and the engine's share of them."""
+    res = limits(quick)
+    names = ("float64", "float32")
+    print("The core's limit, one thread, data in cache (M per second; entries for the loops, entry-layers otherwise)")
+    print(f"{'':<46}{names[0]:>10}{names[1]:>10}")
+
+    def row(label, rates):
+        cells = "".join(f"{rates[k] / 1e6:>10.0f}" if k in rates else f"{'-':>10}" for k in names)
+        print(f"{label:<46}{cells}")
+
+    for name, rates in res["loops"].items():
+        row(f"loop: {name}", rates)
+    for act, rates in res["hot"].items():
+        row(f"bare recursion, {act} depth {ARCH.depth}, hot {LIMIT_TILE[0]}x{LIMIT_TILE[1]} tile", rates)
+    for (n, d), rates in res["engine"].items():
+        row(f"engine kernel(n_jobs=1), ReLU, n = {n}, d = {d}", rates)
+    relu = res["hot"]["relu"]
+    sqdiv = res["loops"]["sqrt + div"]
+    print("engine's share, ReLU (1 sqrt + 1 div per entry-layer):")
+    for (n, d), rates in res["engine"].items():
+        parts = [f"{k}: {rates[k] / relu[k]:.0%} of the bare recursion, {rates[k] / sqdiv[k]:.0%} of sqrt + div"
+                 for k in names if k in rates]  # fmt: skip
+        print(f"  n = {n}, d = {d}: " + "; ".join(parts))
+    for k in names:
+        if k in relu:
+            print(f"  bare recursion {k}: {relu[k] / sqdiv[k]:.0%} of the sqrt + div loop")
+    return res

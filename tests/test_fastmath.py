@@ -121,7 +121,8 @@ def test_overflow_and_underflow_thresholds_float64():
     x = np.array([709.782712893383, 709.782712893385, -745.1332191019411, -745.1332191019412, -708.39641853226])
     got = np.empty_like(x)
     _exp_array(x, got)
-    np.testing.assert_array_equal(got, np.exp(x))
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(got, np.exp(x))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
