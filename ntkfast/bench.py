@@ -342,7 +342,7 @@ def _exp_loop(a, b, out, repeat):
             out[j] = vexp(a[j]) + b[j]
 
 
-def _loop_rate(loop, dtype, target_s: float = 0.05) -> float:
+def loop_rate(loop, dtype, target_s: float = 0.05) -> float:
     """Elements per second of ``loop`` over in-cache arrays (best of 3 after a calibration)."""
     rng = np.random.default_rng(0)
     a = rng.uniform(0.5, 2.0, LIMIT_ARRAY).astype(dtype)
@@ -455,7 +455,7 @@ def limits(quick: bool = False, dtypes=(np.float64, np.float32)) -> dict:
     out = {"loops": {}, "hot": {}, "engine": {}}
     for name, loop in LIMIT_LOOPS:
         out["loops"][name] = {
-            np.dtype(dt).name: _loop_rate(loop, dt) for dt in dtypes if "float64 only" not in name or dt == np.float64
+            np.dtype(dt).name: loop_rate(loop, dt) for dt in dtypes if "float64 only" not in name or dt == np.float64
         }
     for act in ("relu", "sin", "exp"):
         arch = MLP(depth=ARCH.depth, activation=act, W_std=0.5 if act == "exp" else ARCH.W_std, b_std=ARCH.b_std)

@@ -165,3 +165,28 @@ def test_exp_family_recursion_loop_vectorises(name, dtype):
     assert re.search(rf"<(4|8|16) x {bits}>", ir), "the recursion loop did not vectorise"
     assert not re.search(r"call [^@]*@(exp|expm1|expf|expm1f)\b", ir), "a libm exp is left in the loop"
     assert not re.search(r"call \S+ @_ZN7ntkfast9recursion", ir), "a recursion function was not inlined"
+
+
+def test_divider_free_sqrt_div_of_the_limits_bench_is_accurate():
+    """``bench --limits`` times a divider-free sqrt(x)/d (float32 estimates + Newton): it must
+    compute the same quotient as the hardware, or its rate would mean nothing."""
+    from ntkfast import bench
+
+    rng = np.random.default_rng(3)
+    a = 10.0 ** rng.uniform(-30, 30, 4096)
+    b = 10.0 ** rng.uniform(-30, 30, 4096)
+    out = np.empty_like(a)
+    bench._sqrt_div_newton_loop(a, b, out, 1)
+    ref = np.sqrt(a) / b
+    assert np.max(np.abs(out - ref) / np.spacing(ref)) <= 2
+
+
+def test_limit_rates_are_positive_and_finite():
+    import ntkfast as nf
+    from ntkfast import bench
+
+    for _, loop in bench.LIMIT_LOOPS[:1]:
+        rate = bench.loop_rate(loop, np.float64, target_s=1e-3)
+        assert np.isfinite(rate) and rate > 0
+    rate = bench.hot_tile_rate(nf.MLP(depth=2, activation="relu"), np.float32, tile=(8, 32), target_s=1e-3)
+    assert np.isfinite(rate) and rate > 0
