@@ -9,8 +9,8 @@ import time
 import numba
 import numpy as np
 
+from ._jit import atan2, jit
 from ._jit import exp as vexp
-from ._jit import jit
 from .finite import FiniteMLP
 from .gram import kernel
 from .spec import MLP
@@ -335,6 +335,15 @@ def _div_loop(a, b, out, repeat):
 
 
 @jit
+def _angle_loop(a, b, out, repeat):
+    """atan2(sqrt(a), b): the angle of a ReLU entry-layer (its sqrt, and atan2's one division and
+    polynomial), the bulk of its arithmetic."""
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = atan2(math.sqrt(a[j]), b[j])
+
+
+@jit
 def _exp_loop(a, b, out, repeat):
     """The vectorised exp of the exp families (``_jit.exp``), for scale."""
     for _ in range(repeat):
@@ -441,6 +450,7 @@ LIMIT_LOOPS = (
     ("sqrt", _sqrt_loop),
     ("div", _div_loop),
     ("sqrt + div, divider-free (float64 only)", _sqrt_div_newton_loop),
+    ("atan2(sqrt(a), b) (_jit.atan2)", _angle_loop),
     ("exp (_jit.exp)", _exp_loop),
 )
 
@@ -487,11 +497,11 @@ def print_limits(quick: bool = False) -> dict:
     res = limits(quick)
     names = ("float64", "float32")
     print("The core's limit, one thread, data in cache (M per second; entries for the loops, entry-layers otherwise)")
-    print(f"{'':<46}{names[0]:>10}{names[1]:>10}")
+    print(f"{'':<58}{names[0]:>10}{names[1]:>10}")
 
     def row(label, rates):
         cells = "".join(f"{rates[k] / 1e6:>10.0f}" if k in rates else f"{'-':>10}" for k in names)
-        print(f"{label:<46}{cells}")
+        print(f"{label:<58}{cells}")
 
     for name, rates in res["loops"].items():
         row(f"loop: {name}", rates)
@@ -501,6 +511,7 @@ def print_limits(quick: bool = False) -> dict:
         row(f"engine kernel(X, Y, n_jobs=1), ReLU, n = {n}, d = {d}", rates)
     relu = res["hot"]["relu"]
     sqdiv = res["loops"]["sqrt + div"]
+    angle = res["loops"]["atan2(sqrt(a), b) (_jit.atan2)"]
     print("engine's share, ReLU (1 sqrt + 1 div per entry-layer):")
     for (n, d), rates in res["engine"].items():
         parts = [f"{k}: {rates[k] / relu[k]:.0%} of the bare recursion, {rates[k] / sqdiv[k]:.0%} of sqrt + div"
@@ -508,5 +519,6 @@ def print_limits(quick: bool = False) -> dict:
         print(f"  n = {n}, d = {d}: " + "; ".join(parts))
     for k in names:
         if k in relu:
-            print(f"  bare recursion {k}: {relu[k] / sqdiv[k]:.0%} of the sqrt + div loop")
+            print(f"  bare recursion {k}: {relu[k] / sqdiv[k]:.0%} of the sqrt + div loop, "
+                  f"{relu[k] / angle[k]:.0%} of the atan2(sqrt) loop")  # fmt: skip
     return res
