@@ -272,20 +272,18 @@ def exp(x):
     return x if x != x else y
 
 
-# 1/n! for n = 2..19: Taylor coefficients of expm1 on |r| <= 0.75 (truncation below 0.01 ulp)
-_INV_FACT = tuple(1.0 / math.factorial(n) for n in range(2, 20))
+# 1/n! for n = 2..15: Taylor coefficients of expm1 on |r| <= 1/2 (truncation below 0.02 ulp)
+_INV_FACT = tuple(1.0 / math.factorial(n) for n in range(2, 16))
 
 
 @jit
 def expm1_small(r):
-    """exp(r) - 1 for |r| <= 0.75 only (within ~1 ulp there): r + r^2 (1/2 + r/6 + ...), Horner.
+    """exp(r) - 1 for |r| <= 1/2 only (within ~1 ulp there): r + r^2 (1/2 + r/6 + ...), Horner.
 
     The core of :func:`expm1`, public for callers that know their argument is small (the
     recursion's sin family): no range reduction."""
     if is_single(r):
-        p = like(r, _INV_FACT[8])  # 1/10!
-        p = p * r + like(r, _INV_FACT[7])
-        p = p * r + like(r, _INV_FACT[6])
+        p = like(r, _INV_FACT[6])  # 1/8!
         p = p * r + like(r, _INV_FACT[5])
         p = p * r + like(r, _INV_FACT[4])
         p = p * r + like(r, _INV_FACT[3])
@@ -293,11 +291,7 @@ def expm1_small(r):
         p = p * r + like(r, _INV_FACT[1])
         p = p * r + like(r, _INV_FACT[0])
     else:
-        p = like(r, _INV_FACT[17])  # 1/19!
-        p = p * r + like(r, _INV_FACT[16])
-        p = p * r + like(r, _INV_FACT[15])
-        p = p * r + like(r, _INV_FACT[14])
-        p = p * r + like(r, _INV_FACT[13])
+        p = like(r, _INV_FACT[13])  # 1/15!
         p = p * r + like(r, _INV_FACT[12])
         p = p * r + like(r, _INV_FACT[11])
         p = p * r + like(r, _INV_FACT[10])
@@ -319,14 +313,14 @@ def expm1(x):
     """``math.expm1`` without the libm call (vectorises): exp(x) - 1 within ~1 ulp, without
     cancellation for small |x| (expm1(x) = x for tiny x, -0.0 kept), -1 below ~-38, inf beyond ~709.78.
 
-    |x| < 0.75 (where the reduction would cancel: 2 expm1(r) + 1 at x = 0.4 lost 1.8 ulp) is the
+    |x| < 1/2 (where the reduction would cancel: 2 expm1(r) + 1 at x = 0.4 lost 1.8 ulp) is the
     polynomial itself; elsewhere 2^k (expm1(r) + 1) - 1 = 2^k expm1(r) + (2^k - 1), where 2^k - 1 is
     exact while k <= 53; for larger k the 1 no longer matters and the product is formed in two
     factors as in :func:`exp`.
     """
     one = like(x, 1.0)
     kf, ki, r = _reduce(x)
-    near = abs(x) < like(x, 0.75)
+    near = abs(x) < like(x, 0.5)
     r = x if near else r
     kf = like(x, 0.0) if near else kf
     ki = ki - ki if near else ki
