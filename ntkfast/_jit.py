@@ -18,7 +18,7 @@ from numba.core import types
 from numba.core.caching import FunctionCache
 from numba.core.dispatcher import Dispatcher
 from numba.core.serialize import dumps
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 FASTMATH = frozenset({"contract", "nsz"})
 
@@ -116,6 +116,19 @@ def _like_impl(x, c):
     return lambda x, c: np.float64(c)
 
 
+def int_like(x, v):
+    """The integer ``v`` as a signed integer as wide as the float ``x`` (int32 for float32, else
+    int64) once compiled; ``v`` itself in plain Python.  (Numba widens int32 arithmetic to int64.)"""
+    return v
+
+
+@overload(int_like, inline="always")
+def _int_like_impl(x, v):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return lambda x, v: np.int32(v)
+    return lambda x, v: np.int64(v)
+
+
 def is_single(x):
     """True when ``x`` is a float32 (a compile-time constant once compiled)."""
     return isinstance(x, np.float32)
@@ -196,3 +209,188 @@ def atan2(y, x):
     a = like(x, math.pi / 2) - a if ay > ax else a
     a = like(x, math.pi) - a if x < zero else a
     return -a if y < zero else a
+
+
+# ------------------------------------------------------------------ vectorisable exp, expm1 (issue 17)
+# libm's exp/expm1 are scalar calls, so a loop using them does not vectorise.  These are the
+# classic reduction x = k ln2 + r, |r| <= ln2/2 (k = round(x / ln2) by the 1.5 2^p magic number,
+# which also leaves k in the low bits of the float: no float-to-int conversion, which AVX2 lacks
+# for float64), a Taylor polynomial of exp(r) (truncation below 0.02 ulp), and 2^k as two
+# factors built from exponent bits, so that results in the subnormal range round once and
+# |k| up to ~1150 (the clamp) neither overflows an exponent field nor needs a branch.
+@intrinsic
+def _float_bits(typingctx, x):
+    """The IEEE bits of a float as a signed integer of the same width (a bit cast)."""
+    if not isinstance(x, types.Float):
+        return None
+    restype = types.int32 if x.bitwidth == 32 else types.int64
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(restype))
+
+    return restype(x), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, bits):
+    """The float whose IEEE bits are ``bits`` (int32 -> float32, int64 -> float64; a bit cast)."""
+    if not isinstance(bits, types.Integer) or bits.bitwidth not in (32, 64):
+        return None
+    restype = types.float32 if bits.bitwidth == 32 else types.float64
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(restype))
+
+    return restype(bits), codegen
+
+
+_LOG2E = 1.4426950408889634074
+# ln 2 in two parts (fdlibm): k * _LN2_HI is exact for |k| < 2^11 (float64), 2^8 (float32)
+_LN2_HI64, _LN2_LO64 = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_LN2_HI32, _LN2_LO32 = 6.9314575195e-01, 1.4286067653e-06
+_MAGIC64 = 6755399441055744.0  # 1.5 * 2^52: x + magic rounds x to an integer held in the low bits
+_MAGIC32 = 12582912.0  # 1.5 * 2^23
+# beyond these exp overflows / underflows whatever k is; clamping keeps k small enough that each
+# of the two factors 2^k1, 2^k2 is a normal number
+_CLAMP64, _CLAMP32 = 800.0, 110.0
+
+
+@jit
+def _reduce(x):
+    """(kf, ki, r): x = kf ln2 + r with kf = ki = round(x / ln2) (float and integer), |r| <~ ln2/2."""
+    if is_single(x):
+        lim = like(x, _CLAMP32)
+        magic = like(x, _MAGIC32)
+    else:
+        lim = like(x, _CLAMP64)
+        magic = like(x, _MAGIC64)
+    xc = x if x > -lim else -lim  # NaN -> -lim here; the callers return x for NaN
+    xc = xc if xc < lim else lim
+    t = xc * like(x, _LOG2E) + magic
+    kf = t - magic
+    ki = int_like(x, _float_bits(t) - _float_bits(magic))
+    if is_single(x):
+        r = (xc - kf * like(x, _LN2_HI32)) - kf * like(x, _LN2_LO32)
+    else:
+        r = (xc - kf * like(x, _LN2_HI64)) - kf * like(x, _LN2_LO64)
+    return kf, ki, r
+
+
+@jit
+def _expm1_reduced(r):
+    """exp(r) - 1 for |r| <= ~0.35, by its Taylor series (Horner): r + r^2 (1/2 + r/6 + ...)."""
+    if is_single(r):
+        p = like(r, 1.0 / 40320.0)
+        p = p * r + like(r, 1.0 / 5040.0)
+        p = p * r + like(r, 1.0 / 720.0)
+        p = p * r + like(r, 1.0 / 120.0)
+        p = p * r + like(r, 1.0 / 24.0)
+        p = p * r + like(r, 1.0 / 6.0)
+        p = p * r + like(r, 0.5)
+    else:
+        p = like(r, 1.0 / 87178291200.0)  # 1/14!
+        p = p * r + like(r, 1.0 / 6227020800.0)
+        p = p * r + like(r, 1.0 / 479001600.0)
+        p = p * r + like(r, 1.0 / 39916800.0)
+        p = p * r + like(r, 1.0 / 3628800.0)
+        p = p * r + like(r, 1.0 / 362880.0)
+        p = p * r + like(r, 1.0 / 40320.0)
+        p = p * r + like(r, 1.0 / 5040.0)
+        p = p * r + like(r, 1.0 / 720.0)
+        p = p * r + like(r, 1.0 / 120.0)
+        p = p * r + like(r, 1.0 / 24.0)
+        p = p * r + like(r, 1.0 / 6.0)
+        p = p * r + like(r, 0.5)
+    return r + (r * r) * p
+
+
+@jit
+def _pow2_pair(x, ki):
+    """(2^k1, 2^k2) in the type of ``x``, k1 + k2 = ki, k1 = floor((ki + 2 off) / 2) - off: both
+    normal numbers for |ki| <= ~1150 (float64) / ~160 (float32).  A logical shift of a positive
+    value only (AVX2 has no 64-bit arithmetic shift).  One code path for both widths (Numba types
+    both arms of an ``is_single`` branch and would widen float32 results to float64)."""
+    single = is_single(x)
+    bias = 127 if single else 1023
+    shift = 23 if single else 52
+    off = 256 if single else 2048
+    half = int_like(x, ((ki + 2 * off) >> 1) - off)
+    rest = int_like(x, ki - half)
+    return _bits_float(int_like(x, (half + bias) << shift)), _bits_float(int_like(x, (rest + bias) << shift))
+
+
+@jit
+def exp(x):
+    """``math.exp`` without the libm call, so that loops using it vectorise.
+
+    Within 1 ulp of the true value over the whole range (tests/test_fastmath.py checks against
+    80-bit ``np.exp``): exp(0) = 1 exactly, inf beyond ~709.78 (88.72 in float32), subnormal
+    results rounded once, 0 below ~-745.13 (-103.97), exp(-inf) = 0, exp(inf) = inf, NaN -> NaN.
+    """
+    kf, ki, r = _reduce(x)
+    s1, s2 = _pow2_pair(x, ki)
+    y = ((like(x, 1.0) + _expm1_reduced(r)) * s1) * s2
+    return x if x != x else y
+
+
+# 1/n! for n = 2..15: Taylor coefficients of expm1 on |r| <= 1/2 (truncation below 0.02 ulp)
+_INV_FACT = tuple(1.0 / math.factorial(n) for n in range(2, 16))
+
+
+@jit
+def expm1_small(r):
+    """exp(r) - 1 for |r| <= 1/2 only (within ~1 ulp there): r + r^2 (1/2 + r/6 + ...), Horner.
+
+    The core of :func:`expm1`, public for callers that know their argument is small (the
+    recursion's sin family): no range reduction."""
+    if is_single(r):
+        p = like(r, _INV_FACT[6])  # 1/8!
+        p = p * r + like(r, _INV_FACT[5])
+        p = p * r + like(r, _INV_FACT[4])
+        p = p * r + like(r, _INV_FACT[3])
+        p = p * r + like(r, _INV_FACT[2])
+        p = p * r + like(r, _INV_FACT[1])
+        p = p * r + like(r, _INV_FACT[0])
+    else:
+        p = like(r, _INV_FACT[13])  # 1/15!
+        p = p * r + like(r, _INV_FACT[12])
+        p = p * r + like(r, _INV_FACT[11])
+        p = p * r + like(r, _INV_FACT[10])
+        p = p * r + like(r, _INV_FACT[9])
+        p = p * r + like(r, _INV_FACT[8])
+        p = p * r + like(r, _INV_FACT[7])
+        p = p * r + like(r, _INV_FACT[6])
+        p = p * r + like(r, _INV_FACT[5])
+        p = p * r + like(r, _INV_FACT[4])
+        p = p * r + like(r, _INV_FACT[3])
+        p = p * r + like(r, _INV_FACT[2])
+        p = p * r + like(r, _INV_FACT[1])
+        p = p * r + like(r, _INV_FACT[0])
+    return r + (r * r) * p
+
+
+@jit
+def expm1(x):
+    """``math.expm1`` without the libm call (vectorises): exp(x) - 1 within ~1 ulp, without
+    cancellation for small |x| (expm1(x) = x for tiny x, -0.0 kept), -1 below ~-38, inf beyond ~709.78.
+
+    |x| < 1/2 (where the reduction would cancel: 2 expm1(r) + 1 at x = 0.4 lost 1.8 ulp) is the
+    polynomial itself; elsewhere 2^k (expm1(r) + 1) - 1 = 2^k expm1(r) + (2^k - 1), where 2^k - 1 is
+    exact while k <= 53; for larger k the 1 no longer matters and the product is formed in two
+    factors as in :func:`exp`.
+    """
+    one = like(x, 1.0)
+    kf, ki, r = _reduce(x)
+    near = abs(x) < like(x, 0.5)
+    r = x if near else r
+    kf = like(x, 0.0) if near else kf
+    ki = ki - ki if near else ki
+    pm = expm1_small(r)
+    s1, s2 = _pow2_pair(x, ki)
+    big = kf > like(x, 20.0) if is_single(x) else kf > like(x, 50.0)
+    s = s1 * s2  # finite when not big
+    small_k = s * pm + (s - one)
+    large_k = ((pm + one) * s1) * s2 - one
+    y = large_k if big else small_k
+    y = x if abs(x) < like(x, 1e-30) else y  # keeps -0.0 (r + r^2 p gave +0.0)
+    return x if x != x else y

@@ -3,10 +3,14 @@ one process so that machine speed cancels out.  Run ``python -m ntkfast bench``.
 
 from __future__ import annotations
 
+import math
 import time
 
+import numba
 import numpy as np
 
+from ._jit import atan2, jit
+from ._jit import exp as vexp
 from .finite import FiniteMLP
 from .gram import kernel
 from .spec import MLP
@@ -117,12 +121,15 @@ def fit_times(n: int = 10_000, d: int = 50, seed: int = 0) -> dict:
 
 
 def main(quick: bool = False, spectrum: bool = False, scale: bool = False, fit: bool = False,
-         dask: bool = False, startup: bool = False, activations: bool = False) -> None:  # fmt: skip
+         dask: bool = False, startup: bool = False, activations: bool = False, limits: bool = False) -> None:  # fmt: skip
     if startup:
         print_startup(3 if quick else 5)
         return
     if activations:
         print_activation_times(n=1000 if quick else 4000)
+        return
+    if limits:
+        print_limits(quick)
         return
     if dask:
         dask_scale_benchmark(n=20_000 if quick else 200_000, m=300 if quick else 1000)
@@ -486,3 +493,223 @@ def print_activation_times(n: int = 4000, d: int = 784) -> list[dict]:
     for r in rows:
         print(f"{r['activation']:>12} {r['kernel']:>9.3f} {r['relu']:>8.3f} {r['ratio']:>6.2f} {r['rows']:>10.3f}")
     return rows
+
+
+# ----------------------------------------------------------------------- the core's limit (issue 17)
+# ``ntkfast bench --limits``: what one core can do on the instructions the recursion is made of,
+# measured on data in cache, next to what the engine reaches.  The figures are rates per core:
+# the engine's row runs ``kernel(..., n_jobs=1)``.
+LIMIT_ARRAY = 2048  # elements of the in-cache arrays (16 KiB in float64: L1)
+LIMIT_TILE = (64, 512)  # the hot tile of the bare recursion (256 KiB of G in float64: L2)
+
+
+@jit
+def _sqrt_div_loop(a, b, out, repeat):
+    """out = sqrt(a) / b, ``repeat`` times: the square root and division of one ReLU entry-layer."""
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = math.sqrt(a[j]) / b[j]
+
+
+@jit
+def _sqrt_loop(a, b, out, repeat):
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = math.sqrt(a[j]) + b[j]
+
+
+@jit
+def _div_loop(a, b, out, repeat):
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = a[j] / b[j]
+
+
+@jit
+def _angle_loop(a, b, out, repeat):
+    """atan2(sqrt(a), b): the angle of a ReLU entry-layer (its sqrt, and atan2's one division and
+    polynomial), the bulk of its arithmetic."""
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = atan2(math.sqrt(a[j]), b[j])
+
+
+@jit
+def _exp_loop(a, b, out, repeat):
+    """The vectorised exp of the exp families (``_jit.exp``), for scale."""
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = vexp(a[j]) + b[j]
+
+
+def loop_rate(loop, dtype, target_s: float = 0.05) -> float:
+    """Elements per second of ``loop`` over in-cache arrays (best of 3 after a calibration)."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.5, 2.0, LIMIT_ARRAY).astype(dtype)
+    b = rng.uniform(0.5, 2.0, LIMIT_ARRAY).astype(dtype)
+    out = np.empty_like(a)
+    loop(a, b, out, 1)
+    repeat = 16
+    while True:
+        t0 = time.perf_counter()
+        loop(a, b, out, repeat)
+        t = time.perf_counter() - t0
+        if t > target_s / 4 or repeat > 2**24:
+            break
+        repeat *= 4
+    t = best_time(lambda: loop(a, b, out, repeat), 5)
+    return a.size * repeat / t
+
+
+def hot_tile_rate(arch: MLP, dtype, tile=LIMIT_TILE, target_s: float = 0.05) -> float:
+    """Entry-layers per second of the bare recursion (``backends.cpu`` ``tile``, one thread) on a
+    small tile whose inner products are already computed and in cache: no GEMM, no output
+    beyond the tile, no float32 refinement."""
+    from . import engine
+    from .backends import cpu
+
+    bi, bj = tile
+    X = np.random.default_rng(0).standard_normal((max(bi, bj), 16)).astype(dtype) / 4.0
+    rows, coef = engine.prepare_rows(arch, X)
+    G = np.ascontiguousarray(X[:bi] @ X[:bj].T)
+    out = np.empty((1, bi, bj), dtype)
+    sig_r = np.ascontiguousarray(rows.sig[:, :bi])
+    sig_c = np.ascontiguousarray(rows.sig[:, :bj])
+    write_at = np.array([coef.steps.shape[0]], np.int64)
+    tile_fn = cpu.recursion_kernels(coef.code).tile
+    args = (coef.params, coef.first, coef.steps, G, sig_r, sig_c, out, out, 0, 0, False, True,
+            dtype(-np.inf), write_at, np.zeros(5, dtype), np.zeros(1, np.bool_))  # fmt: skip
+
+    def run(repeat):
+        for _ in range(repeat):
+            tile_fn(*args)
+
+    run(1)
+    t0 = time.perf_counter()
+    run(4)
+    repeat = max(1, int(target_s / max((time.perf_counter() - t0) / 4, 1e-7)))
+    t = best_time(lambda: run(repeat), 5)
+    return bi * bj * coef.steps.shape[0] * repeat / t
+
+
+# Divider-free square root and quotient (issue 17 item 1, measured here, not used by the engine):
+# float32 estimates (LLVM emits vrsqrtps / vrcpps for these fast-math helpers; the flags stay on
+# their own instructions when inlined) refined by three Newton steps each to float64, then one
+# correction of the square root and one of the quotient.
+_ESTIMATE = numba.njit(fastmath={"afn", "arcp", "ninf", "nnan", "nsz", "contract", "reassoc"}, error_model="numpy",
+                       cache=True, nogil=True)  # fmt: skip
+
+
+@_ESTIMATE
+def _rsqrt_estimate(x):
+    return np.float32(1.0) / math.sqrt(x)
+
+
+@_ESTIMATE
+def _rcp_estimate(x):
+    return np.float32(1.0) / x
+
+
+@jit
+def _sqrt_div_newton(x, d):
+    """sqrt(x) / d for positive normal float64 x, d (within the float32 exponent range) without
+    the hardware square root and divider."""
+    y = np.float64(_rsqrt_estimate(np.float32(x)))
+    h = 0.5 * x
+    y = y * (1.5 - h * y * y)
+    y = y * (1.5 - h * y * y)
+    y = y * (1.5 - h * y * y)
+    z = np.float64(_rcp_estimate(np.float32(d)))
+    z = z * (2.0 - d * z)
+    z = z * (2.0 - d * z)
+    z = z * (2.0 - d * z)
+    s = x * y
+    s = s + 0.5 * y * (x - s * s)
+    q = s * z
+    return q + z * (s - q * d)
+
+
+@jit
+def _sqrt_div_newton_loop(a, b, out, repeat):
+    for _ in range(repeat):
+        for j in range(a.shape[0]):
+            out[j] = _sqrt_div_newton(a[j], b[j])
+
+
+LIMIT_LOOPS = (
+    ("sqrt + div", _sqrt_div_loop),
+    ("sqrt", _sqrt_loop),
+    ("div", _div_loop),
+    ("sqrt + div, divider-free (float64 only)", _sqrt_div_newton_loop),
+    ("atan2(sqrt(a), b) (_jit.atan2)", _angle_loop),
+    ("exp (_jit.exp)", _exp_loop),
+)
+
+
+def limits(quick: bool = False, dtypes=(np.float64, np.float32), rounds: int = 3) -> dict:
+    """Per-core rates (one thread) in entries or entry-layers per second.
+
+    ``loops``: {name: {dtype: rate}} of the in-cache loops (``LIMIT_LOOPS``); ``hot``: {activation:
+    {dtype: rate}} of the bare recursion on a hot tile (:func:`hot_tile_rate`); ``engine``:
+    {(n, d): {dtype: rate}} of ``kernel(ARCH, X, Y, n_jobs=1)``, GEMM and all, with Y != X so that
+    the recursion computes every entry (K(X, X) computes half and mirrors).  Everything is measured
+    ``rounds`` times, interleaved, and the best rate kept: a busy machine's bursts fall on one
+    round, not on one row.
+    """
+    out = {"loops": {}, "hot": {}, "engine": {}}
+
+    def keep(table, key, dt, rate):
+        row = table.setdefault(key, {})
+        row[np.dtype(dt).name] = max(row.get(np.dtype(dt).name, 0.0), rate)
+
+    n = 1000 if quick else 2000
+    rng = np.random.default_rng(0)
+    data = {(d, np.dtype(dt).name): [rng.standard_normal((n, d)).astype(dt) for _ in range(2)] + [np.empty((n, n), dt)]
+            for d in (8, 784) for dt in dtypes}  # fmt: skip
+    for _ in range(rounds):
+        for name, loop in LIMIT_LOOPS:
+            for dt in dtypes:
+                if "float64 only" not in name or dt == np.float64:
+                    keep(out["loops"], name, dt, loop_rate(loop, dt))
+        for act in ("relu", "sin", "exp"):
+            arch = MLP(depth=ARCH.depth, activation=act, W_std=0.5 if act == "exp" else ARCH.W_std, b_std=ARCH.b_std)
+            for dt in dtypes:
+                keep(out["hot"], act, dt, hot_tile_rate(arch, dt))
+        for d in (8, 784):
+            for dt in dtypes:
+                X, Y, res = data[(d, np.dtype(dt).name)]
+                t = best_time(lambda X=X, Y=Y, res=res: kernel(ARCH, X, Y, out=res, n_jobs=1), 1)
+                keep(out["engine"], (n, d), dt, n * n * ARCH.n_steps / t)
+    return out
+
+
+def print_limits(quick: bool = False) -> dict:
+    """Print :func:`limits` as a table (M per second, one core) and the engine's share of them."""
+    res = limits(quick)
+    names = ("float64", "float32")
+    print("The core's limit, one thread, data in cache (M per second; entries for the loops, entry-layers otherwise)")
+    print(f"{'':<58}{names[0]:>10}{names[1]:>10}")
+
+    def row(label, rates):
+        cells = "".join(f"{rates[k] / 1e6:>10.0f}" if k in rates else f"{'-':>10}" for k in names)
+        print(f"{label:<58}{cells}")
+
+    for name, rates in res["loops"].items():
+        row(f"loop: {name}", rates)
+    for act, rates in res["hot"].items():
+        row(f"bare recursion, {act} depth {ARCH.depth}, hot {LIMIT_TILE[0]}x{LIMIT_TILE[1]} tile", rates)
+    for (n, d), rates in res["engine"].items():
+        row(f"engine kernel(X, Y, n_jobs=1), ReLU, n = {n}, d = {d}", rates)
+    relu = res["hot"]["relu"]
+    sqdiv = res["loops"]["sqrt + div"]
+    angle = res["loops"]["atan2(sqrt(a), b) (_jit.atan2)"]
+    print("engine's share, ReLU (1 sqrt + 1 div per entry-layer):")
+    for (n, d), rates in res["engine"].items():
+        parts = [f"{k}: {rates[k] / relu[k]:.0%} of the bare recursion, {rates[k] / sqdiv[k]:.0%} of sqrt + div"
+                 for k in names if k in rates]  # fmt: skip
+        print(f"  n = {n}, d = {d}: " + "; ".join(parts))
+    for k in names:
+        if k in relu:
+            print(f"  bare recursion {k}: {relu[k] / sqdiv[k]:.0%} of the sqrt + div loop, "
+                  f"{relu[k] / angle[k]:.0%} of the atan2(sqrt) loop")  # fmt: skip
+    return res

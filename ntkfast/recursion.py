@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from ._jit import atan2, is_single, jit, jit_inline, like
+from ._jit import atan2, expm1_small, is_single, jit, jit_inline, like
+from ._jit import exp as vexp
 from .spec import ABRELU, ERF, EXP, GAUSSIAN, GELU, MONOMIAL, RECTIFIED_MONOMIAL, SIGN, SIN
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
@@ -253,7 +254,7 @@ def _sq_distance(sxx, syy, sxy):
 
 
 # ------------------------------------------------------------------ Sin family (Cos, Rbf too)
-@jit
+@jit_inline
 def sin(a, b, c, sxx, syy, sxy):
     """phi = a sin(b x + c): E[sin A sin B] = (E cos(A-B) - E cos(A+B))/2.
 
@@ -264,12 +265,12 @@ def sin(a, b, c, sxx, syy, sxy):
     """
     b2 = b * b
     h = like(sxy, -0.5) * b2
-    e_minus = math.exp(h * _sq_distance(sxx, syy, sxy))
-    e_plus = math.exp(h * _sq_distance(sxx, syy, -sxy))
+    e_minus = vexp(h * _sq_distance(sxx, syy, sxy))
+    e_plus = vexp(h * _sq_distance(sxx, syy, -sxy))
     x = like(sxy, -2.0) * b2 * sxy
     # e- - e+ = -e- expm1(x): accurate for small |x|; for large |x| the plain difference is (and
     # expm1 could overflow against an underflowed e-)
-    diff = -e_minus * math.expm1(x) if abs(x) < like(sxy, 0.5) else e_minus - e_plus
+    diff = -e_minus * expm1_small(x) if abs(x) < like(sxy, 0.5) else e_minus - e_plus
     sc = math.sin(c)
     cc = math.cos(c)
     two = like(sxy, 2.0)
@@ -300,7 +301,7 @@ def sign_diag(sxx):
 @jit
 def exp(a, b, sxx, syy, sxy):
     """phi = a exp(b x): K = a^2 exp(b^2 (sxx + syy + 2 sxy)/2), Kdot = b^2 K."""
-    k = a * a * math.exp(like(sxy, 0.5) * b * b * (sxx + syy + like(sxy, 2.0) * sxy))
+    k = a * a * vexp(like(sxy, 0.5) * b * b * (sxx + syy + like(sxy, 2.0) * sxy))
     return k, b * b * k
 
 

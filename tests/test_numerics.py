@@ -71,7 +71,7 @@ def test_recursion_loop_vectorises(name, dtype):
     """The tile kernel's recursion loop compiles to SIMD code (vector types in the optimised IR),
     with every recursion function inlined (a call inside the loop would stop vectorisation).
 
-    The exp-based families (sin, cos, rbf, exp, gaussian) call libm's exp and stay scalar.
+    The exp-based families (sin, cos, rbf, exp, gaussian) are checked in tests/test_fastmath.py.
     """
     from ntkfast import spec
     from ntkfast._jit import JIT_OPTIONS

@@ -122,3 +122,31 @@ class TimeFloat32Refinement:
 
     def time_ntk_near_duplicates(self):
         nf.kernel(ARCH, self.X)
+
+
+class TrackExpFamilies:
+    """The exp families (sin, rbf, exp, gaussian: ``ntkfast._jit.exp``, vectorised) over ReLU, same
+    depth, shape and dtype, timed in one process (issue 17 item 3: at most 1.5)."""
+
+    params = (["sin", "rbf", "exp", "gaussian"], [8, 784], ["float64", "float32"])
+    param_names = ["activation", "d", "dtype"]
+    timeout = 240
+
+    def setup(self, activation, d, dtype):
+        self.X = _data(2000, d, dtype)
+        self.out = np.zeros((2000, 2000), dtype)
+        # exp's kernel grows like exp(exp(...)) with depth: a smaller W_std keeps it finite
+        w_std = 0.5 if activation == "exp" else ARCH.W_std
+        self.arch = nf.MLP(depth=ARCH.depth, activation=activation, W_std=w_std, b_std=ARCH.b_std)
+        nf.kernel(self.arch, self.X[:64])
+        nf.kernel(ARCH, self.X[:64])
+
+    def time_ntk(self, activation, d, dtype):
+        nf.kernel(self.arch, self.X, out=self.out)
+
+    def track_ratio_to_relu(self, activation, d, dtype):
+        ours = best_time(lambda: nf.kernel(self.arch, self.X, out=self.out))
+        relu = best_time(lambda: nf.kernel(ARCH, self.X, out=self.out))
+        return ours / relu
+
+    track_ratio_to_relu.unit = "ratio"

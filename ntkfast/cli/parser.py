@@ -412,4 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--startup", action="store_true", help="import and first-call times in fresh processes (warm cache)")
     p.add_argument("--activations", action="store_true",
                    help="tanh, SiLU, ELU, ... (Hermite series) vs ReLU: depth-3 NTK, n = 4000, d = 784")
+    p.add_argument(
+        "--limits", action="store_true", help="one core's sqrt/div and bare-recursion rates (in cache) vs the engine's"
+    )
     return parser
