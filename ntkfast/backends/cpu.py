@@ -505,3 +505,19 @@ def assembled_kernels(code: int) -> SimpleNamespace:
         return flagged
 
     return SimpleNamespace(tile=assembled_tile)
+
+
+@jit
+def store_tile(out, part, i0, j0, mirror, stream, phase):
+    """The stores of ``assembled_kernels(code).tile`` alone: ``part`` (n_out, bi, bj), already
+    computed, written at (i0, j0) of ``out`` (and mirrored) in the same strips.  What writing
+    the outputs costs without the recursion (``ntkfast bench --depths`` measures it)."""
+    bi = part.shape[1]
+    line = max(1, 64 // part.itemsize)
+    r0 = 0
+    while r0 < bi:
+        r1 = min(bi, r0 + line - (phase + i0 + r0) % line)
+        store_strip(out, part[:, r0:r1], i0 + r0, j0, mirror, stream)
+        r0 = r1
+    if stream:
+        _store_fence()

@@ -387,4 +387,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit", action="store_true", help="NTKRegressor().fit, n = 10 000, d = 50: kernel vs solver")
     p.add_argument("--scale", action="store_true", help="Nystrom NTK regression at n = 1 000 000 vs the exact solver")
     p.add_argument("--dask", action="store_true", help="the Nystrom fit at n = 200 000: one process vs a LocalCluster")
+    p.add_argument("--depths", action="store_true",
+                   help="kernel(..., depths=(1..5)) vs the deepest call, with the floor of writing the extra outputs")
     return parser
