@@ -354,11 +354,13 @@ def place_tile(view, part, diag_values, i0, j0, symmetric) -> None:
 def allocate_outputs(shape, dtype, count: int, schedule: DepthPlan | None = None) -> list[np.ndarray]:
     """Outputs for ``count`` kernels (at each depth of ``schedule``), flat depth-major, within the
     memory budget.  With a schedule they are the slices of one (n_depths, n, m) array per kernel
-    in step order, which :func:`fill_gram` lets the tile kernel write directly."""
+    in step order, which :func:`fill_gram` lets the tile kernel write directly.  Each starts on a
+    64-byte boundary, so that the streaming stores of :func:`stream_phase` can serve them all."""
     if schedule is None:
-        return tiling.allocate(shape, dtype, count)
+        return tiling.allocate(shape, dtype, count, align=64)
     n_depths = len(schedule.depths)
-    stacks = [a.reshape(n_depths, *shape) for a in tiling.allocate((n_depths * shape[0], shape[1]), dtype, count)]
+    stacks = [a.reshape(n_depths, *shape)
+              for a in tiling.allocate((n_depths * shape[0], shape[1]), dtype, count, align=64)]  # fmt: skip
     return [stacks[q][schedule.slots[k]] for k in range(n_depths) for q in range(count)]
 
 
