@@ -326,7 +326,7 @@ def depths_write_floor(stacks, n_jobs: int | None = None) -> None:
     tiling.run_tiles(plan, work, n_jobs)
 
 
-def depths_ratios(n: int = 2000, cases=DEPTHS_CASES, depths=(1, 2, 3, 4, 5), repeat: int = 3):
+def depths_ratios(n: int = 2000, cases=DEPTHS_CASES, depths=(1, 2, 3, 4, 5), repeat: int = 5):
     """Rows of (activation, dtype, get, d, depths= seconds, deepest seconds, ratio, floor ratio).
 
     ``depths=`` returns one Gram per depth from one tile pass; the deepest single call is
@@ -338,14 +338,19 @@ def depths_ratios(n: int = 2000, cases=DEPTHS_CASES, depths=(1, 2, 3, 4, 5), rep
     rng = np.random.default_rng(0)
     for activation, dtype, get, d in cases:
         X = rng.standard_normal((n, d)).astype(dtype)
-        arch = MLP(depth=max(depths), activation=activation, W_std=1.4, b_std=0.1)
-        stacks = [np.ones((len(depths), n, n), dtype) for _ in get]
-        outs = tuple(tuple(s[k] for s in stacks) for k in range(len(depths)))
-        t_all = best_time(lambda: kernel(arch, X, get=get, depths=depths, out=outs), repeat)
-        t_deep = best_time(lambda: kernel(arch, X, get=get, out=outs[-1]), repeat)
-        t_floor = best_time(lambda: depths_write_floor(stacks), repeat)
+        t_all, t_deep, t_floor = _depths_times(MLP(depth=max(depths), activation=activation, W_std=1.4, b_std=0.1),
+                                               X, get, depths, repeat)  # fmt: skip
         rows.append((activation, np.dtype(dtype).name, get, d, t_all, t_deep, t_all / t_deep, t_floor / t_deep))
     return rows
+
+
+def _depths_times(arch: MLP, X: np.ndarray, get, depths, repeat: int):
+    n = X.shape[0]
+    stacks = [np.ones((len(depths), n, n), X.dtype) for _ in get]  # pages faulted in
+    outs = tuple(tuple(s[k] for s in stacks) for k in range(len(depths)))
+    t_all = best_time(lambda: kernel(arch, X, get=get, depths=depths, out=outs), repeat)
+    t_deep = best_time(lambda: kernel(arch, X, get=get, out=outs[-1]), repeat)
+    return t_all, t_deep, best_time(lambda: depths_write_floor(stacks), repeat)
 
 
 def print_depths_ratios(quick: bool = False) -> None:
