@@ -299,16 +299,19 @@ def _mirror_stacks(nngp, ntk, get, offset, bi, bj) -> None:
                 cpu.mirror(v, i0, i0 + bi, j0, j0 + bj)
 
 
-def stream_phase(stacks) -> int | None:
-    """Whether the symmetric outputs ``stacks`` (3-D, C-contiguous) are written with
-    non-temporal stores, and the strip phase for it: None for ordinary stores.
+def stream_phase(stacks, symmetric: bool = True) -> int | None:
+    """Whether the outputs ``stacks`` (3-D, C-contiguous) are written with non-temporal stores,
+    and the strip phase for it: None for ordinary stores.
 
-    Streaming pays when the outputs are far larger than the cache (``config.STREAM_MIN_BYTES``);
-    it needs every mirrored row segment to start on the same 64-byte boundary (row length a
-    multiple of 64 bytes, the same alignment in every stack), else partial lines would be written.
+    Streaming pays when the outputs are far larger than the cache (``config.STREAM_MIN_BYTES``).
+    For K(X, X) (``symmetric``, mirrored) it needs every mirrored row segment to start on the same
+    64-byte boundary (row length a multiple of 64 bytes, the same alignment in every stack), else
+    partial lines would be written.
     """
     if sum(s.nbytes for s in stacks) < config.STREAM_MIN_BYTES:
         return None
+    if not symmetric:
+        return 0
     itemsize = stacks[0].itemsize
     phases = {s.__array_interface__["data"][0] % 64 for s in stacks}
     if len(phases) != 1 or any((s.shape[-1] * itemsize) % 64 or s.strides[-2] % 64 for s in stacks):
@@ -404,8 +407,8 @@ def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs
             _, nngp_d, ntk_d = diagonal_recursion(c, rx.features)
             diag_values += [nngp_d if g == "nngp" else ntk_d for g in names]
         stacks = _as_stacks(views, names, slots)  # None: the tile goes through scratch
-    # outputs far larger than the cache: non-temporal stores (symmetric: in whole 64-byte lines)
-    phase = None if stacks is None or not symmetric else stream_phase(stacks)
+    # outputs far larger than the cache: non-temporal stores (mirrored ones in whole 64-byte lines)
+    phase = None if stacks is None else stream_phase(stacks, symmetric)
     # per-thread scratch: the inner products and, for outputs that are not one stack per kernel,
     # the tile of every output (written there by the tile kernel, then placed and mirrored)
     t = plan.tile

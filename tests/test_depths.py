@@ -211,3 +211,17 @@ def test_write_floor_writes_what_the_kernel_writes(rng):
     bench.depths_write_floor(stacks, n_jobs=2)
     for s in stacks:
         assert (s[:-1] == 1).all() and (s[-1] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_streaming_stores_for_k_x_y(rng, monkeypatch, dtype):
+    """K(X, Y) (no mirror) with streaming stores forced: the separate calls' values."""
+    from ntkfast import config
+
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", 0)
+    arch = nf.MLP(depth=2, activation="erf", b_std=0.1)
+    X = rng.standard_normal((29, 4)).astype(dtype)
+    Y = np.concatenate([X[:5] * (1 + 1e-5), rng.standard_normal((12, 4))]).astype(dtype)
+    got = nf.kernel(arch, X, Y, get=("nngp", "ntk"), depths=(2, 1, 3), tile=8)
+    for d, g in zip((2, 1, 3), got):
+        assert_same(g, separate(arch, X, Y, ("nngp", "ntk"), d, tile=8))
