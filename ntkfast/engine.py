@@ -322,9 +322,7 @@ def stream_phase(stacks, symmetric: bool = True) -> int | None:
 
 def symmetrize_diagonal_block(block: np.ndarray, diag_values: np.ndarray) -> None:
     """Exact diagonal and exact symmetry inside a square tile on the diagonal (upper part kept)."""
-    k = block.shape[0]
-    np.copyto(block, block.T, where=np.tri(k, k, -1, dtype=bool))
-    np.fill_diagonal(block, diag_values)
+    cpu.symmetrize_block(block, diag_values)
 
 
 def finish_tile(views, diag_values, i0, i1, j0, j1) -> None:

@@ -521,3 +521,14 @@ def store_tile(out, part, i0, j0, mirror, stream, phase):
         r0 = r1
     if stream:
         _store_fence()
+
+
+@jit
+def symmetrize_block(block, diag):
+    """A square tile on the diagonal of K(X, X): its lower part from its upper part, and the
+    exact diagonal ``diag`` (one call instead of NumPy's masked copy, which allocates a mask)."""
+    k = block.shape[0]
+    for i in range(k):
+        block[i, i] = diag[i]
+        for j in range(i + 1, k):
+            block[j, i] = block[i, j]
