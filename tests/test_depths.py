@@ -164,7 +164,7 @@ def test_stored_in_the_tile_pass_with_streaming_stores(rng, monkeypatch, n, dtyp
     X[30] = X[2] * (1 + 1e-5)  # a nearly parallel pair in a tile above the diagonal
     phases = []
     real = engine.stream_phase
-    monkeypatch.setattr(engine, "stream_phase", lambda stacks: phases.append(real(stacks)) or phases[-1])
+    monkeypatch.setattr(engine, "stream_phase", lambda *a: phases.append(real(*a)) or phases[-1])
     for smallest in (2**62, 0):  # ordinary stores, then streaming stores
         monkeypatch.setattr(config, "STREAM_MIN_BYTES", smallest)
         for n_jobs in (1, 2):
