@@ -340,12 +340,16 @@ def finish_tile(views, diag_values, i0, i1, j0, j1) -> None:
             cpu.mirror(v, i0, i1, j0, j1)
 
 
-def place_tile(view, part, diag_values, i0, j0, symmetric) -> None:
+def place_tile(view, part, diag_values, i0, j0, symmetric, phase: int | None = None) -> None:
     """Put a tile computed into scratch (``part``, C-contiguous) at (i0, j0) of the output
     ``view``, with the assembly of K(X, X) when ``symmetric``: the mirror image written from the
-    scratch (still in cache) for a tile above the diagonal, the exact diagonal for one on it."""
+    scratch (still in cache) for a tile above the diagonal, the exact diagonal for one on it.
+    ``phase`` (from :func:`stream_phase`): non-temporal stores in strips of whole lines."""
     diagonal = symmetric and i0 == j0
-    cpu.place(view, part, i0, j0, symmetric and not diagonal)
+    if phase is None:
+        cpu.place(view, part, i0, j0, symmetric and not diagonal)
+    else:
+        cpu.store_tile(view[None], part[None], i0, j0, symmetric and not diagonal, True, phase)
     if diagonal:
         k = part.shape[0]
         symmetrize_diagonal_block(view[i0:i0 + k, j0:j0 + k], diag_values[i0:i0 + k])
@@ -406,7 +410,7 @@ def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs
             diag_values += [nngp_d if g == "nngp" else ntk_d for g in names]
         stacks = _as_stacks(views, names, slots)  # None: the tile goes through scratch
     # outputs far larger than the cache: non-temporal stores (mirrored ones in whole 64-byte lines)
-    phase = None if stacks is None else stream_phase(stacks, symmetric)
+    phase = stream_phase([v[None] for v in views] if stacks is None else stacks, symmetric)
     # per-thread scratch: the inner products and, for outputs that are not one stack per kernel,
     # the tile of every output (written there by the tile kernel, then placed and mirrored)
     t = plan.tile
@@ -433,7 +437,8 @@ def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs
         for k in range(n_depths):
             for q, g in enumerate(names):
                 f = k * len(names) + q
-                place_tile(views[f], targets[g][slots[k]], diag_values[f] if symmetric else None, i0, j0, symmetric)
+                place_tile(views[f], targets[g][slots[k]], diag_values[f] if symmetric else None, i0, j0, symmetric,
+                           phase)  # fmt: skip
 
     tiling.run_tiles(plan, work, n_jobs, progress, "kernel")
 

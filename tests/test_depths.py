@@ -225,3 +225,21 @@ def test_streaming_stores_for_k_x_y(rng, monkeypatch, dtype):
     got = nf.kernel(arch, X, Y, get=("nngp", "ntk"), depths=(2, 1, 3), tile=8)
     for d, g in zip((2, 1, 3), got):
         assert_same(g, separate(arch, X, Y, ("nngp", "ntk"), d, tile=8))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_streaming_stores_into_separate_outputs(rng, monkeypatch, symmetric):
+    """out= separate arrays (not one stack): the tile goes through scratch and is placed with
+    streaming stores (forced here), in strips; the values are the separate calls'."""
+    from ntkfast import config
+
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", 0)
+    arch = nf.MLP(depth=3, activation="relu", b_std=0.1)
+    X = rng.standard_normal((40, 3)).astype(np.float32)
+    X[33] = X[1] * np.float32(1 + 1e-5)
+    Y = None if symmetric else rng.standard_normal((24, 3)).astype(np.float32)
+    shape = (40, 40 if symmetric else 24)
+    outs = tuple((np.empty(shape, np.float32), np.empty(shape, np.float32)) for _ in range(2))
+    got = nf.kernel(arch, X, Y, get=("nngp", "ntk"), depths=(2, 1), out=outs, tile=16)
+    for d, g in zip((2, 1), got):
+        assert_same(g, separate(arch, X, Y, ("nngp", "ntk"), d, tile=16))
