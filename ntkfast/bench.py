@@ -317,11 +317,10 @@ def depths_write_floor(stacks, n_jobs: int | None = None) -> None:
     plan = tiling.plan_tiles(n, n, dtype.itemsize, True, None, n_jobs)
     phase = engine.stream_phase(stacks)
     extra = [s[:-1] for s in stacks]
-    part = np.ones((stacks[0].shape[0] - 1, plan.tile, plan.tile), dtype)
 
     def work(i0, i1, j0, j1, worker):
         for out in extra:
-            cpu.store_tile(out, part[:, : i1 - i0, : j1 - j0], i0, j0, i0 != j0, phase is not None, phase or 0)
+            cpu.store_constant_tile(out, 1.0, i0, i1, j0, j1, i0 != j0, phase is not None, phase or 0)
 
     tiling.run_tiles(plan, work, n_jobs)
 

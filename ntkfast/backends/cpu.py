@@ -509,15 +509,18 @@ def assembled_kernels(code: int) -> SimpleNamespace:
 
 @jit
 def store_tile(out, part, i0, j0, mirror, stream, phase):
-    """The stores of ``assembled_kernels(code).tile`` alone: ``part`` (n_out, bi, bj), already
-    computed, written at (i0, j0) of ``out`` (and mirrored) in the same strips.  What writing
-    the outputs costs without the recursion (``ntkfast bench --depths`` measures it)."""
-    bi = part.shape[1]
+    """A tile computed into scratch, ``part`` (n_out, bi, bj), written at (i0, j0) of ``out`` (and
+    mirrored) in the strips and with the stores of ``assembled_kernels(code).tile`` (each strip
+    copied to a C-contiguous buffer first, as the tile kernel leaves it)."""
+    n_out, bi, bj = part.shape
     line = max(1, 64 // part.itemsize)
+    buf = np.empty(n_out * line * bj, part.dtype)  # one strip, C-contiguous like the tile kernel's
     r0 = 0
     while r0 < bi:
         r1 = min(bi, r0 + line - (phase + i0 + r0) % line)
-        store_strip(out, part[:, r0:r1], i0 + r0, j0, mirror, stream)
+        strip = buf[: n_out * (r1 - r0) * bj].reshape(n_out, r1 - r0, bj)
+        strip[:] = part[:, r0:r1]
+        store_strip(out, strip, i0 + r0, j0, mirror, stream)
         r0 = r1
     if stream:
         _store_fence()
@@ -532,3 +535,20 @@ def symmetrize_block(block, diag):
         block[i, i] = diag[i]
         for j in range(i + 1, k):
             block[j, i] = block[i, j]
+
+
+@jit
+def store_constant_tile(out, value, i0, i1, j0, j1, mirror, stream, phase):
+    """The stores of ``assembled_kernels(code).tile`` alone, nothing computed: ``value`` written
+    at [i0:i1, j0:j1] of every slice of ``out`` (and mirrored) in the kernel's strips, from one
+    strip buffer in L1.  The floor under writing the outputs (``ntkfast bench --depths``)."""
+    line = max(1, 64 // out.itemsize)
+    n_out, bj = out.shape[0], j1 - j0
+    buf = np.full(n_out * line * bj, value, out.dtype)
+    r0 = i0
+    while r0 < i1:
+        r1 = min(i1, r0 + line - (phase + r0) % line)
+        store_strip(out, buf[: n_out * (r1 - r0) * bj].reshape(n_out, r1 - r0, bj), r0, j0, mirror, stream)
+        r0 = r1
+    if stream:
+        _store_fence()
