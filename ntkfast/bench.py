@@ -121,7 +121,8 @@ def fit_times(n: int = 10_000, d: int = 50, seed: int = 0) -> dict:
 
 
 def main(quick: bool = False, spectrum: bool = False, scale: bool = False, fit: bool = False,
-         dask: bool = False, startup: bool = False, activations: bool = False, limits: bool = False) -> None:  # fmt: skip
+         dask: bool = False, startup: bool = False, activations: bool = False, limits: bool = False,
+         depths: bool = False) -> None:  # fmt: skip
     if startup:
         print_startup(3 if quick else 5)
         return
@@ -130,6 +131,9 @@ def main(quick: bool = False, spectrum: bool = False, scale: bool = False, fit: 
         return
     if limits:
         print_limits(quick)
+        return
+    if depths:
+        print_depths_ratios(quick)
         return
     if dask:
         dask_scale_benchmark(n=20_000 if quick else 200_000, m=300 if quick else 1000)
@@ -713,3 +717,67 @@ def print_limits(quick: bool = False) -> dict:
             print(f"  bare recursion {k}: {relu[k] / sqdiv[k]:.0%} of the sqrt + div loop, "
                   f"{relu[k] / angle[k]:.0%} of the atan2(sqrt) loop")  # fmt: skip
     return res
+
+
+# ------------------------------------------------------------- every depth in one pass (issue 15)
+DEPTHS_CASES = tuple((act, dtype, get, d) for act in ("relu", "erf") for dtype in (np.float64, np.float32)
+                     for get in (("ntk",), ("nngp", "ntk")) for d in (16, 784))  # fmt: skip
+
+
+def depths_write_floor(stacks, n_jobs: int | None = None) -> None:
+    """Write every slot but the last of the (n_depths, n, n) ``stacks`` (the outputs a
+    ``depths=`` call writes beyond the deepest one), both triangles, with the stores and the
+    tile plan of ``kernel`` and nothing computed: the floor under ``depths=``'s extra cost."""
+    from . import engine, tiling
+    from .backends import cpu
+
+    n, dtype = stacks[0].shape[1], stacks[0].dtype
+    n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
+    plan = tiling.plan_tiles(n, n, dtype.itemsize, True, None, n_jobs)
+    phase = engine.stream_phase(stacks)
+    extra = [s[:-1] for s in stacks]
+
+    def work(i0, i1, j0, j1, worker):
+        for out in extra:
+            cpu.store_constant_tile(out, 1.0, i0, i1, j0, j1, i0 != j0, phase is not None, phase or 0)
+
+    tiling.run_tiles(plan, work, n_jobs)
+
+
+def depths_ratios(n: int = 2000, cases=DEPTHS_CASES, depths=(1, 2, 3, 4, 5), repeat: int = 5):
+    """Rows of (activation, dtype, get, d, depths= seconds, deepest seconds, ratio, floor ratio).
+
+    ``depths=`` returns one Gram per depth from one tile pass; the deepest single call is
+    ``kernel`` of the deepest network alone.  The floor is :func:`depths_write_floor`: writing the
+    extra outputs (both triangles) costs that much even with nothing to compute, so a ratio
+    ``1 + floor + x`` spends ``x`` above it.  Outputs are preallocated with their pages faulted
+    in, and all three are timed in this process."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for activation, dtype, get, d in cases:
+        X = rng.standard_normal((n, d)).astype(dtype)
+        t_all, t_deep, t_floor = _depths_times(MLP(depth=max(depths), activation=activation, W_std=1.4, b_std=0.1),
+                                               X, get, depths, repeat)  # fmt: skip
+        rows.append((activation, np.dtype(dtype).name, get, d, t_all, t_deep, t_all / t_deep, t_floor / t_deep))
+    return rows
+
+
+def _depths_times(arch: MLP, X: np.ndarray, get, depths, repeat: int):
+    n = X.shape[0]
+    stacks = [np.ones((len(depths), n, n), X.dtype) for _ in get]  # pages faulted in
+    outs = tuple(tuple(s[k] for s in stacks) for k in range(len(depths)))
+    t_all = best_time(lambda: kernel(arch, X, get=get, depths=depths, out=outs), repeat)
+    t_deep = best_time(lambda: kernel(arch, X, get=get, out=outs[-1]), repeat)
+    return t_all, t_deep, best_time(lambda: depths_write_floor(stacks), repeat)
+
+
+def print_depths_ratios(quick: bool = False) -> None:
+    n = 500 if quick else 2000
+    cases = DEPTHS_CASES[:2] if quick else DEPTHS_CASES
+    print(f"kernel(..., depths=(1, ..., 5)) vs the deepest call (depth 5), n = {n}; floor: writing the 4 extra "
+          "outputs alone")  # fmt: skip
+    print(f"{'act':>5} {'dtype':>8} {'get':>10} {'d':>4} {'depths= s':>10} {'deepest s':>10} {'ratio':>6} "
+          f"{'floor':>6} {'above':>6}")  # fmt: skip
+    for act, dt, get, d, t_all, t_deep, ratio, floor in depths_ratios(n, cases):
+        print(f"{act:>5} {dt:>8} {'+'.join(get):>10} {d:>4} {t_all:>10.4f} {t_deep:>10.4f} {ratio:>6.2f} "
+              f"{floor:>6.2f} {ratio - 1 - floor:>6.2f}")  # fmt: skip

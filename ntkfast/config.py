@@ -165,3 +165,9 @@ def format_bytes(n: float) -> str:
 SERIES_TOL = 1e-12
 SERIES_MAX_DEGREE = 512
 SERIES_WARN_BOUND = 1e-10
+
+# ------------------------------------------------------- depths (issue 15 item 1): output stores
+# Outputs of K(X, X) (all kernels and depths of one call together) at least this large are written
+# with non-temporal stores: a line goes to memory without being read first (no read-for-
+# ownership), which halves the memory traffic of writing them; smaller ones stay in the cache.
+STREAM_MIN_BYTES = 16 * 2**20

@@ -229,7 +229,8 @@ _ZEROS5 = np.zeros(5)
 
 
 def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp, ntk, offset, diagonal=False,
-                 schedule: DepthPlan | None = None) -> None:
+                 schedule: DepthPlan | None = None, mirror: bool = False, stream: bool = False,
+                 phase: int = 0) -> None:
     """One tile: inner products into the scratch ``G``, then the fused recursion.
 
     ``nngp``/``ntk`` are 3-D outputs (one slice per slot of ``schedule``, a :class:`DepthPlan`;
@@ -237,6 +238,11 @@ def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp
     (neither may alias ``G`` unless with zero offset).  In float32, pairs too close to parallel
     for float32 are then recomputed in float64.  ``diagonal``: the tile straddles the
     diagonal of K(X, X) (its diagonal gets exact values later, so it is not refined).
+
+    ``mirror`` (a tile above the diagonal of K(X, X)): also write every output's mirror image
+    below the diagonal, in the same pass (strips of rows stored while in L1: see
+    ``cpu.assembled_kernels``).  ``stream``: non-temporal stores (outputs far larger than the
+    cache), with ``phase`` from :func:`stream_phase`.  Neither changes a value.
     """  # fmt: skip
     cpu.gemm(rx.features[i0:i1], ry.features[j0:j1], G)
     if schedule is None:
@@ -254,14 +260,20 @@ def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp
         cpu_series.tile(coef.first, coef.steps, coef.series.table(), G, sx.c, sx.d, sx.inv_sqrt, i0, sy.c, sy.d,
                         sy.inv_sqrt, j0, nngp, ntk, *offset, *get, write_at, readout.astype(G.dtype, copy=False),
                         with_readout)  # fmt: skip
+        if mirror:
+            _mirror_stacks(nngp, ntk, get, offset, i1 - i0, j1 - j0)
         return
     kernels = cpu.recursion_kernels(coef.code)
     refine = coef.float64 is not None
     tau = G.dtype.type(config.REFINE_TOL32 if refine else -np.inf)
     rows_sig = np.ascontiguousarray(rx.sig[:, i0:i1])
     sig_cols = np.ascontiguousarray(ry.sig[:, j0:j1])
-    flagged = kernels.tile(coef.params, coef.first, coef.steps, G, rows_sig, sig_cols, nngp, ntk, *offset, *get, tau,
-                           write_at, readout.astype(G.dtype, copy=False), with_readout)  # fmt: skip
+    args = (coef.params, coef.first, coef.steps, G, rows_sig, sig_cols, nngp, ntk, *offset, *get, tau, write_at,
+            readout.astype(G.dtype, copy=False), with_readout)  # fmt: skip
+    if mirror or stream:
+        flagged = cpu.assembled_kernels(coef.code).tile(*args, mirror, stream, phase)
+    else:
+        flagged = kernels.tile(*args)
     if flagged:  # rare: near-duplicate rows, and the diagonal of diagonal tiles
         w, b = coef.first[0], coef.first[1]
         ii, jj = cpu.near_parallel(G, w, b, rows_sig[0], sig_cols[0], tau, diagonal)
@@ -271,13 +283,46 @@ def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp
             np.ascontiguousarray(rx.sig64[:, i0:i1]), np.ascontiguousarray(ry.sig64[:, j0:j1]),
             ii, jj, nngp, ntk, *offset, *get, write_at, readout64, with_readout,
         )  # fmt: skip
+        if mirror:  # the recomputed pairs' mirror images
+            a, b = ii + offset[0], jj + offset[1]
+            for o, wanted in zip((nngp, ntk), get):
+                if wanted:
+                    o[:, b, a] = o[:, a, b]
+
+
+def _mirror_stacks(nngp, ntk, get, offset, bi, bj) -> None:
+    """The mirror image of a tile (bi, bj) at ``offset`` in every slice of the 3-D outputs."""
+    i0, j0 = offset
+    for o, wanted in zip((nngp, ntk), get):
+        if wanted:
+            for v in o:
+                cpu.mirror(v, i0, i0 + bi, j0, j0 + bj)
+
+
+def stream_phase(stacks, symmetric: bool = True) -> int | None:
+    """Whether the outputs ``stacks`` (3-D, C-contiguous) are written with non-temporal stores,
+    and the strip phase for it: None for ordinary stores.
+
+    Streaming pays when the outputs are far larger than the cache (``config.STREAM_MIN_BYTES``).
+    For K(X, X) (``symmetric``, mirrored) it needs every mirrored row segment to start on the same
+    64-byte boundary (row length a multiple of 64 bytes, the same alignment in every stack), else
+    partial lines would be written.
+    """
+    if sum(s.nbytes for s in stacks) < config.STREAM_MIN_BYTES:
+        return None
+    if not symmetric:
+        return 0
+    itemsize = stacks[0].itemsize
+    phases = {s.__array_interface__["data"][0] % 64 for s in stacks}
+    if len(phases) != 1 or any((s.shape[-1] * itemsize) % 64 or s.strides[-2] % 64 for s in stacks):
+        return None
+    misalign = phases.pop()
+    return None if misalign % itemsize else misalign // itemsize
 
 
 def symmetrize_diagonal_block(block: np.ndarray, diag_values: np.ndarray) -> None:
     """Exact diagonal and exact symmetry inside a square tile on the diagonal (upper part kept)."""
-    k = block.shape[0]
-    np.copyto(block, block.T, where=np.tri(k, k, -1, dtype=bool))
-    np.fill_diagonal(block, diag_values)
+    cpu.symmetrize_block(block, diag_values)
 
 
 def finish_tile(views, diag_values, i0, i1, j0, j1) -> None:
@@ -295,12 +340,16 @@ def finish_tile(views, diag_values, i0, i1, j0, j1) -> None:
             cpu.mirror(v, i0, i1, j0, j1)
 
 
-def place_tile(view, part, diag_values, i0, j0, symmetric) -> None:
+def place_tile(view, part, diag_values, i0, j0, symmetric, phase: int | None = None) -> None:
     """Put a tile computed into scratch (``part``, C-contiguous) at (i0, j0) of the output
     ``view``, with the assembly of K(X, X) when ``symmetric``: the mirror image written from the
-    scratch (still in cache) for a tile above the diagonal, the exact diagonal for one on it."""
+    scratch (still in cache) for a tile above the diagonal, the exact diagonal for one on it.
+    ``phase`` (from :func:`stream_phase`): non-temporal stores in strips of whole lines."""
     diagonal = symmetric and i0 == j0
-    cpu.place(view, part, i0, j0, symmetric and not diagonal)
+    if phase is None:
+        cpu.place(view, part, i0, j0, symmetric and not diagonal)
+    else:
+        cpu.store_tile(view[None], part[None], i0, j0, symmetric and not diagonal, True, phase)
     if diagonal:
         k = part.shape[0]
         symmetrize_diagonal_block(view[i0:i0 + k, j0:j0 + k], diag_values[i0:i0 + k])
@@ -310,11 +359,13 @@ def place_tile(view, part, diag_values, i0, j0, symmetric) -> None:
 def allocate_outputs(shape, dtype, count: int, schedule: DepthPlan | None = None) -> list[np.ndarray]:
     """Outputs for ``count`` kernels (at each depth of ``schedule``), flat depth-major, within the
     memory budget.  With a schedule they are the slices of one (n_depths, n, m) array per kernel
-    in step order, which :func:`fill_gram` lets the tile kernel write directly."""
+    in step order, which :func:`fill_gram` lets the tile kernel write directly.  Each starts on a
+    64-byte boundary, so that the streaming stores of :func:`stream_phase` can serve them all."""
     if schedule is None:
-        return tiling.allocate(shape, dtype, count)
+        return tiling.allocate(shape, dtype, count, align=64)
     n_depths = len(schedule.depths)
-    stacks = [a.reshape(n_depths, *shape) for a in tiling.allocate((n_depths * shape[0], shape[1]), dtype, count)]
+    stacks = [a.reshape(n_depths, *shape)
+              for a in tiling.allocate((n_depths * shape[0], shape[1]), dtype, count, align=64)]  # fmt: skip
     return [stacks[q][schedule.slots[k]] for k in range(n_depths) for q in range(count)]
 
 
@@ -358,6 +409,8 @@ def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs
             _, nngp_d, ntk_d = diagonal_recursion(c, rx.features)
             diag_values += [nngp_d if g == "nngp" else ntk_d for g in names]
         stacks = _as_stacks(views, names, slots)  # None: the tile goes through scratch
+    # outputs far larger than the cache: non-temporal stores (mirrored ones in whole 64-byte lines)
+    phase = stream_phase([v[None] for v in views] if stacks is None else stacks, symmetric)
     # per-thread scratch: the inner products and, for outputs that are not one stack per kernel,
     # the tile of every output (written there by the tile kernel, then placed and mirrored)
     t = plan.tile
@@ -373,8 +426,9 @@ def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs
         if stacks is not None:  # the outputs themselves
             targets = dict(zip(names, stacks))
             compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (i0, j0),
-                         diagonal, schedule)  # fmt: skip
-            if symmetric:
+                         diagonal, schedule, mirror=symmetric and not diagonal, stream=phase is not None,
+                         phase=phase or 0)  # fmt: skip
+            if diagonal:  # its lower part and exact diagonal (a tile above it was mirrored in compute_tile)
                 finish_tile(views, diag_values, i0, i1, j0, j1)
             return
         targets = {g: scratch_view(buf[1 + q * n_depths:], n_depths, bi, bj) for q, g in enumerate(names)}
@@ -383,7 +437,8 @@ def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs
         for k in range(n_depths):
             for q, g in enumerate(names):
                 f = k * len(names) + q
-                place_tile(views[f], targets[g][slots[k]], diag_values[f] if symmetric else None, i0, j0, symmetric)
+                place_tile(views[f], targets[g][slots[k]], diag_values[f] if symmetric else None, i0, j0, symmetric,
+                           phase)  # fmt: skip
 
     tiling.run_tiles(plan, work, n_jobs, progress, "kernel")
 

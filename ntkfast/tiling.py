@@ -89,15 +89,26 @@ class _NoProgress:
         pass
 
 
-def allocate(shape: tuple[int, int], dtype: np.dtype, count: int) -> list[np.ndarray]:
-    nbytes = count * shape[0] * shape[1] * np.dtype(dtype).itemsize
+def allocate(shape: tuple[int, int], dtype: np.dtype, count: int, align: int = 0) -> list[np.ndarray]:
+    """``count`` uninitialised (n, m) arrays within the memory budget; with ``align``, each one's
+    data starts on an ``align``-byte boundary (the streaming stores of the assembly want 64)."""
+    dtype = np.dtype(dtype)
+    nbytes = count * shape[0] * shape[1] * dtype.itemsize
     check_fits(
         nbytes,
-        f"{count} kernel matrix(es) of shape {shape} ({np.dtype(dtype).name})",
+        f"{count} kernel matrix(es) of shape {shape} ({dtype.name})",
         "Pass out= a np.memmap (or np.lib.format.open_memmap) to write it to disk, or use "
         "ntkfast.GramOperator for matrix-free products that never store it.",
     )
-    return [np.empty(shape, dtype=dtype) for _ in range(count)]
+    if not align:
+        return [np.empty(shape, dtype=dtype) for _ in range(count)]
+    size = shape[0] * shape[1] * dtype.itemsize
+    arrays = []
+    for _ in range(count):
+        raw = np.empty(size + align, np.uint8)
+        start = -raw.ctypes.data % align
+        arrays.append(raw[start:start + size].view(dtype).reshape(shape))
+    return arrays
 
 
 def default_n_jobs() -> int:

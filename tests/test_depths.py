@@ -147,3 +147,99 @@ def test_depths_out_as_one_stack_is_written_directly(rng, monkeypatch):
         assert_same(g, separate(arch, X, None, ("nngp", "ntk"), d, tile=8))
     nf.kernel(arch, X, get=("nngp", "ntk"), depths=(1, 2, 4), out=out, tile=8)
     assert placed  # a layout that is not one stack in step order: through scratch
+
+
+@pytest.mark.parametrize("n", [37, 48])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("activation", ["relu", "erf", "tanh"])
+def test_stored_in_the_tile_pass_with_streaming_stores(rng, monkeypatch, n, dtype, activation):
+    """Tiles above the diagonal are mirrored in the tile pass (strips of rows stored while in
+    L1), with non-temporal stores when the outputs are large (forced here): the values are
+    those of the separate calls, the result exactly symmetric, whatever the rows' alignment
+    (n = 48: rows of whole 64-byte lines, so the stores stream; n = 37: they cannot)."""
+    from ntkfast import config, engine
+
+    arch = nf.MLP(depth=3, activation=activation, W_std=1.4, b_std=0.1)
+    X = rng.standard_normal((n, 4)).astype(dtype)
+    X[30] = X[2] * (1 + 1e-5)  # a nearly parallel pair in a tile above the diagonal
+    phases = []
+    real = engine.stream_phase
+    monkeypatch.setattr(engine, "stream_phase", lambda *a: phases.append(real(*a)) or phases[-1])
+    for smallest in (2**62, 0):  # ordinary stores, then streaming stores
+        monkeypatch.setattr(config, "STREAM_MIN_BYTES", smallest)
+        for n_jobs in (1, 2):
+            got = nf.kernel(arch, X, get=("nngp", "ntk"), depths=(3, 1, 2), tile=7, n_jobs=n_jobs)
+            for d, g in zip((3, 1, 2), got):
+                assert_same(g, separate(arch, X, None, ("nngp", "ntk"), d, tile=7, n_jobs=n_jobs))
+                for k in g:
+                    np.testing.assert_array_equal(k, k.T)
+    streamed = [p for p in phases if p is not None]
+    assert bool(streamed) == (n * np.dtype(dtype).itemsize % 64 == 0)
+
+
+def test_streaming_stores_into_unaligned_and_file_backed_outputs(rng, monkeypatch, tmp_path):
+    """A stack of outputs that starts mid-line (a view one element in) and a memmap: the strips
+    follow the outputs' alignment, and the values equal the separate calls'."""
+    from ntkfast import config
+
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", 0)
+    arch = nf.MLP(depth=2, activation="relu", b_std=0.2)
+    n = 40
+    X = rng.standard_normal((n, 3))
+    for shift in range(3):
+        flat = np.zeros(2 * n * n + 8)
+        stack = flat[shift:shift + 2 * n * n].reshape(2, n, n)
+        out = (stack[0], stack[1])
+        got = nf.kernel(arch, X, depths=(1, 2), out=out, tile=16)
+        assert got[0] is out[0]
+        for d, g in zip((1, 2), got):
+            assert_same(g, separate(arch, X, None, "ntk", d, tile=16))
+    mm = np.lib.format.open_memmap(tmp_path / "K.npy", mode="w+", dtype=np.float64, shape=(2, n, n))
+    nf.kernel(arch, X, depths=(1, 2), out=(mm[0], mm[1]), tile=16)
+    del mm
+    saved = np.load(tmp_path / "K.npy")
+    for d in (1, 2):
+        assert_same(saved[d - 1], separate(arch, X, None, "ntk", d, tile=16))
+
+
+def test_write_floor_writes_what_the_kernel_writes(rng):
+    """``bench.depths_write_floor`` (the floor under the extra cost of depths=) stores every entry
+    of the extra outputs, both triangles, with the kernel's plan: a constant everywhere."""
+    from ntkfast import bench
+
+    stacks = [np.zeros((3, 300, 300)), np.zeros((3, 300, 300))]
+    bench.depths_write_floor(stacks, n_jobs=2)
+    for s in stacks:
+        assert (s[:-1] == 1).all() and (s[-1] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_streaming_stores_for_k_x_y(rng, monkeypatch, dtype):
+    """K(X, Y) (no mirror) with streaming stores forced: the separate calls' values."""
+    from ntkfast import config
+
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", 0)
+    arch = nf.MLP(depth=2, activation="erf", b_std=0.1)
+    X = rng.standard_normal((29, 4)).astype(dtype)
+    Y = np.concatenate([X[:5] * (1 + 1e-5), rng.standard_normal((12, 4))]).astype(dtype)
+    got = nf.kernel(arch, X, Y, get=("nngp", "ntk"), depths=(2, 1, 3), tile=8)
+    for d, g in zip((2, 1, 3), got):
+        assert_same(g, separate(arch, X, Y, ("nngp", "ntk"), d, tile=8))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_streaming_stores_into_separate_outputs(rng, monkeypatch, symmetric):
+    """out= separate arrays (not one stack): the tile goes through scratch and is placed with
+    streaming stores (forced here), in strips; the values are the separate calls'."""
+    from ntkfast import config
+
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", 0)
+    arch = nf.MLP(depth=3, activation="relu", b_std=0.1)
+    X = rng.standard_normal((40, 3)).astype(np.float32)
+    X[33] = X[1] * np.float32(1 + 1e-5)
+    Y = None if symmetric else rng.standard_normal((24, 3)).astype(np.float32)
+    shape = (40, 40 if symmetric else 24)
+    outs = tuple((np.empty(shape, np.float32), np.empty(shape, np.float32)) for _ in range(2))
+    got = nf.kernel(arch, X, Y, get=("nngp", "ntk"), depths=(2, 1), out=outs, tile=16)
+    for d, g in zip((2, 1), got):
+        assert_same(g, separate(arch, X, Y, ("nngp", "ntk"), d, tile=16))

@@ -58,10 +58,13 @@ def test_kernel_writes_every_entry_once(monkeypatch, rng, symmetric, n_jobs):
     diagonal holds the exact diagonal values."""
     monkeypatch.setattr(config, "DIAGONAL_TILE", 4)
 
-    def count(coef, rx, ry, i0, i1, j0, j1, G, nngp, ntk, offset, diagonal=False, write_at=None):
+    def count(coef, rx, ry, i0, i1, j0, j1, G, nngp, ntk, offset, diagonal=False, write_at=None, mirror=False,
+              **store):
         for o in (nngp, ntk):
             if o is not None:
                 o[:, offset[0]:offset[0] + i1 - i0, offset[1]:offset[1] + j1 - j0] += 1
+                if mirror:  # the tile's mirror image, written by compute_tile itself
+                    o[:, offset[1]:offset[1] + j1 - j0, offset[0]:offset[0] + i1 - i0] += 1
 
     monkeypatch.setattr(engine, "compute_tile", count)
     X = rng.standard_normal((29, 3))

@@ -4,7 +4,10 @@
 depth 5, measured in the same process (target: at most 1.2; the recursion itself costs the same,
 but five outputs are written instead of one, so a cheap activation on a memory-bound machine
 stays above it).  ``track_ratio_to_separate_calls`` is the same over the five separate calls
-it replaces (1 + 2 + 3 + 4 + 5 = 15 layer passes instead of 5).
+it replaces (1 + 2 + 3 + 4 + 5 = 15 layer passes instead of 5).  ``track_floor_ratio`` is the
+floor under the first: writing the 4 extra outputs alone (both triangles, the kernel's plan and
+stores, nothing computed) over the deepest call, so ``ratio_to_deepest - 1 - floor_ratio`` is
+what ``depths=`` spends above the memory traffic it cannot avoid.
 """
 
 import dataclasses
@@ -12,7 +15,7 @@ import dataclasses
 import numpy as np
 
 import ntkfast as nf
-from ntkfast.bench import best_time
+from ntkfast.bench import best_time, depths_write_floor
 
 DEPTHS = (1, 2, 3, 4, 5)
 
@@ -57,3 +60,8 @@ class TimeDepths:
         return best_time(lambda: self._all(get)) / best_time(lambda: self._separate(get))
 
     track_ratio_to_separate_calls.unit = "ratio"
+
+    def track_floor_ratio(self, n, dtype, get, activation):
+        return best_time(lambda: depths_write_floor(self.stacks)) / best_time(lambda: self._deepest(get))
+
+    track_floor_ratio.unit = "ratio"

@@ -19,6 +19,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from .._jit import jit
 from ..recursion import dual, dual_diag, dual_diag_grad, dual_grad, step
@@ -385,3 +388,169 @@ def place(A, T, i0, j0, mirror):
 def gemm(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
     """out = A @ B.T through BLAS."""
     np.matmul(A, B.T, out=out)
+
+
+# ----------------------------------------------------------- assembled tiles: every output once
+@intrinsic
+def _stream_store(typingctx, arr, idx, val):
+    """``arr[idx] = val`` (1-D ``arr``) as a non-temporal store: the line goes to memory without
+    being read first (no read-for-ownership) and without evicting the cache."""
+    sig = types.void(arr, idx, val)
+
+    def codegen(context, builder, signature, args):
+        arrty = signature.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]], wraparound=False)
+        value = context.cast(builder, args[2], signature.args[2], arrty.dtype)
+        store = builder.store(value, ptr)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """A full fence: the non-temporal stores before it are visible to every thread after it."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@jit
+def store_strip(out, strip, i0, j0, mirror, stream):
+    """``out[k, i0 + r, j0 + j] = strip[k, r, j]`` and, with ``mirror``, ``out[k, j0 + j, i0 + r]``
+    too (the strip is a few rows, in L1, so the transposed reads are cheap).  With ``stream`` the
+    stores are non-temporal: the caller aligns the strip's rows so that each mirrored row segment
+    fills whole 64-byte lines."""
+    n_out, rows, cols = strip.shape
+    for k in range(n_out):
+        dst = out[k]
+        src = strip[k]
+        for r in range(rows):
+            row = dst[i0 + r]
+            vals = src[r]
+            if stream:
+                for j in range(cols):
+                    _stream_store(row, j0 + j, vals[j])
+            else:
+                for j in range(cols):
+                    row[j0 + j] = vals[j]
+        if mirror:
+            for j in range(cols):
+                row = dst[j0 + j]
+                if stream:
+                    for r in range(rows):
+                        _stream_store(row, i0 + r, src[r, j])
+                else:
+                    for r in range(rows):
+                        row[i0 + r] = src[r, j]
+
+
+@jit
+def store_fence():
+    """Order the non-temporal stores of :func:`store_strip` before what follows (once per tile)."""
+    _store_fence()
+
+
+@functools.cache
+def assembled_kernels(code: int) -> SimpleNamespace:
+    """``tile`` of :func:`recursion_kernels` run over strips of a few rows, each strip's outputs
+    stored (and, for a tile above the diagonal of K(X, X), mirrored) while still in L1."""
+    fingerprint = _math_fingerprint()
+    tile = recursion_kernels(code).tile
+
+    @jit
+    def assembled_tile(params, first, steps, G, sig_rows, sig_cols, nngp, ntk, i0, j0, get_nngp, get_ntk, tau,
+                       write_at, readout, with_readout, mirror, stream, phase):
+        """``tile`` with the same arguments, then: ``mirror`` also writes ``nngp[k, j0 + j, i0 + i]``
+        (and ntk); ``stream`` makes the output stores non-temporal.  The rows are computed in
+        strips of one 64-byte line of outputs (each row of ``tile`` is independent of the
+        others, so the values are those of one ``tile`` call); strip boundaries fall on the
+        rows ``i0 + i`` with ``(phase + i0 + i) % line == 0``, ``phase`` the column of the
+        outputs' first 64-byte-aligned address (so mirrored stores fill whole lines).
+
+        Returns the count of nearly parallel pairs, as ``tile``.
+        """  # fmt: skip
+        if fingerprint < 0:
+            return 0
+        bi, bj = G.shape
+        n_out = write_at.shape[0]
+        n_sig = sig_rows.shape[0]
+        line = max(1, 64 // G.itemsize)
+        sig_buf = np.empty(n_sig * line, sig_rows.dtype)
+        buf_n = np.empty(n_out * line * bj, G.dtype)
+        buf_t = np.empty(n_out * line * bj, G.dtype) if get_nngp and get_ntk else buf_n
+        flagged = 0
+        r0 = 0
+        while r0 < bi:
+            r1 = min(bi, r0 + line - (phase + i0 + r0) % line)
+            rows = r1 - r0
+            sig = sig_buf[: n_sig * rows].reshape(n_sig, rows)
+            for layer in range(n_sig):
+                for r in range(rows):
+                    sig[layer, r] = sig_rows[layer, r0 + r]
+            part_n = buf_n[: n_out * rows * bj].reshape(n_out, rows, bj)
+            part_t = buf_t[: n_out * rows * bj].reshape(n_out, rows, bj)
+            flagged += tile(params, first, steps, G[r0:r1], sig, sig_cols, part_n, part_t, 0, 0, get_nngp, get_ntk,
+                            tau, write_at, readout, with_readout)  # fmt: skip
+            if get_nngp:
+                store_strip(nngp, part_n, i0 + r0, j0, mirror, stream)
+            if get_ntk:
+                store_strip(ntk, part_t, i0 + r0, j0, mirror, stream)
+            r0 = r1
+        if stream:
+            _store_fence()
+        return flagged
+
+    return SimpleNamespace(tile=assembled_tile)
+
+
+@jit
+def store_tile(out, part, i0, j0, mirror, stream, phase):
+    """A tile computed into scratch, ``part`` (n_out, bi, bj), written at (i0, j0) of ``out`` (and
+    mirrored) in the strips and with the stores of ``assembled_kernels(code).tile`` (each strip
+    copied to a C-contiguous buffer first, as the tile kernel leaves it)."""
+    n_out, bi, bj = part.shape
+    line = max(1, 64 // part.itemsize)
+    buf = np.empty(n_out * line * bj, part.dtype)  # one strip, C-contiguous like the tile kernel's
+    r0 = 0
+    while r0 < bi:
+        r1 = min(bi, r0 + line - (phase + i0 + r0) % line)
+        strip = buf[: n_out * (r1 - r0) * bj].reshape(n_out, r1 - r0, bj)
+        strip[:] = part[:, r0:r1]
+        store_strip(out, strip, i0 + r0, j0, mirror, stream)
+        r0 = r1
+    if stream:
+        _store_fence()
+
+
+@jit
+def symmetrize_block(block, diag):
+    """A square tile on the diagonal of K(X, X): its lower part from its upper part, and the
+    exact diagonal ``diag`` (one call instead of NumPy's masked copy, which allocates a mask)."""
+    k = block.shape[0]
+    for i in range(k):
+        block[i, i] = diag[i]
+        for j in range(i + 1, k):
+            block[j, i] = block[i, j]
+
+
+@jit
+def store_constant_tile(out, value, i0, i1, j0, j1, mirror, stream, phase):
+    """The stores of ``assembled_kernels(code).tile`` alone, nothing computed: ``value`` written
+    at [i0:i1, j0:j1] of every slice of ``out`` (and mirrored) in the kernel's strips, from one
+    strip buffer in L1.  The floor under writing the outputs (``ntkfast bench --depths``)."""
+    line = max(1, 64 // out.itemsize)
+    n_out, bj = out.shape[0], j1 - j0
+    buf = np.full(n_out * line * bj, value, out.dtype)
+    r0 = i0
+    while r0 < i1:
+        r1 = min(i1, r0 + line - (phase + r0) % line)
+        store_strip(out, buf[: n_out * (r1 - r0) * bj].reshape(n_out, r1 - r0, bj), r0, j0, mirror, stream)
+        r0 = r1
+    if stream:
+        _store_fence()

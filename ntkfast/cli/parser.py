@@ -415,4 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limits", action="store_true", help="one core's sqrt/div and bare-recursion rates (in cache) vs the engine's"
     )
+    p.add_argument("--depths", action="store_true",
+                   help="kernel(..., depths=(1..5)) vs the deepest call, with the floor of writing the extra outputs")
     return parser
