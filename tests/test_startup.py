@@ -103,15 +103,16 @@ def test_closure_cache_key_same_across_builds():
 
 
 def test_warm_first_calls_load_few_specialisations_and_compile_none():
-    """With a warm cache a fresh process compiles nothing: relu loads its diagonal and tile kernels,
-    erf (another closed form) its own two, tanh (a series activation) one tile kernel."""
+    """With a warm cache a fresh process compiles nothing: relu loads its diagonal and tile kernels
+    and the diagonal tiles' ``symmetrize_block``, erf (another closed form) its own two, tanh (a
+    series activation) its tile kernel (``symmetrize_block`` is loaded already)."""
     acts = ("relu", "erf", "tanh")
     fresh_python(COUNT_CHILD, *acts)  # warms the cache (compiles what is missing)
     counts = json.loads(fresh_python(COUNT_CHILD, *acts))
     if counts["relu"]["loaded"] == 0:
         pytest.skip("Numba's cache is not usable here (nothing was loaded from it)")
     assert {act: c["compiled"] for act, c in counts.items()} == dict.fromkeys(acts, 0)
-    assert counts["relu"]["loaded"] <= 2 and counts["erf"]["loaded"] <= 2 and counts["tanh"]["loaded"] <= 1
+    assert counts["relu"]["loaded"] <= 3 and counts["erf"]["loaded"] <= 2 and counts["tanh"]["loaded"] <= 1
 
 
 TOKEN_CHILD = r"""
