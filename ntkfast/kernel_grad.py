@@ -41,7 +41,8 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
     -------
     K : ndarray of shape (n, n), float64, exactly symmetric
     dK : ndarray of shape (n, n, 2)
-        Derivatives in log W_std and log b_std (the second is 0 without a bias).
+        Derivatives in log W_std and log b_std (the second is 0 without a bias); a view of a
+        (2, n, n) C-contiguous array, ``dK[:, :, p]`` being plane ``p``.
     """
     arch = check_arch(arch)
     check_choice(get, "get", ("ntk", "nngp"))
@@ -61,43 +62,36 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
     n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
     plan = tiling.plan_tiles(n, n, 8, symmetric=True, n_jobs=n_jobs)
     t = plan.tile
-    # K and dK (3 n^2 doubles) plus per-thread scratch: G and the mirror's copy of a dK tile (3 t^2)
-    tiling.check_fits(3 * n * n * 8 + n_jobs * 4 * t * t * 8, f"K and its gradient for n = {n}", hint)
+    # K and dK (3 n^2 doubles) plus per-thread scratch (G, t^2; the row kernels' few rows are not counted)
+    tiling.check_fits(3 * n * n * 8 + n_jobs * t * t * 8, f"K and its gradient for n = {n}", hint)
     kernels = cpu.recursion_kernels(coef.code)
     get_ntk = get == "ntk"
 
     n_steps = coef.steps.shape[0]
     sig = np.empty((n_steps, n))
-    dsig = np.empty((n_steps, n, 2))
+    dsig = np.empty((n_steps, 2, n))  # parameter-major: a tile's column slice of each is contiguous
     diag = np.empty(n)
-    ddiag = np.empty((n, 2))
+    ddiag = np.empty((2, n))
     sqnorm = np.einsum("ij,ij->i", feats, feats)
     kernels.diag_grad(coef.params, coef.first, dfirst, coef.steps, dsteps, sqnorm, sig, dsig, diag, ddiag, get_ntk)
     if not (np.isfinite(diag).all() and np.isfinite(ddiag).all()):
         raise ArgumentError(f"the kernel of {arch.activation!r} diverges for these inputs; scale them or W_std down")
 
     K = np.empty((n, n))
-    dK = np.empty((n, n, 2))
-    scratch = [np.empty((4, t, t)) for _ in range(n_jobs)]
+    dK = np.empty((2, n, n))  # one plane per hyper-parameter: rows written and mirrored contiguously
+    scratch = [np.empty((t, t)) for _ in range(n_jobs)]
 
     def work(i0, i1, j0, j1, worker):
-        G = engine.scratch_view(scratch[worker][0], i1 - i0, j1 - j0)
+        G = engine.scratch_view(scratch[worker], i1 - i0, j1 - j0)
         cpu.gemm(feats[i0:i1], feats[j0:j1], G)
         kernels.tile_grad(
             coef.params, coef.first, dfirst, coef.steps, dsteps, G,
-            np.ascontiguousarray(sig[:, i0:i1]), np.ascontiguousarray(dsig[:, i0:i1]),
-            np.ascontiguousarray(sig[:, j0:j1]), np.ascontiguousarray(dsig[:, j0:j1]),
+            np.ascontiguousarray(sig[:, i0:i1]), np.ascontiguousarray(dsig[:, :, i0:i1]),
+            np.ascontiguousarray(sig[:, j0:j1]), np.ascontiguousarray(dsig[:, :, j0:j1]),
             K, dK, i0, j0, get_ntk,
         )  # fmt: skip
         # the assembly, per tile (no n^2 temporaries): the exact diagonal and the mirror image
-        engine.finish_tile([K], [diag], i0, i1, j0, j1)
-        if i0 == j0:
-            for p in range(2):
-                engine.symmetrize_diagonal_block(dK[i0:i1, j0:j1, p], ddiag[i0:i1, p])
-        else:
-            buf = engine.scratch_view(scratch[worker][1:], j1 - j0, i1 - i0, 2)
-            np.copyto(buf, dK[i0:i1, j0:j1].transpose(1, 0, 2))
-            dK[j0:j1, i0:i1] = buf
+        engine.finish_tile([K, dK[0], dK[1]], [diag, ddiag[0], ddiag[1]], i0, i1, j0, j1)
 
     tiling.run_tiles(plan, work, n_jobs=n_jobs)
-    return K, dK
+    return K, dK.transpose(1, 2, 0)

@@ -509,64 +509,84 @@ _HOMOGENEOUS_CODES = tuple(range(RECTIFIED_MONOMIAL, RECTIFIED_MONOMIAL + 6)) + 
 GRADIENT_CODES = (ABRELU, ERF, GELU, SIN, SIGN, EXP, GAUSSIAN) + _HOMOGENEOUS_CODES
 
 
-@jit
+_TINY64 = 2.2250738585072014e-308
+
+
+@jit_inline
 def abrelu_grad(a, b, sxx, syy, sxy):
+    # branch-free (the tile loops vectorise it): where r = 0 the Kdot partials are 0 (see above)
+    # and the K partials f r / (2 s) vanish with r; 1/sxx depends on the row only (hoisted)
     r, theta = _angle(sxx, syy, sxy)
     f = (a - b) * (a - b) * _INV_2PI
     kdot = (a * a + b * b) * 0.5 - f * theta
     k = f * r + kdot * sxy
-    if r > 0.0:  # then sxx, syy > 0
-        g = f / r
-        return k, kdot, 0.5 * f * r / sxx, 0.5 * f * r / syy, kdot, -0.5 * g * sxy / sxx, -0.5 * g * sxy / syy, g
-    return k, kdot, 0.0, 0.0, kdot, 0.0, 0.0, 0.0
+    isx = 1.0 / max(sxx, _TINY64)
+    isy = 1.0 / max(syy, _TINY64)
+    g = f / r if r > 0.0 else 0.0
+    h = 0.5 * f * r
+    gs = -0.5 * g * sxy
+    return k, kdot, h * isx, h * isy, kdot, gs * isx, gs * isy, g
 
 
-@jit
+@jit_inline
 def erf_grad(a, b, c, sxx, syy, sxy):
-    # K and Kdot are the very values of ``erf``; the partials use its scaled variables (r = ra sqrt(dn),
-    # w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so that r^2 = det(I + 2 b^2 Sigma), which overflows at
-    # variances around 1e154, is never formed
-    k_out, kdot_out = erf(a, b, c, sxx, syy, sxy)
+    # K and Kdot exactly as ``erf`` computes them, and the partials from the same scaled variables
+    # (r = ra sqrt(dn), w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so that r^2 = det(I + 2 b^2 Sigma),
+    # which overflows at variances around 1e154, is never formed.  Two divisions per pair (1/sqrt(dn),
+    # 1/(ia + v)); 1/ra depends on the row only.
     b2 = b * b
     ra, dn, x, v, w = _scaled_det1(2.0 * b2, sxx, syy, sxy)
+    sdn = math.sqrt(dn)
     ia = 1.0 / ra
-    kdot = (4.0 / math.pi) / (ra * math.sqrt(dn))
+    isdn = 1.0 / sdn
+    k_out = a * a * ((2.0 / math.pi) * atan2(w, sdn)) + c * c
+    kdot = (4.0 / math.pi) * ia * isdn  # = (4/pi) / (ra sqrt(dn)), as in ``erf``
+    kdot_out = a * a * b2 * ((4.0 / math.pi) / (ra * sdn))
     # partials in the b^2-scaled variables s' (1 + 2 s'xx = ra, 1 + 2 s'yy = ra (ia + v), s'xy = ra w / 2),
     # then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
     kx = -kdot * 0.5 * w
-    ky = -kdot * 0.5 * w / (ia + v)
-    rdn = ra * dn  # r^2 / ra
-    dx = -kdot * (ia + v) / rdn
-    dy = -kdot / rdn
-    dxy = 2.0 * kdot * w / rdn
+    ky = kx / (ia + v)
+    irdn = ia * isdn * isdn  # 1 / (ra dn)
+    dy = -kdot * irdn
+    dx = dy * (ia + v)
+    dxy = -2.0 * w * dy
     s1 = a * a * b2
     s2 = s1 * b2
     return k_out, kdot_out, s1 * kx, s1 * ky, kdot_out, s2 * dx, s2 * dy, s2 * dxy
 
 
-@jit
+@jit_inline
 def gelu_grad(sxx, syy, sxy):
-    # with a = 1 + sxx, b = 1 + syy, D = a b - sxy^2 (partials simplified with sympy; the tests
-    # check them against finite differences), each term divided through by D^2 so that nothing
-    # of order variance^4 is formed (D^2 overflowed at variances around 1e77): sqrt(D) = a sqrt(dn)
-    k, kdot = gelu(sxx, syy, sxy)
-    a = 1.0 + sxx
-    b = 1.0 + syy
-    ra, dn, x, v, w = _scaled_det1(1.0, sxx, syy, sxy)
-    sdn = math.sqrt(dn)
-    sq = a * sdn  # sqrt(D)
+    # K and Kdot exactly as ``gelu`` computes them, and their partials from the same quantities
+    # (two divisions per pair: 1/(b/a) and 1/sqrt(dn); 1/a is the row's).  With a = 1 + sxx,
+    # b = 1 + syy, D = a b - sxy^2 (partials simplified with sympy; the tests check them against
+    # finite differences), each term divided through by D^2 so that nothing of order variance^4 is
+    # formed (D^2 overflowed at variances around 1e77): sqrt(D) = a sqrt(dn)
+    a, dn, x, v, w = _scaled_det1(1.0, sxx, syy, sxy)
     ia = 1.0 / a
-    ib = 1.0 / b
-    i_d = ia * ia / dn  # 1 / D
-    i_dsq = i_d * ia / sdn  # 1 / (D sqrt D)
+    y = ia + v  # b / a
+    iy = 1.0 / y
+    sdn = math.sqrt(dn)
+    rsq = 1.0 / sdn
+    angle = atan2(w, sdn) * _INV_2PI
+    q = w * w * iy
+    k = 0.25 * sxy + sxy * angle + (x * (syy * iy) * sdn + q * ia * rsq) * _INV_2PI
+    u = ia * rsq  # 1 / sqrt(D)
+    kdot = 0.25 + angle + w * ((1.0 + y) * iy * u + u * u * rsq) * _INV_2PI
+    b = 1.0 + syy
+    ib = iy * ia
+    i_d = u * u  # 1 / D
+    i_dsq = i_d * u  # 1 / (D sqrt D)
+    ab = a + b
     c = 0.25 / math.pi
     # (a + 2) / a^2 = (1 + 2/a) / a, and sqrt(D) / a = sqrt(dn)
-    kx = c * (sdn * (1.0 + 2.0 * ia) - (a + b) * ia / sq - b * i_dsq)
-    ky = c * (sdn * (a * ib) * (1.0 + 2.0 * ib) - (a + b) * ib / sq - a * i_dsq)
+    kx = c * (sdn * (1.0 + 2.0 * ia) - ab * ia * u - b * i_dsq)
+    ky = c * (sdn * iy * (1.0 + 2.0 * ib) - ab * ib * u - a * i_dsq)
     # sxy / a (resp. / b) taken first: sxy times terms of order 1/variance^2 would underflow
-    dx = -c * (sxy * ia) * ((1.0 + 2.0 * ia) / sq + (a + b) * i_dsq + 3.0 * (b * i_dsq) * (a * i_d))
-    dy = -c * (sxy * ib) * ((1.0 + 2.0 * ib) / sq + (a + b) * i_dsq + 3.0 * (a * i_dsq) * (b * i_d))
-    dxy = 2.0 * c * (1.0 / sq + (a + b - 2.0) * i_dsq + 3.0 * (a * i_d) * (b * i_dsq))
+    cross = 3.0 * (a * i_d) * (b * i_dsq)
+    dx = -c * (sxy * ia) * ((1.0 + 2.0 * ia) * u + ab * i_dsq + cross)
+    dy = -c * (sxy * ib) * ((1.0 + 2.0 * ib) * u + ab * i_dsq + cross)
+    dxy = 2.0 * c * (u + (ab - 2.0) * i_dsq + cross)
     return k, kdot, kx, ky, kdot, dx, dy, dxy
 
 
@@ -652,7 +672,7 @@ def gaussian_grad(a, b, sxx, syy, sxy):
     return k, kdot, kx, ky, kdot, -1.5 * kdot * d_x * inv, -1.5 * kdot * d_y * inv, dxy
 
 
-@jit
+@jit_inline
 def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
     """(K, Kdot) and their partial derivatives in (sxx, syy, sxy); ``code`` in ``GRADIENT_CODES``."""
     if code == ABRELU:

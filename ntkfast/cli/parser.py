@@ -387,4 +387,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit", action="store_true", help="NTKRegressor().fit, n = 10 000, d = 50: kernel vs solver")
     p.add_argument("--scale", action="store_true", help="Nystrom NTK regression at n = 1 000 000 vs the exact solver")
     p.add_argument("--dask", action="store_true", help="the Nystrom fit at n = 200 000: one process vs a LocalCluster")
+    p.add_argument("--grad", action="store_true", help="GP-gradient pass (K with dK/dW_std, dK/db_std) vs the kernel")
     return parser
