@@ -13,17 +13,17 @@ import numpy as np
 
 from . import engine, tiling
 from ._validation import check_arch, check_array, check_choice, check_positive_int
-from .backends import cpu
+from .backends import cpu, cpu_series_grad
 from .errors import ArgumentError
 from .recursion import GRADIENT_CODES
-from .spec import MLP
+from .spec import MLP, SERIES
 
 __all__ = ["kernel_with_gradient", "has_gradient"]
 
 
 def has_gradient(arch: MLP) -> bool:
     """Whether the analytic hyper-parameter gradient is implemented for ``arch``'s activation."""
-    return arch.activation.code in GRADIENT_CODES
+    return arch.activation.code in GRADIENT_CODES or arch.activation.code == SERIES
 
 
 def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None = None):
@@ -64,8 +64,10 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
     t = plan.tile
     # K and dK (3 n^2 doubles) plus per-thread scratch (G, t^2; the row kernels' few rows are not counted)
     tiling.check_fits(3 * n * n * 8 + n_jobs * t * t * 8, f"K and its gradient for n = {n}", hint)
-    kernels = cpu.recursion_kernels(coef.code)
     get_ntk = get == "ntk"
+    if coef.code == SERIES:
+        return _series_with_gradient(arch, coef, dfirst, dsteps, feats, plan, n_jobs, get_ntk)
+    kernels = cpu.recursion_kernels(coef.code)
 
     n_steps = coef.steps.shape[0]
     sig = np.empty((n_steps, n))
@@ -92,6 +94,29 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
         )  # fmt: skip
         # the assembly, per tile (no n^2 temporaries): the exact diagonal and the mirror image
         engine.finish_tile([K, dK[0], dK[1]], [diag, ddiag[0], ddiag[1]], i0, i1, j0, j1)
+
+    tiling.run_tiles(plan, work, n_jobs=n_jobs)
+    return K, dK.transpose(1, 2, 0)
+
+
+def _series_with_gradient(arch, coef, dfirst, dsteps, feats, plan, n_jobs, get_ntk):
+    """``kernel_with_gradient`` for a Hermite-series activation (``backends.cpu_series_grad``)."""
+    n = feats.shape[0]
+    t = plan.tile
+    sqnorm = np.einsum("ij,ij->i", feats, feats)
+    rows = cpu_series_grad.prepare(arch.activation, coef.first, dfirst, coef.steps, dsteps, sqnorm, get_ntk)
+    if not (np.isfinite(rows.diag).all() and np.isfinite(rows.ddiag).all()):
+        raise ArgumentError(f"the kernel of {arch.activation!r} diverges for these inputs; scale them or W_std down")
+    K = np.empty((n, n))
+    dK = np.empty((2, n, n))
+    scratch = [np.empty((t, t)) for _ in range(n_jobs)]
+
+    def work(i0, i1, j0, j1, worker):
+        G = engine.scratch_view(scratch[worker], i1 - i0, j1 - j0)
+        cpu.gemm(feats[i0:i1], feats[j0:j1], G)
+        cpu_series_grad.tile_grad(coef.first, dfirst, coef.steps, dsteps, rows.degrees, G, rows.sig, rows.dsig,
+                                  rows.inv_sqrt, rows.C, rows.D, rows.E, rows.Q, i0, j0, K, dK, get_ntk)  # fmt: skip
+        engine.finish_tile([K, dK[0], dK[1]], [rows.diag, rows.ddiag[0], rows.ddiag[1]], i0, i1, j0, j1)
 
     tiling.run_tiles(plan, work, n_jobs=n_jobs)
     return K, dK.transpose(1, 2, 0)
