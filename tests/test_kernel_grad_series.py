@@ -1,0 +1,180 @@
+"""Hyper-parameter gradients of the Hermite-series activations (issue 14): central finite differences.
+
+The truth is Richardson-extrapolated central differences (float64) of the forward kernel
+(``nf.kernel``), which does not share the gradient's derivative coefficients, its Stein
+quadrature of the diagonal slopes, nor its chain rule.  Step h = 1e-3 in log W_std / log b_std:
+the forward series' truncation (1e-12 of the diagonal) divided by h stays below 1e-9, and the
+extrapolated difference's own error is O(h^4).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import ntkfast as nf
+from ntkfast.errors import ArgumentError
+from ntkfast.kernel_grad import has_gradient, kernel_with_gradient
+
+SERIES = ["tanh", "sigmoid", "softplus", "silu", "mish", "gelu_tanh", "elu", "selu", "elementwise"]
+# ELU (alpha != 1) and SELU are approximate series (a jump in phi': the stated bound is ~1e-5
+# at rho = +-1); away from rho = +-1 and on the exact diagonal they are as accurate as the rest.
+APPROXIMATE = ("elu", "selu")
+
+
+def _act(name):
+    return nf.Elementwise(np.tanh, lambda x: 1.0 - np.tanh(x) ** 2, name="tanh_fn") if name == "elementwise" else name
+
+
+def _arch(name, depth, parameterization, W_std=1.3, b_std=0.2):
+    return nf.MLP(depth=depth, activation=_act(name), W_std=W_std, b_std=b_std, parameterization=parameterization)
+
+
+def _fd(name, depth, parameterization, X, h=1e-3):
+    """(nngp, ntk) derivatives in (log W_std, log b_std) by Richardson-extrapolated central differences."""
+    out = {"nngp": [], "ntk": []}
+    for dw, db in ((1.0, 0.0), (0.0, 1.0)):
+
+        def K(step, dw=dw, db=db):
+            arch = _arch(name, depth, parameterization, 1.3 * np.exp(step * dw), 0.2 * np.exp(step * db))
+            return nf.kernel(arch, X, get=("nngp", "ntk"))
+
+        (n1, t1), (n2, t2) = ((a - b) / (2 * h) for a, b in zip(K(h), K(-h))), (
+            (a - b) / h for a, b in zip(K(h / 2), K(-h / 2))
+        )
+        out["nngp"].append((4 * n2 - n1) / 3)
+        out["ntk"].append((4 * t2 - t1) / 3)
+    return {k: np.stack(v, axis=-1) for k, v in out.items()}
+
+
+def _check(name, depth, parameterization, X, rtol):
+    arch = _arch(name, depth, parameterization)
+    assert has_gradient(arch)
+    fd = _fd(name, depth, parameterization, X)
+    for get in ("nngp", "ntk"):
+        K, dK = kernel_with_gradient(arch, X, get=get)
+        ref = nf.kernel(arch, X, get=get)
+        assert np.abs(K - ref).max() <= 1e-12 * np.abs(ref).max()
+        assert np.array_equal(K, K.T) and np.array_equal(dK, dK.transpose(1, 0, 2))
+        np.testing.assert_array_equal(np.diag(K), nf.kernel_diag(arch, X, get=get))
+        err = np.abs(dK - fd[get]).max() / np.abs(fd[get]).max()
+        assert err <= rtol, (name, depth, parameterization, get, err)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nf.SeriesAccuracyWarning)  # ELU/SELU state their ~1e-5 bound
+        yield
+
+
+@pytest.mark.parametrize("name", SERIES)
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_series_gradient_matches_finite_differences_depth_2(name, parameterization):
+    X = np.random.default_rng(1).standard_normal((24, 4))
+    _check(name, 2, parameterization, X, 1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SERIES)
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_series_gradient_matches_finite_differences_depths_1_and_3(name, parameterization, depth):
+    X = np.random.default_rng(2).standard_normal((30, 4))
+    _check(name, depth, parameterization, X, 1e-9)
+
+
+@pytest.mark.parametrize("name", ["tanh", "silu", "elu"])
+def test_series_gradient_for_nearly_parallel_pairs(name):
+    """Pairs at rho ~ 1 - 1e-8 (the series' hardest place): smooth activations at ~1e-8, the
+    approximate ELU at the accuracy its series has there (its derivative coefficients decay more
+    slowly still: a few 1e-4 of the largest derivative)."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((6, 3))
+    X = np.concatenate([base, base + 1e-4 * rng.standard_normal(base.shape)])
+    rtol = 1e-3 if name in APPROXIMATE else 1e-7
+    _check(name, 2, "ntk", X, rtol)
+
+
+def test_series_gradient_refuses_a_zero_variance_row():
+    arch = nf.MLP(depth=2, activation="tanh", b_std=None)
+    X = np.random.default_rng(4).standard_normal((5, 3))
+    X[2] = 0.0
+    with pytest.raises(ArgumentError, match="zero"):
+        kernel_with_gradient(arch, X)
+
+
+def test_series_gradient_tiles_and_threads_agree_with_one_tile(monkeypatch):
+    """A Gram split over several tiles and threads equals the same rows in one call (the assembly:
+    mirror images and exact diagonal of every plane)."""
+    from ntkfast import config
+
+    arch = _arch("silu", 2, "ntk")
+    X = np.random.default_rng(5).standard_normal((150, 5))
+    K1, dK1 = kernel_with_gradient(arch, X, n_jobs=1)
+    monkeypatch.setattr(config, "DEFAULT_TILE", 32)
+    monkeypatch.setattr(config, "MIN_TILE", 32)
+    monkeypatch.setattr(config, "DIAGONAL_TILE", 16)
+    K2, dK2 = kernel_with_gradient(arch, X, n_jobs=2)
+    np.testing.assert_allclose(K2, K1, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(dK2, dK1, rtol=1e-13, atol=1e-15 * np.abs(dK1).max())
+
+
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_gaussian_process_with_a_series_activation(kind):
+    """NNGPKernel/NTKKernel(tanh) in a GaussianProcessRegressor: the log-marginal-likelihood gradient
+    equals finite differences, and the optimizer converges and raises the likelihood."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import WhiteKernel
+
+    from ntkfast.sklearn import NNGPKernel, NTKKernel
+
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((60, 3))
+    y = np.tanh(X @ np.array([1.0, -0.5, 0.25])) + 0.05 * rng.standard_normal(60)
+    cls = NNGPKernel if kind == "nngp" else NTKKernel
+    kernel = cls(depth=2, activation="tanh", W_std=1.0, b_std=0.5) + WhiteKernel(0.1)
+    start = GaussianProcessRegressor(kernel, optimizer=None).fit(X, y)
+    theta = kernel.theta
+    lml, grad = start.log_marginal_likelihood(theta, eval_gradient=True)
+    h = 1e-4
+    fd = [
+        (start.log_marginal_likelihood(theta + h * e) - start.log_marginal_likelihood(theta - h * e)) / (2 * h)
+        for e in np.eye(len(theta))
+    ]
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category=UserWarning)  # no ConvergenceWarning from the optimizer
+        fitted = GaussianProcessRegressor(kernel, random_state=0).fit(X, y)
+    assert fitted.log_marginal_likelihood_value_ > lml + 1.0
+    # the optimum: the gradient there is (near) zero in every free direction inside the bounds
+    opt_theta = fitted.kernel_.theta
+    _, g = fitted.log_marginal_likelihood(opt_theta, eval_gradient=True)
+    bounds = fitted.kernel_.bounds
+    inside = (opt_theta > bounds[:, 0] + 1e-3) & (opt_theta < bounds[:, 1] - 1e-3)
+    assert np.all(np.abs(g[inside]) <= 1e-2 * max(1.0, abs(fitted.log_marginal_likelihood_value_)))
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu"])
+def test_closed_form_gradient_over_several_column_chunks(activation, monkeypatch):
+    """The vectorised closed-form pass (chunks of backends.cpu.GRAD_CHUNK columns, tiles, threads)
+    against central differences of the forward kernel, on tiles wider than one chunk."""
+    from ntkfast import config
+    from ntkfast.backends import cpu
+
+    monkeypatch.setattr(config, "DEFAULT_TILE", 2 * cpu.GRAD_CHUNK + 17)
+    X = np.random.default_rng(7).standard_normal((3 * cpu.GRAD_CHUNK + 5, 4))
+    arch = nf.MLP(depth=3, activation=activation, W_std=1.3, b_std=0.2)
+    K, dK = kernel_with_gradient(arch, X, n_jobs=2)
+    np.testing.assert_array_equal(K, nf.kernel(arch, X))
+    h = 1e-4
+    for p, (dw, db) in enumerate(((1.0, 0.0), (0.0, 1.0))):
+
+        def f(step, dw=dw, db=db):
+            return nf.kernel(nf.MLP(depth=3, activation=activation, W_std=1.3 * np.exp(step * dw),
+                                    b_std=0.2 * np.exp(step * db)), X)  # fmt: skip
+
+        d1 = (f(h) - f(-h)) / (2 * h)
+        d2 = (f(h / 2) - f(-h / 2)) / h
+        fd = (4 * d2 - d1) / 3
+        assert np.abs(dK[..., p] - fd).max() <= 1e-8 * np.abs(fd).max()
