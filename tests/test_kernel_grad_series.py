@@ -156,27 +156,3 @@ def test_gaussian_process_with_a_series_activation(kind):
     inside = (opt_theta > bounds[:, 0] + 1e-3) & (opt_theta < bounds[:, 1] - 1e-3)
     assert np.all(np.abs(g[inside]) <= 1e-2 * max(1.0, abs(fitted.log_marginal_likelihood_value_)))
 
-
-@pytest.mark.parametrize("activation", ["relu", "erf", "gelu"])
-def test_closed_form_gradient_over_several_column_chunks(activation, monkeypatch):
-    """The vectorised closed-form pass (chunks of backends.cpu.GRAD_CHUNK columns, tiles, threads)
-    against central differences of the forward kernel, on tiles wider than one chunk."""
-    from ntkfast import config
-    from ntkfast.backends import cpu
-
-    monkeypatch.setattr(config, "DEFAULT_TILE", 2 * cpu.GRAD_CHUNK + 17)
-    X = np.random.default_rng(7).standard_normal((3 * cpu.GRAD_CHUNK + 5, 4))
-    arch = nf.MLP(depth=3, activation=activation, W_std=1.3, b_std=0.2)
-    K, dK = kernel_with_gradient(arch, X, n_jobs=2)
-    np.testing.assert_array_equal(K, nf.kernel(arch, X))
-    h = 1e-4
-    for p, (dw, db) in enumerate(((1.0, 0.0), (0.0, 1.0))):
-
-        def f(step, dw=dw, db=db):
-            return nf.kernel(nf.MLP(depth=3, activation=activation, W_std=1.3 * np.exp(step * dw),
-                                    b_std=0.2 * np.exp(step * db)), X)  # fmt: skip
-
-        d1 = (f(h) - f(-h)) / (2 * h)
-        d2 = (f(h / 2) - f(-h / 2)) / h
-        fd = (4 * d2 - d1) / 3
-        assert np.abs(dK[..., p] - fd).max() <= 1e-8 * np.abs(fd).max()
