@@ -4,7 +4,10 @@ The gradient rides along the recursion in the same fused pass (forward mode: eac
 Sigma, Theta and their two derivatives through the layers, with the chain rule through
 ``recursion.dual_grad``), tiled like :func:`ntkfast.kernel` with the same engine pieces (input
 map, coefficients, tile plan, per-tile exact diagonal and mirror copy: no n^2 temporaries).  This is what
-:class:`ntkfast.sklearn.NTKKernel` uses for ``eval_gradient=True``.
+:class:`ntkfast.sklearn.NTKKernel` uses for ``eval_gradient=True``.  The closed forms run
+``backends.cpu``'s vectorised ``tile_grad``; the Hermite-series activations (code ``SERIES``)
+``backends.cpu_series_grad`` (derivative coefficients per row, seven polynomials in rho per pair;
+docs/design.md, "GP hyper-parameter gradients").
 """
 
 from __future__ import annotations

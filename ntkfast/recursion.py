@@ -532,21 +532,21 @@ def abrelu_grad(a, b, sxx, syy, sxy):
 def erf_grad(a, b, c, sxx, syy, sxy):
     # K and Kdot exactly as ``erf`` computes them, and the partials from the same scaled variables
     # (r = ra sqrt(dn), w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so that r^2 = det(I + 2 b^2 Sigma),
-    # which overflows at variances around 1e154, is never formed.  Two divisions per pair (1/sqrt(dn),
+    # which overflows at variances around 1e154, is never formed.  Two divisions per pair (1/(ra sqrt(dn)),
     # 1/(ia + v)); 1/ra depends on the row only.
     b2 = b * b
     ra, dn, x, v, w = _scaled_det1(2.0 * b2, sxx, syy, sxy)
     sdn = math.sqrt(dn)
     ia = 1.0 / ra
-    isdn = 1.0 / sdn
     k_out = a * a * ((2.0 / math.pi) * atan2(w, sdn)) + c * c
-    kdot = (4.0 / math.pi) * ia * isdn  # = (4/pi) / (ra sqrt(dn)), as in ``erf``
-    kdot_out = a * a * b2 * ((4.0 / math.pi) / (ra * sdn))
+    kdot = (4.0 / math.pi) / (ra * sdn)  # as in ``erf``
+    kdot_out = a * a * b2 * kdot
+    u = kdot * (math.pi / 4.0)  # 1 / (ra sqrt(dn))
     # partials in the b^2-scaled variables s' (1 + 2 s'xx = ra, 1 + 2 s'yy = ra (ia + v), s'xy = ra w / 2),
     # then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
     kx = -kdot * 0.5 * w
     ky = kx / (ia + v)
-    irdn = ia * isdn * isdn  # 1 / (ra dn)
+    irdn = u * u * ra  # 1 / (ra dn)
     dy = -kdot * irdn
     dx = dy * (ia + v)
     dxy = -2.0 * w * dy

@@ -22,20 +22,21 @@ SERIES = ["tanh", "sigmoid", "softplus", "silu", "mish", "gelu_tanh", "elu", "se
 
 
 def _act(name):
-    return nf.Elementwise(np.tanh, lambda x: 1.0 - np.tanh(x) ** 2, name="tanh_fn") if name == "elementwise" else name
+    return nf.Elementwise(np.tanh) if name == "elementwise" else name  # phi' by the complex step
 
 
-def _arch(name, depth, parameterization, W_std=1.3, b_std=0.2):
-    return nf.MLP(depth=depth, activation=_act(name), W_std=W_std, b_std=b_std, parameterization=parameterization)
+def _arch(name, depth, parameterization, W_std=1.3, b_std=0.2, **structure):
+    return nf.MLP(depth=depth, activation=_act(name), W_std=W_std, b_std=b_std, parameterization=parameterization,
+                  **structure)  # fmt: skip
 
 
-def _fd(name, depth, parameterization, X, h=1e-3):
+def _fd(name, depth, parameterization, X, h=1e-3, **structure):
     """(nngp, ntk) derivatives in (log W_std, log b_std) by Richardson-extrapolated central differences."""
     out = {"nngp": [], "ntk": []}
     for dw, db in ((1.0, 0.0), (0.0, 1.0)):
 
         def K(step, dw=dw, db=db):
-            arch = _arch(name, depth, parameterization, 1.3 * np.exp(step * dw), 0.2 * np.exp(step * db))
+            arch = _arch(name, depth, parameterization, 1.3 * np.exp(step * dw), 0.2 * np.exp(step * db), **structure)
             return nf.kernel(arch, X, get=("nngp", "ntk"))
 
         n1, t1 = ((a - b) / (2 * h) for a, b in zip(K(h), K(-h)))
@@ -45,10 +46,10 @@ def _fd(name, depth, parameterization, X, h=1e-3):
     return {k: np.stack(v, axis=-1) for k, v in out.items()}
 
 
-def _check(name, depth, parameterization, X, rtol, ktol=1e-12):
-    arch = _arch(name, depth, parameterization)
+def _check(name, depth, parameterization, X, rtol, ktol=1e-12, **structure):
+    arch = _arch(name, depth, parameterization, **structure)
     assert has_gradient(arch)
-    fd = _fd(name, depth, parameterization, X)
+    fd = _fd(name, depth, parameterization, X, **structure)
     for get in ("nngp", "ntk"):
         K, dK = kernel_with_gradient(arch, X, get=get)
         ref = nf.kernel(arch, X, get=get)
@@ -96,6 +97,14 @@ def test_series_gradient_for_nearly_parallel_pairs(name):
     X = np.concatenate([base, base + 1e-4 * rng.standard_normal(base.shape)])
     # K itself: the forward kernel and the gradient's series agree to ELU/SELU's stated bound there
     _check(name, 2, "ntk", X, NEAR_PARALLEL_RTOL[name], ktol=1e-5 if name in ("elu", "selu") else 1e-12)
+
+
+@pytest.mark.parametrize("structure", [{"residual": True}, {"input_map": "fourier"}])
+def test_series_gradient_with_residual_blocks_and_an_input_map(structure):
+    X = np.random.default_rng(8).standard_normal((20, 3))
+    if "input_map" in structure:
+        structure = {"input_map": nf.RandomFourierFeatures(n_features=8, scale=0.7, seed=0)}
+    _check("silu", 2, "ntk", X, 1e-9, **structure)
 
 
 def test_series_gradient_refuses_a_zero_variance_row():
