@@ -145,67 +145,108 @@ def _chain(k, kdot, dk, dkdot, t, ds, dt, res, w2, alpha, dw2, db2, dalpha, dbet
     return ds_new, dt_new
 
 
+# columns per chunk of the tile kernel: the per-pair state and accumulators live in flat arrays at
+# offsets that are multiples of this compile-time constant (LLVM then needs no runtime overlap
+# checks between them, and the loops vectorise; see backends.cpu.GRAD_CHUNK)
+CHUNK = 128
+
+
+@jit
+def _horner(degree, layer, ii, c0, C, D, E, Q, rho, acc, w):
+    """The seven polynomials in rho of a chunk of ``w`` pairs (row ``ii``, columns ``c0 + j``) into ``acc``."""
+    for j in range(7 * CHUNK):
+        acc[j] = 0.0
+    for m in range(degree, -1, -1):
+        cx, dx, ex, qx = C[layer, m, ii], D[layer, m, ii], E[layer, m, ii], Q[layer, m, ii]
+        cy = C[layer, m, c0 : c0 + w]
+        dy = D[layer, m, c0 : c0 + w]
+        ey = E[layer, m, c0 : c0 + w]
+        qy = Q[layer, m, c0 : c0 + w]
+        for j in range(w):
+            r = rho[j]
+            acc[j] = acc[j] * r + cx * cy[j]  # K
+            acc[CHUNK + j] = acc[CHUNK + j] * r + dx * dy[j]  # Kdot = dK/dsxy
+            acc[2 * CHUNK + j] = acc[2 * CHUNK + j] * r + ex * cy[j]  # 2 dK/dsxx
+            acc[3 * CHUNK + j] = acc[3 * CHUNK + j] * r + cx * ey[j]  # 2 dK/dsyy
+            acc[4 * CHUNK + j] = acc[4 * CHUNK + j] * r + qx * dy[j]  # 2 dKdot/dsxx
+            acc[5 * CHUNK + j] = acc[5 * CHUNK + j] * r + dx * qy[j]  # 2 dKdot/dsyy
+            acc[6 * CHUNK + j] = acc[6 * CHUNK + j] * r + ex * ey[j]  # dKdot/dsxy
+
+
+@jit
+def _chain_row(acc, st, col, x0, x1, w, c, dc0, dc1):
+    """One step with its two derivatives for a chunk of pairs, from the polynomials in ``acc``;
+    ``col`` holds the columns' dSigma/dp0, dSigma/dp1 (CHUNK apart), ``st`` the state as in
+    ``backends.cpu``'s ``layer_grad_row``."""
+    res, w2, b2, alpha, beta = c[0], c[1], c[2], c[3], c[4]
+    dw20, db20, dal0, dbe0 = dc0[1], dc0[2], dc0[3], dc0[4]
+    dw21, db21, dal1, dbe1 = dc1[1], dc1[2], dc1[3], dc1[4]
+    for j in range(w):
+        k = acc[j]
+        kdot = acc[CHUNK + j]
+        kx = 0.5 * acc[2 * CHUNK + j]
+        ky = 0.5 * acc[3 * CHUNK + j]
+        qx = 0.5 * acc[4 * CHUNK + j]
+        qy = 0.5 * acc[5 * CHUNK + j]
+        dxy = acc[6 * CHUNK + j]
+        y0 = col[j]
+        y1 = col[CHUNK + j]
+        sj = st[j]
+        tj = st[CHUNK + j]
+        a0 = st[2 * CHUNK + j]
+        a1 = st[4 * CHUNK + j]
+        st[2 * CHUNK + j], st[3 * CHUNK + j] = _chain(k, kdot, kx * x0 + ky * y0 + kdot * a0,
+                                                      qx * x0 + qy * y0 + dxy * a0, tj, a0, st[3 * CHUNK + j],
+                                                      res, w2, alpha, dw20, db20, dal0, dbe0)  # fmt: skip
+        st[4 * CHUNK + j], st[5 * CHUNK + j] = _chain(k, kdot, kx * x1 + ky * y1 + kdot * a1,
+                                                      qx * x1 + qy * y1 + dxy * a1, tj, a1, st[5 * CHUNK + j],
+                                                      res, w2, alpha, dw21, db21, dal1, dbe1)  # fmt: skip
+        st[j] = res * sj + w2 * k + b2
+        st[CHUNK + j] = res * tj + alpha * k + beta + w2 * kdot * tj
+
+
 @jit
 def tile_grad(first, dfirst, steps, dsteps, degrees, G, sig, dsig, inv, C, D, E, Q, r0, c0, out, dout, get_ntk):
     """K and dK of a tile (rows r0 + i, columns c0 + j of one set of rows) from its inner products G.
 
     Writes ``out[r0 + i, c0 + j]`` and ``dout[p, r0 + i, c0 + j]``; row arrays as in
-    :class:`GradRows`.  Per pair and layer seven Horner evaluations in rho, then the chain rule.
+    :class:`GradRows`.  Per pair and layer seven Horner evaluations in rho, then the chain rule,
+    over chunks of CHUNK columns.
     """
     bi, bj = G.shape
     n_steps = steps.shape[0]
-    st = np.empty((6, bj))
-    acc = np.empty((7, bj))
-    rho = np.empty(bj)
-    for i in range(bi):
-        ii = r0 + i
-        for j in range(bj):
-            g = G[i, j]
-            st[0, j] = first[0] * g + first[1]
-            st[1, j] = first[2] * g + first[3]
-            st[2, j] = dfirst[0, 0] * g + dfirst[0, 1]
-            st[3, j] = dfirst[0, 2] * g + dfirst[0, 3]
-            st[4, j] = dfirst[1, 0] * g + dfirst[1, 1]
-            st[5, j] = dfirst[1, 2] * g + dfirst[1, 3]
-        for layer in range(n_steps):
-            inv_i = inv[layer, ii]
-            for j in range(bj):
-                rho[j] = min(max(st[0, j] * inv_i * inv[layer, c0 + j], -1.0), 1.0)
-            acc[:, :] = 0.0
-            for m in range(degrees[layer], -1, -1):
-                cx, dx, ex, qx = C[layer, m, ii], D[layer, m, ii], E[layer, m, ii], Q[layer, m, ii]
-                cy, dy, ey, qy = C[layer, m], D[layer, m], E[layer, m], Q[layer, m]
-                for j in range(bj):
-                    r = rho[j]
-                    jj = c0 + j
-                    acc[0, j] = acc[0, j] * r + cx * cy[jj]  # K
-                    acc[1, j] = acc[1, j] * r + dx * dy[jj]  # Kdot = dK/dsxy
-                    acc[2, j] = acc[2, j] * r + ex * cy[jj]  # 2 dK/dsxx
-                    acc[3, j] = acc[3, j] * r + cx * ey[jj]  # 2 dK/dsyy
-                    acc[4, j] = acc[4, j] * r + qx * dy[jj]  # 2 dKdot/dsxx
-                    acc[5, j] = acc[5, j] * r + dx * qy[jj]  # 2 dKdot/dsyy
-                    acc[6, j] = acc[6, j] * r + ex * ey[jj]  # dKdot/dsxy
-            c = steps[layer]
-            res, w2, b2, alpha, beta = c[0], c[1], c[2], c[3], c[4]
-            x0, x1 = dsig[layer, 0, ii], dsig[layer, 1, ii]
-            for j in range(bj):
-                k, kdot = acc[0, j], acc[1, j]
-                kx, ky, qx_, qy_, dxy = 0.5 * acc[2, j], 0.5 * acc[3, j], 0.5 * acc[4, j], 0.5 * acc[5, j], acc[6, j]
-                y0, y1 = dsig[layer, 0, c0 + j], dsig[layer, 1, c0 + j]
-                sj, tj = st[0, j], st[1, j]
-                for p in range(2):
-                    xp = x0 if p == 0 else x1
-                    yp = y0 if p == 0 else y1
-                    dsp = st[2 + 2 * p, j]
-                    dk = kx * xp + ky * yp + kdot * dsp
-                    dkd = qx_ * xp + qy_ * yp + dxy * dsp
-                    dc = dsteps[p, layer]
-                    st[2 + 2 * p, j], st[3 + 2 * p, j] = _chain(k, kdot, dk, dkd, tj, dsp, st[3 + 2 * p, j], res, w2,
-                                                                alpha, dc[1], dc[2], dc[3], dc[4])  # fmt: skip
-                st[0, j] = res * sj + w2 * k + b2
-                st[1, j] = res * tj + alpha * k + beta + w2 * kdot * tj
-        o = 1 if get_ntk else 0
-        for j in range(bj):
-            out[ii, c0 + j] = st[o, j]
-            dout[0, ii, c0 + j] = st[2 + o, j]
-            dout[1, ii, c0 + j] = st[4 + o, j]
+    W = CHUNK
+    st = np.empty(6 * W)
+    acc = np.empty(7 * W)
+    rho = np.empty(W)
+    col = np.empty(2 * W)
+    o = 1 if get_ntk else 0
+    for a0 in range(0, bj, W):
+        w = min(W, bj - a0)
+        cc = c0 + a0
+        for i in range(bi):
+            ii = r0 + i
+            for j in range(w):
+                g = G[i, a0 + j]
+                st[j] = first[0] * g + first[1]
+                st[W + j] = first[2] * g + first[3]
+                st[2 * W + j] = dfirst[0, 0] * g + dfirst[0, 1]
+                st[3 * W + j] = dfirst[0, 2] * g + dfirst[0, 3]
+                st[4 * W + j] = dfirst[1, 0] * g + dfirst[1, 1]
+                st[5 * W + j] = dfirst[1, 2] * g + dfirst[1, 3]
+            for layer in range(n_steps):
+                inv_i = inv[layer, ii]
+                for j in range(w):
+                    rho[j] = min(max(st[j] * inv_i * inv[layer, cc + j], -1.0), 1.0)
+                    col[j] = dsig[layer, 0, cc + j]
+                    col[W + j] = dsig[layer, 1, cc + j]
+                _horner(degrees[layer], layer, ii, cc, C, D, E, Q, rho, acc, w)
+                _chain_row(acc, st, col, dsig[layer, 0, ii], dsig[layer, 1, ii], w, steps[layer], dsteps[0, layer],
+                           dsteps[1, layer])  # fmt: skip
+            row = out[ii]
+            row0 = dout[0, ii]
+            row1 = dout[1, ii]
+            for j in range(w):
+                row[cc + j] = st[o * W + j]
+                row0[cc + j] = st[(2 + o) * W + j]
+                row1[cc + j] = st[(4 + o) * W + j]
