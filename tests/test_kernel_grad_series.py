@@ -164,4 +164,3 @@ def test_gaussian_process_with_a_series_activation(kind):
     bounds = fitted.kernel_.bounds
     inside = (opt_theta > bounds[:, 0] + 1e-3) & (opt_theta < bounds[:, 1] - 1e-3)
     assert np.all(np.abs(g[inside]) <= 1e-2 * max(1.0, abs(fitted.log_marginal_likelihood_value_)))
-
