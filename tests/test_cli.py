@@ -180,7 +180,7 @@ def test_bench_forwards_every_option_to_bench_main(monkeypatch):
     seen = {}
     monkeypatch.setattr(ntkfast.bench, "main", lambda **kw: seen.update(kw))
     assert cli.main(["bench", "--quick", "--fit"]) == 0
-    assert seen == {"quick": True, "spectrum": False, "fit": True, "scale": False, "dask": False}
+    assert seen == {"quick": True, "spectrum": False, "fit": True, "scale": False, "dask": False, "grad": False}
     assert set(seen) <= accepted
 
 
