@@ -704,6 +704,14 @@ def dual_diag_grad(code, p0, p1, p2, sxx):
     elif code == SIGN:  # constant in sxx > 0
         k, kdot = sign_diag(sxx)
         return k, kdot, 0.0, 0.0
+    elif code == ERF:  # K = a^2 (2/pi) asin(2 b^2 s / (1 + 2 b^2 s)) + c^2, Kdot = a^2 b^2 (4/pi) / sqrt(1 + 4 b^2 s)
+        # (the sum of the general partials cancels at large variances: 1e20 times too large at s = 1e40)
+        k, kdot = erf_diag(p0, p1, p2, sxx)
+        b2 = p1 * p1
+        q = 1.0 + 4.0 * b2 * sxx
+        iq = 1.0 / math.sqrt(q)
+        dk = p0 * p0 * (4.0 / math.pi) * b2 / (1.0 + 2.0 * b2 * sxx) * iq
+        return k, kdot, dk, -p0 * p0 * b2 * b2 * (8.0 / math.pi) * iq * iq * iq
     elif code >= RECTIFIED_MONOMIAL:  # homogeneous of degree n: K(s) = s^n K(1)
         n = code - RECTIFIED_MONOMIAL if code < MONOMIAL else code - MONOMIAL
         k, kdot = dual_diag(code, p0, p1, p2, sxx)

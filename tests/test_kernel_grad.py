@@ -52,3 +52,22 @@ def test_closed_form_gradient_over_several_column_chunks(activation, monkeypatch
         d2 = (f(h / 2) - f(-h / 2)) / h
         fd = (4 * d2 - d1) / 3
         assert np.abs(dK[..., p] - fd).max() <= 1e-8 * np.abs(fd).max()
+
+
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+def test_erf_diagonal_gradient_at_huge_variances(get):
+    """Variances ~1e40: the diagonal's derivative (``recursion.dual_diag_grad``, from the closed form
+    of erf's diagonal rather than the sum of the general partials, which cancels there) against
+    central differences of ``kernel_diag``."""
+    X = np.random.default_rng(0).standard_normal((20, 3)) * 1e20
+    arch = nf.MLP(depth=3, activation="erf", W_std=1.5, b_std=0.1)
+    K, dK = kernel_with_gradient(arch, X, get=get)
+    h = 1e-4
+    for p, (dw, db) in enumerate(((1.0, 0.0), (0.0, 1.0))):
+
+        def f(step, dw=dw, db=db):
+            a = nf.MLP(depth=3, activation="erf", W_std=1.5 * np.exp(step * dw), b_std=0.1 * np.exp(step * db))
+            return nf.kernel_diag(a, X, get=get)
+
+        fd = (f(h) - f(-h)) / (2 * h)
+        np.testing.assert_allclose(np.diagonal(dK[..., p]), fd, rtol=1e-6)
