@@ -712,6 +712,18 @@ def dual_diag_grad(code, p0, p1, p2, sxx):
         iq = 1.0 / math.sqrt(q)
         dk = p0 * p0 * (4.0 / math.pi) * b2 / (1.0 + 2.0 * b2 * sxx) * iq
         return k, kdot, dk, -p0 * p0 * b2 * b2 * (8.0 / math.pi) * iq * iq * iq
+    elif code == GELU:  # closed forms on the diagonal (the general partials' sum cancels at large s):
+        # K = s/4 + s A/(2 pi) + s^2/(pi (1+s) sqrt(1+2s)), Kdot = 1/4 + A/(2 pi) + s (5s+3)/(2 pi (1+s) (1+2s)^1.5),
+        # A = atan(s / sqrt(1+2s)), A' = 1/((1+s) sqrt(1+2s)); polynomial quotients taken first, so that
+        # nothing of order s^3 is formed
+        k, kdot = gelu_diag(sxx)
+        u = 1.0 / (1.0 + sxx)
+        r = 1.0 / math.sqrt(1.0 + 2.0 * sxx)
+        angle = atan2(sxx * r, 1.0)
+        dk = (0.25 + angle * _INV_2PI + sxx * u * r * _INV_2PI
+              + ((sxx + 2.0) - (3.0 * sxx + 2.0) * u * u) * (r * r * r) / math.pi)  # fmt: skip
+        dkdot = (u * r + ((11.0 - 5.0 * sxx) - (10.0 * sxx + 8.0) * u * u) * (r * r) * (r * r) * r) * _INV_2PI
+        return k, kdot, dk, dkdot
     elif code >= RECTIFIED_MONOMIAL:  # homogeneous of degree n: K(s) = s^n K(1)
         n = code - RECTIFIED_MONOMIAL if code < MONOMIAL else code - MONOMIAL
         k, kdot = dual_diag(code, p0, p1, p2, sxx)
