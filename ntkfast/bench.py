@@ -122,7 +122,10 @@ def fit_times(n: int = 10_000, d: int = 50, seed: int = 0) -> dict:
 
 def main(quick: bool = False, spectrum: bool = False, scale: bool = False, fit: bool = False,
          dask: bool = False, startup: bool = False, activations: bool = False, limits: bool = False,
-         depths: bool = False) -> None:  # fmt: skip
+         depths: bool = False, grad: bool = False) -> None:  # fmt: skip
+    if grad:
+        print_grad_ratios(quick)
+        return
     if startup:
         print_startup(3 if quick else 5)
         return
@@ -781,3 +784,35 @@ def print_depths_ratios(quick: bool = False) -> None:
     for act, dt, get, d, t_all, t_deep, ratio, floor in depths_ratios(n, cases):
         print(f"{act:>5} {dt:>8} {'+'.join(get):>10} {d:>4} {t_all:>10.4f} {t_deep:>10.4f} {ratio:>6.2f} "
               f"{floor:>6.2f} {ratio - 1 - floor:>6.2f}")  # fmt: skip
+
+
+# ----------------------------------------------------------------------- GP-gradient benchmark (issue 17 item 4)
+GRAD_CASES = ((2000, 16), (2000, 784), (4000, 16), (4000, 784))
+GRAD_ACTIVATIONS = ("relu", "erf", "gelu")
+
+
+def grad_ratios(cases=GRAD_CASES, activations=GRAD_ACTIVATIONS, repeat: int = 3, depth: int = 3):
+    """Rows of (activation, n, d, kernel seconds, kernel_with_gradient seconds, ratio): the GP-gradient
+    pass (K and dK/dlog W_std, dK/dlog b_std, float64 NTK) over the forward kernel, in one process."""
+    from .kernel_grad import kernel_with_gradient
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for act in activations:
+        arch = MLP(depth=depth, activation=act, W_std=1.4, b_std=0.1)
+        for n, d in cases:
+            X = rng.standard_normal((n, d))
+            out = np.empty((n, n))
+            t_kernel = best_time(lambda X=X, out=out, arch=arch: kernel(arch, X, out=out), repeat)
+            t_grad = best_time(lambda X=X, arch=arch: kernel_with_gradient(arch, X), repeat)
+            rows.append((act, n, d, t_kernel, t_grad, t_grad / t_kernel))
+    return rows
+
+
+def print_grad_ratios(quick: bool = False) -> None:
+    """``ntkfast bench --grad``: the table of :func:`grad_ratios` (goal: ratio at most 3)."""
+    cases = ((1000, 16), (1000, 784)) if quick else GRAD_CASES
+    print("Depth-3 NTK, float64: kernel_with_gradient(X) (K, dK/dlog W_std, dK/dlog b_std) vs kernel(X)")
+    print(f"{'activation':>10} {'n':>6} {'d':>5} {'kernel s':>9} {'grad s':>9} {'ratio':>6}")
+    for act, n, d, tk, tg, ratio in grad_ratios(cases, repeat=1 if quick else 3):
+        print(f"{act:>10} {n:>6} {d:>5} {tk:>9.4f} {tg:>9.4f} {ratio:>6.2f}")

@@ -4,7 +4,10 @@ The gradient rides along the recursion in the same fused pass (forward mode: eac
 Sigma, Theta and their two derivatives through the layers, with the chain rule through
 ``recursion.dual_grad``), tiled like :func:`ntkfast.kernel` with the same engine pieces (input
 map, coefficients, tile plan, per-tile exact diagonal and mirror copy: no n^2 temporaries).  This is what
-:class:`ntkfast.sklearn.NTKKernel` uses for ``eval_gradient=True``.
+:class:`ntkfast.sklearn.NTKKernel` uses for ``eval_gradient=True``.  The closed forms run
+``backends.cpu``'s vectorised ``tile_grad``; the Hermite-series activations (code ``SERIES``)
+``backends.cpu_series_grad`` (derivative coefficients per row, seven polynomials in rho per pair;
+docs/design.md, "GP hyper-parameter gradients").
 """
 
 from __future__ import annotations
@@ -13,17 +16,17 @@ import numpy as np
 
 from . import engine, tiling
 from ._validation import check_arch, check_array, check_choice, check_positive_int
-from .backends import cpu
+from .backends import cpu, cpu_series_grad
 from .errors import ArgumentError
 from .recursion import GRADIENT_CODES
-from .spec import MLP
+from .spec import MLP, SERIES
 
 __all__ = ["kernel_with_gradient", "has_gradient"]
 
 
 def has_gradient(arch: MLP) -> bool:
     """Whether the analytic hyper-parameter gradient is implemented for ``arch``'s activation."""
-    return arch.activation.code in GRADIENT_CODES
+    return arch.activation.code in GRADIENT_CODES or arch.activation.code == SERIES
 
 
 def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None = None):
@@ -41,7 +44,8 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
     -------
     K : ndarray of shape (n, n), float64, exactly symmetric
     dK : ndarray of shape (n, n, 2)
-        Derivatives in log W_std and log b_std (the second is 0 without a bias).
+        Derivatives in log W_std and log b_std (the second is 0 without a bias); a view of a
+        (2, n, n) C-contiguous array, ``dK[:, :, p]`` being plane ``p``.
     """
     arch = check_arch(arch)
     check_choice(get, "get", ("ntk", "nngp"))
@@ -61,43 +65,61 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
     n_jobs = tiling.default_n_jobs() if n_jobs is None else n_jobs
     plan = tiling.plan_tiles(n, n, 8, symmetric=True, n_jobs=n_jobs)
     t = plan.tile
-    # K and dK (3 n^2 doubles) plus per-thread scratch: G and the mirror's copy of a dK tile (3 t^2)
-    tiling.check_fits(3 * n * n * 8 + n_jobs * 4 * t * t * 8, f"K and its gradient for n = {n}", hint)
-    kernels = cpu.recursion_kernels(coef.code)
+    # K and dK (3 n^2 doubles) plus per-thread scratch (G, t^2; the row kernels' few rows are not counted)
+    tiling.check_fits(3 * n * n * 8 + n_jobs * t * t * 8, f"K and its gradient for n = {n}", hint)
     get_ntk = get == "ntk"
+    if coef.code == SERIES:
+        return _series_with_gradient(arch, coef, dfirst, dsteps, feats, plan, n_jobs, get_ntk)
+    kernels = cpu.recursion_kernels(coef.code)
 
     n_steps = coef.steps.shape[0]
     sig = np.empty((n_steps, n))
-    dsig = np.empty((n_steps, n, 2))
+    dsig = np.empty((n_steps, 2, n))  # parameter-major: a tile's column slice of each is contiguous
     diag = np.empty(n)
-    ddiag = np.empty((n, 2))
+    ddiag = np.empty((2, n))
     sqnorm = np.einsum("ij,ij->i", feats, feats)
     kernels.diag_grad(coef.params, coef.first, dfirst, coef.steps, dsteps, sqnorm, sig, dsig, diag, ddiag, get_ntk)
     if not (np.isfinite(diag).all() and np.isfinite(ddiag).all()):
         raise ArgumentError(f"the kernel of {arch.activation!r} diverges for these inputs; scale them or W_std down")
 
     K = np.empty((n, n))
-    dK = np.empty((n, n, 2))
-    scratch = [np.empty((4, t, t)) for _ in range(n_jobs)]
+    dK = np.empty((2, n, n))  # one plane per hyper-parameter: rows written and mirrored contiguously
+    scratch = [np.empty((t, t)) for _ in range(n_jobs)]
 
     def work(i0, i1, j0, j1, worker):
-        G = engine.scratch_view(scratch[worker][0], i1 - i0, j1 - j0)
+        G = engine.scratch_view(scratch[worker], i1 - i0, j1 - j0)
         cpu.gemm(feats[i0:i1], feats[j0:j1], G)
         kernels.tile_grad(
             coef.params, coef.first, dfirst, coef.steps, dsteps, G,
-            np.ascontiguousarray(sig[:, i0:i1]), np.ascontiguousarray(dsig[:, i0:i1]),
-            np.ascontiguousarray(sig[:, j0:j1]), np.ascontiguousarray(dsig[:, j0:j1]),
+            np.ascontiguousarray(sig[:, i0:i1]), np.ascontiguousarray(dsig[:, :, i0:i1]),
+            np.ascontiguousarray(sig[:, j0:j1]), np.ascontiguousarray(dsig[:, :, j0:j1]),
             K, dK, i0, j0, get_ntk,
         )  # fmt: skip
         # the assembly, per tile (no n^2 temporaries): the exact diagonal and the mirror image
-        engine.finish_tile([K], [diag], i0, i1, j0, j1)
-        if i0 == j0:
-            for p in range(2):
-                engine.symmetrize_diagonal_block(dK[i0:i1, j0:j1, p], ddiag[i0:i1, p])
-        else:
-            buf = engine.scratch_view(scratch[worker][1:], j1 - j0, i1 - i0, 2)
-            np.copyto(buf, dK[i0:i1, j0:j1].transpose(1, 0, 2))
-            dK[j0:j1, i0:i1] = buf
+        engine.finish_tile([K, dK[0], dK[1]], [diag, ddiag[0], ddiag[1]], i0, i1, j0, j1)
 
     tiling.run_tiles(plan, work, n_jobs=n_jobs)
-    return K, dK
+    return K, dK.transpose(1, 2, 0)
+
+
+def _series_with_gradient(arch, coef, dfirst, dsteps, feats, plan, n_jobs, get_ntk):
+    """``kernel_with_gradient`` for a Hermite-series activation (``backends.cpu_series_grad``)."""
+    n = feats.shape[0]
+    t = plan.tile
+    sqnorm = np.einsum("ij,ij->i", feats, feats)
+    rows = cpu_series_grad.prepare(arch.activation, coef.first, dfirst, coef.steps, dsteps, sqnorm, get_ntk)
+    if not (np.isfinite(rows.diag).all() and np.isfinite(rows.ddiag).all()):
+        raise ArgumentError(f"the kernel of {arch.activation!r} diverges for these inputs; scale them or W_std down")
+    K = np.empty((n, n))
+    dK = np.empty((2, n, n))
+    scratch = [np.empty((t, t)) for _ in range(n_jobs)]
+
+    def work(i0, i1, j0, j1, worker):
+        G = engine.scratch_view(scratch[worker], i1 - i0, j1 - j0)
+        cpu.gemm(feats[i0:i1], feats[j0:j1], G)
+        cpu_series_grad.tile_grad(coef.first, dfirst, coef.steps, dsteps, rows.degrees, G, rows.sig, rows.dsig,
+                                  rows.inv_sqrt, rows.C, rows.D, rows.E, rows.Q, i0, j0, K, dK, get_ntk)  # fmt: skip
+        engine.finish_tile([K, dK[0], dK[1]], [rows.diag, rows.ddiag[0], rows.ddiag[1]], i0, i1, j0, j1)
+
+    tiling.run_tiles(plan, work, n_jobs=n_jobs)
+    return K, dK.transpose(1, 2, 0)

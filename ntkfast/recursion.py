@@ -510,64 +510,84 @@ _HOMOGENEOUS_CODES = tuple(range(RECTIFIED_MONOMIAL, RECTIFIED_MONOMIAL + 6)) + 
 GRADIENT_CODES = (ABRELU, ERF, GELU, SIN, SIGN, EXP, GAUSSIAN) + _HOMOGENEOUS_CODES
 
 
-@jit
+_TINY64 = 2.2250738585072014e-308
+
+
+@jit_inline
 def abrelu_grad(a, b, sxx, syy, sxy):
+    # branch-free (the tile loops vectorise it): where r = 0 the Kdot partials are 0 (see above)
+    # and the K partials f r / (2 s) vanish with r; 1/sxx depends on the row only (hoisted)
     r, theta = _angle(sxx, syy, sxy)
     f = (a - b) * (a - b) * _INV_2PI
     kdot = (a * a + b * b) * 0.5 - f * theta
     k = f * r + kdot * sxy
-    if r > 0.0:  # then sxx, syy > 0
-        g = f / r
-        return k, kdot, 0.5 * f * r / sxx, 0.5 * f * r / syy, kdot, -0.5 * g * sxy / sxx, -0.5 * g * sxy / syy, g
-    return k, kdot, 0.0, 0.0, kdot, 0.0, 0.0, 0.0
+    isx = 1.0 / max(sxx, _TINY64)
+    isy = 1.0 / max(syy, _TINY64)
+    g = f / r if r > 0.0 else 0.0
+    h = 0.5 * f * r
+    gs = -0.5 * g * sxy
+    return k, kdot, h * isx, h * isy, kdot, gs * isx, gs * isy, g
 
 
-@jit
+@jit_inline
 def erf_grad(a, b, c, sxx, syy, sxy):
-    # K and Kdot are the very values of ``erf``; the partials use its scaled variables (r = ra sqrt(dn),
-    # w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so that r^2 = det(I + 2 b^2 Sigma), which overflows at
-    # variances around 1e154, is never formed
-    k_out, kdot_out = erf(a, b, c, sxx, syy, sxy)
+    # K and Kdot exactly as ``erf`` computes them, and the partials from the same scaled variables
+    # (r = ra sqrt(dn), w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so that r^2 = det(I + 2 b^2 Sigma),
+    # which overflows at variances around 1e154, is never formed.  Two divisions per pair (1/(ra sqrt(dn)),
+    # 1/(ia + v)); 1/ra depends on the row only.
     b2 = b * b
     ra, dn, x, v, w = _scaled_det1(2.0 * b2, sxx, syy, sxy)
+    sdn = math.sqrt(dn)
     ia = 1.0 / ra
-    kdot = (4.0 / math.pi) / (ra * math.sqrt(dn))
+    k_out = a * a * ((2.0 / math.pi) * atan2(w, sdn)) + c * c
+    kdot = (4.0 / math.pi) / (ra * sdn)  # as in ``erf``
+    kdot_out = a * a * b2 * kdot
+    u = kdot * (math.pi / 4.0)  # 1 / (ra sqrt(dn))
     # partials in the b^2-scaled variables s' (1 + 2 s'xx = ra, 1 + 2 s'yy = ra (ia + v), s'xy = ra w / 2),
     # then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
     kx = -kdot * 0.5 * w
-    ky = -kdot * 0.5 * w / (ia + v)
-    rdn = ra * dn  # r^2 / ra
-    dx = -kdot * (ia + v) / rdn
-    dy = -kdot / rdn
-    dxy = 2.0 * kdot * w / rdn
+    ky = kx / (ia + v)
+    irdn = u * u * ra  # 1 / (ra dn)
+    dy = -kdot * irdn
+    dx = dy * (ia + v)
+    dxy = -2.0 * w * dy
     s1 = a * a * b2
     s2 = s1 * b2
     return k_out, kdot_out, s1 * kx, s1 * ky, kdot_out, s2 * dx, s2 * dy, s2 * dxy
 
 
-@jit
+@jit_inline
 def gelu_grad(sxx, syy, sxy):
-    # with a = 1 + sxx, b = 1 + syy, D = a b - sxy^2 (partials simplified with sympy; the tests
-    # check them against finite differences), each term divided through by D^2 so that nothing
-    # of order variance^4 is formed (D^2 overflowed at variances around 1e77): sqrt(D) = a sqrt(dn)
-    k, kdot = gelu(sxx, syy, sxy)
-    a = 1.0 + sxx
-    b = 1.0 + syy
-    ra, dn, x, v, w = _scaled_det1(1.0, sxx, syy, sxy)
-    sdn = math.sqrt(dn)
-    sq = a * sdn  # sqrt(D)
+    # K and Kdot exactly as ``gelu`` computes them, and their partials from the same quantities
+    # (two divisions per pair: 1/(b/a) and 1/sqrt(dn); 1/a is the row's).  With a = 1 + sxx,
+    # b = 1 + syy, D = a b - sxy^2 (partials simplified with sympy; the tests check them against
+    # finite differences), each term divided through by D^2 so that nothing of order variance^4 is
+    # formed (D^2 overflowed at variances around 1e77): sqrt(D) = a sqrt(dn)
+    a, dn, x, v, w = _scaled_det1(1.0, sxx, syy, sxy)
     ia = 1.0 / a
-    ib = 1.0 / b
-    i_d = ia * ia / dn  # 1 / D
-    i_dsq = i_d * ia / sdn  # 1 / (D sqrt D)
+    y = ia + v  # b / a
+    iy = 1.0 / y
+    sdn = math.sqrt(dn)
+    rsq = 1.0 / sdn
+    angle = atan2(w, sdn) * _INV_2PI
+    q = w * w * iy
+    k = 0.25 * sxy + sxy * angle + (x * (syy * iy) * sdn + q * ia * rsq) * _INV_2PI
+    u = ia * rsq  # 1 / sqrt(D)
+    kdot = 0.25 + angle + w * ((1.0 + y) * iy * u + u * u * rsq) * _INV_2PI
+    b = 1.0 + syy
+    ib = iy * ia
+    i_d = u * u  # 1 / D
+    i_dsq = i_d * u  # 1 / (D sqrt D)
+    ab = a + b
     c = 0.25 / math.pi
     # (a + 2) / a^2 = (1 + 2/a) / a, and sqrt(D) / a = sqrt(dn)
-    kx = c * (sdn * (1.0 + 2.0 * ia) - (a + b) * ia / sq - b * i_dsq)
-    ky = c * (sdn * (a * ib) * (1.0 + 2.0 * ib) - (a + b) * ib / sq - a * i_dsq)
+    kx = c * (sdn * (1.0 + 2.0 * ia) - ab * ia * u - b * i_dsq)
+    ky = c * (sdn * iy * (1.0 + 2.0 * ib) - ab * ib * u - a * i_dsq)
     # sxy / a (resp. / b) taken first: sxy times terms of order 1/variance^2 would underflow
-    dx = -c * (sxy * ia) * ((1.0 + 2.0 * ia) / sq + (a + b) * i_dsq + 3.0 * (b * i_dsq) * (a * i_d))
-    dy = -c * (sxy * ib) * ((1.0 + 2.0 * ib) / sq + (a + b) * i_dsq + 3.0 * (a * i_dsq) * (b * i_d))
-    dxy = 2.0 * c * (1.0 / sq + (a + b - 2.0) * i_dsq + 3.0 * (a * i_d) * (b * i_dsq))
+    cross = 3.0 * (a * i_d) * (b * i_dsq)
+    dx = -c * (sxy * ia) * ((1.0 + 2.0 * ia) * u + ab * i_dsq + cross)
+    dy = -c * (sxy * ib) * ((1.0 + 2.0 * ib) * u + ab * i_dsq + cross)
+    dxy = 2.0 * c * (u + (ab - 2.0) * i_dsq + cross)
     return k, kdot, kx, ky, kdot, dx, dy, dxy
 
 
@@ -653,7 +673,7 @@ def gaussian_grad(a, b, sxx, syy, sxy):
     return k, kdot, kx, ky, kdot, -1.5 * kdot * d_x * inv, -1.5 * kdot * d_y * inv, dxy
 
 
-@jit
+@jit_inline
 def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
     """(K, Kdot) and their partial derivatives in (sxx, syy, sxy); ``code`` in ``GRADIENT_CODES``."""
     if code == ABRELU:
@@ -685,6 +705,26 @@ def dual_diag_grad(code, p0, p1, p2, sxx):
     elif code == SIGN:  # constant in sxx > 0
         k, kdot = sign_diag(sxx)
         return k, kdot, 0.0, 0.0
+    elif code == ERF:  # K = a^2 (2/pi) asin(2 b^2 s / (1 + 2 b^2 s)) + c^2, Kdot = a^2 b^2 (4/pi) / sqrt(1 + 4 b^2 s)
+        # (the sum of the general partials cancels at large variances: 1e20 times too large at s = 1e40)
+        k, kdot = erf_diag(p0, p1, p2, sxx)
+        b2 = p1 * p1
+        q = 1.0 + 4.0 * b2 * sxx
+        iq = 1.0 / math.sqrt(q)
+        dk = p0 * p0 * (4.0 / math.pi) * b2 / (1.0 + 2.0 * b2 * sxx) * iq
+        return k, kdot, dk, -p0 * p0 * b2 * b2 * (8.0 / math.pi) * iq * iq * iq
+    elif code == GELU:  # closed forms on the diagonal (the general partials' sum cancels at large s):
+        # K = s/4 + s A/(2 pi) + s^2/(pi (1+s) sqrt(1+2s)), Kdot = 1/4 + A/(2 pi) + s (5s+3)/(2 pi (1+s) (1+2s)^1.5),
+        # A = atan(s / sqrt(1+2s)), A' = 1/((1+s) sqrt(1+2s)); polynomial quotients taken first, so that
+        # nothing of order s^3 is formed
+        k, kdot = gelu_diag(sxx)
+        u = 1.0 / (1.0 + sxx)
+        r = 1.0 / math.sqrt(1.0 + 2.0 * sxx)
+        angle = atan2(sxx * r, 1.0)
+        dk = (0.25 + angle * _INV_2PI + sxx * u * r * _INV_2PI
+              + ((sxx + 2.0) - (3.0 * sxx + 2.0) * u * u) * (r * r * r) / math.pi)  # fmt: skip
+        dkdot = (u * r + ((11.0 - 5.0 * sxx) - (10.0 * sxx + 8.0) * u * u) * (r * r) * (r * r) * r) * _INV_2PI
+        return k, kdot, dk, dkdot
     elif code >= RECTIFIED_MONOMIAL:  # homogeneous of degree n: K(s) = s^n K(1)
         n = code - RECTIFIED_MONOMIAL if code < MONOMIAL else code - MONOMIAL
         k, kdot = dual_diag(code, p0, p1, p2, sxx)

@@ -356,14 +356,16 @@ def test_two_sides_are_brought_to_a_common_degree():
     assert np.abs(kxy - kyx.T).max() <= 1e-12 * np.abs(kxy).max()
 
 
-def test_no_gradient_is_refused_clearly():
+def test_series_gradient_is_served():
+    """(The series activations were refused before ntkfast.backends.cpu_series_grad; the gradient's
+    finite-difference proofs are in tests/test_kernel_grad_series.py.)"""
     from ntkfast.kernel_grad import has_gradient
     from ntkfast.sklearn import NTKKernel
 
-    assert not has_gradient(nf.MLP(activation="tanh"))
+    assert has_gradient(nf.MLP(activation="tanh"))
     X, _ = _data(5)
-    with pytest.raises(ArgumentError, match="gradient"):
-        NTKKernel(activation="tanh")(X, eval_gradient=True)
+    K, dK = NTKKernel(activation="tanh")(X, eval_gradient=True)
+    assert dK.shape == (5, 5, 2) and np.isfinite(dK).all()
 
 
 def test_cli_activation_names():

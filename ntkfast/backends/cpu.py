@@ -26,6 +26,10 @@ from numba.extending import intrinsic
 from .._jit import jit
 from ..recursion import dual, dual_diag, dual_diag_grad, dual_grad, step
 
+# columns per chunk of the gradient's row kernel (``layer_grad_row``): its state lives in one flat
+# array at offsets that are multiples of this compile-time constant
+GRAD_CHUNK = 128
+
 
 @functools.cache
 def _math_fingerprint() -> int:
@@ -227,10 +231,14 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                     layer += 1
 
     @jit
-    def grad_step(k, kdot, dk, dkdot, s, t, ds, dt, c, dc):
-        """Derivative of one ``step`` along one hyper-parameter: (dSigma, dTheta) after it."""
-        ds_new = c[0] * ds + dc[1] * k + c[1] * dk + dc[2]
-        dt_new = c[0] * dt + dc[3] * k + c[3] * dk + dc[4] + (dc[1] * kdot + c[1] * dkdot) * t + c[1] * kdot * dt
+    def grad_step(k, kdot, dk, dkdot, t, ds, dt, res, w2, alpha, dw2, db2, dalpha, dbeta):
+        """Derivative of one ``step`` along one hyper-parameter: (dSigma, dTheta) after it.
+
+        ``res, w2, alpha`` are the step's coefficients, ``dw2, db2, dalpha, dbeta`` their
+        derivatives (res is structure: its derivative is 0); scalars, so that the row loop
+        keeps them in registers."""
+        ds_new = res * ds + dw2 * k + w2 * dk + db2
+        dt_new = res * dt + dalpha * k + alpha * dk + dbeta + (dw2 * kdot + w2 * dkdot) * t + w2 * kdot * dt
         return ds_new, dt_new
 
     @jit
@@ -238,8 +246,9 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         """``diag`` with forward-mode derivatives in two hyper-parameters (float64).
 
         ``dfirst`` (2, 4) and ``dsteps`` (2, L, 5) are the derivatives of ``first`` and
-        ``steps``; ``dsig[l, i, p]`` receives dSigma(x_i, x_i)/dp entering step l, ``out[i]``
-        the NNGP (or NTK with ``get_ntk``) and ``dout[i, p]`` its derivatives.
+        ``steps``; ``dsig[l, p, i]`` receives dSigma(x_i, x_i)/dp entering step l (parameter-major,
+        so that a tile's column slice is contiguous), ``out[i]`` the NNGP (or NTK with
+        ``get_ntk``) and ``dout[p, i]`` its derivatives.
         """
         if fingerprint < 0:
             return
@@ -258,63 +267,107 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 k, kdot, dk, dkdot = dual_diag_grad(code, p0, p1, p2, s)
                 c = steps[layer]
                 for p in range(2):
-                    dsig[layer, i, p] = ds[p]
+                    dsig[layer, p, i] = ds[p]
                     dc = dsteps[p, layer]
-                    ds[p], dt[p] = grad_step(k, kdot, dk * ds[p], dkdot * ds[p], s, t, ds[p], dt[p], c, dc)
+                    ds[p], dt[p] = grad_step(k, kdot, dk * ds[p], dkdot * ds[p], t, ds[p], dt[p],
+                                             c[0], c[1], c[3], dc[1], dc[2], dc[3], dc[4])  # fmt: skip
                 s, t = step(k, kdot, s, t, c[0], c[1], c[2], c[3], c[4])
             out[i] = t if get_ntk else s
             for p in range(2):
-                dout[i, p] = dt[p] if get_ntk else ds[p]
+                dout[p, i] = dt[p] if get_ntk else ds[p]
+
+    @jit
+    def layer_grad_row(p0, p1, p2, sxx, x0, x1, col, st, w, c, dc0, dc1):
+        """One step with its two derivatives for a chunk of ``w`` pairs of a row, in place (the
+        gradient's ``layer_row``).
+
+        ``sxx, x0, x1``: the row's diagonal Sigma and its two derivatives; ``col`` holds the
+        columns' (``syy, y0, y1`` at offsets 0, GRAD_CHUNK, 2 GRAD_CHUNK), ``st`` the pairs' state
+        (Sigma, Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1, each GRAD_CHUNK apart).  Per
+        pair one branch-free ``recursion.dual_grad`` (value and partials from the same angle,
+        square root and determinant), then the chain rule.  Two flat arrays at compile-time
+        offsets, not six arrays: LLVM then proves the accesses independent (six separate arrays
+        need more runtime overlap checks than its vectoriser allows, and the loop stays scalar).
+        A function of its own so that LLVM vectorises the loop, as ``layer_row``."""
+        if fingerprint < 0:
+            return
+        res, w2, b2, alpha, beta = c[0], c[1], c[2], c[3], c[4]
+        dw20, db20, dal0, dbe0 = dc0[1], dc0[2], dc0[3], dc0[4]
+        dw21, db21, dal1, dbe1 = dc1[1], dc1[2], dc1[3], dc1[4]
+        for j in range(w):
+            syy = col[j]
+            y0 = col[GRAD_CHUNK + j]
+            y1 = col[2 * GRAD_CHUNK + j]
+            sj = st[j]
+            tj = st[GRAD_CHUNK + j]
+            a0 = st[2 * GRAD_CHUNK + j]
+            a1 = st[4 * GRAD_CHUNK + j]
+            k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, syy, sj)
+            st[2 * GRAD_CHUNK + j], st[3 * GRAD_CHUNK + j] = grad_step(
+                k, kdot, kx * x0 + ky * y0 + kxy * a0, dx * x0 + dy * y0 + dxy * a0,
+                tj, a0, st[3 * GRAD_CHUNK + j], res, w2, alpha, dw20, db20, dal0, dbe0,
+            )  # fmt: skip
+            st[4 * GRAD_CHUNK + j], st[5 * GRAD_CHUNK + j] = grad_step(
+                k, kdot, kx * x1 + ky * y1 + kxy * a1, dx * x1 + dy * y1 + dxy * a1,
+                tj, a1, st[5 * GRAD_CHUNK + j], res, w2, alpha, dw21, db21, dal1, dbe1,
+            )  # fmt: skip
+            st[j], st[GRAD_CHUNK + j] = step(k, kdot, sj, tj, res, w2, b2, alpha, beta)
 
     @jit
     def tile_grad(params, first, dfirst, steps, dsteps, G, sig_rows, dsig_rows, sig_cols, dsig_cols, out, dout,
                   i0, j0, get_ntk):
         """``tile`` with forward-mode derivatives in two hyper-parameters (float64, one output).
 
-        Same pass, same order: each pair carries (Sigma, Theta) and their derivatives through
-        the layers, with the chain rule through ``recursion.dual_grad``.  Writes
-        ``out[i0 + i, j0 + j]`` and ``dout[i0 + i, j0 + j, p]``.  The two derivatives are
-        scalars (not a length-2 array) so that they stay in registers.
+        Row at a time, as ``tile``, over chunks of GRAD_CHUNK columns: each chunk of a row carries
+        (Sigma, Theta) and their two derivatives through the layers (``layer_grad_row``).
+        ``dsig_rows`` (L, 2, bi) and ``dsig_cols`` (L, 2, bj) hold the diagonal's derivatives
+        entering each step.  Writes ``out[i0 + i, j0 + j]`` and ``dout[p, i0 + i, j0 + j]``.
         """  # fmt: skip
         if fingerprint < 0:
             return
         p0, p1, p2 = params[0], params[1], params[2]
-        for i in range(G.shape[0]):
-            for j in range(G.shape[1]):
-                g = G[i, j]
-                s = first[0] * g + first[1]
-                t = first[2] * g + first[3]
-                ds0 = dfirst[0, 0] * g + dfirst[0, 1]
-                dt0 = dfirst[0, 2] * g + dfirst[0, 3]
-                ds1 = dfirst[1, 0] * g + dfirst[1, 1]
-                dt1 = dfirst[1, 2] * g + dfirst[1, 3]
-                for layer in range(steps.shape[0]):
-                    sxx = sig_rows[layer, i]
-                    syy = sig_cols[layer, j]
-                    k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, syy, s)
-                    c = steps[layer]
-                    x0, y0 = dsig_rows[layer, i, 0], dsig_cols[layer, j, 0]
-                    x1, y1 = dsig_rows[layer, i, 1], dsig_cols[layer, j, 1]
-                    ds0, dt0 = grad_step(
-                        k, kdot, kx * x0 + ky * y0 + kxy * ds0, dx * x0 + dy * y0 + dxy * ds0,
-                        s, t, ds0, dt0, c, dsteps[0, layer],
-                    )  # fmt: skip
-                    ds1, dt1 = grad_step(
-                        k, kdot, kx * x1 + ky * y1 + kxy * ds1, dx * x1 + dy * y1 + dxy * ds1,
-                        s, t, ds1, dt1, c, dsteps[1, layer],
-                    )  # fmt: skip
-                    s, t = step(k, kdot, s, t, c[0], c[1], c[2], c[3], c[4])
-                if get_ntk:
-                    out[i0 + i, j0 + j] = t
-                    dout[i0 + i, j0 + j, 0] = dt0
-                    dout[i0 + i, j0 + j, 1] = dt1
-                else:
-                    out[i0 + i, j0 + j] = s
-                    dout[i0 + i, j0 + j, 0] = ds0
-                    dout[i0 + i, j0 + j, 1] = ds1
+        bi, bj = G.shape
+        n_steps = steps.shape[0]
+        f0, f1, f2, f3 = first[0], first[1], first[2], first[3]
+        e00, e01, e02, e03 = dfirst[0, 0], dfirst[0, 1], dfirst[0, 2], dfirst[0, 3]
+        e10, e11, e12, e13 = dfirst[1, 0], dfirst[1, 1], dfirst[1, 2], dfirst[1, 3]
+        W = GRAD_CHUNK
+        st = np.empty(6 * W)
+        cols = np.empty(max(n_steps, 1) * 3 * W)
+        o = 1 if get_ntk else 0  # which of (Sigma, Theta) is the output
+        for a0 in range(0, bj, W):
+            w = min(W, bj - a0)
+            for layer in range(n_steps):
+                base = layer * 3 * W
+                for j in range(w):
+                    cols[base + j] = sig_cols[layer, a0 + j]
+                    cols[base + W + j] = dsig_cols[layer, 0, a0 + j]
+                    cols[base + 2 * W + j] = dsig_cols[layer, 1, a0 + j]
+            for i in range(bi):
+                for j in range(w):
+                    g = G[i, a0 + j]
+                    st[j] = f0 * g + f1
+                    st[W + j] = f2 * g + f3
+                    st[2 * W + j] = e00 * g + e01
+                    st[3 * W + j] = e02 * g + e03
+                    st[4 * W + j] = e10 * g + e11
+                    st[5 * W + j] = e12 * g + e13
+                for layer in range(n_steps):
+                    base = layer * 3 * W
+                    layer_grad_row(p0, p1, p2, sig_rows[layer, i], dsig_rows[layer, 0, i], dsig_rows[layer, 1, i],
+                                   cols[base:base + 3 * W], st, w, steps[layer], dsteps[0, layer],
+                                   dsteps[1, layer])  # fmt: skip
+                row = out[i0 + i]
+                row0 = dout[0, i0 + i]
+                row1 = dout[1, i0 + i]
+                for j in range(w):
+                    row[j0 + a0 + j] = st[o * W + j]
+                    row0[j0 + a0 + j] = st[(2 + o) * W + j]
+                    row1[j0 + a0 + j] = st[(4 + o) * W + j]
 
     return SimpleNamespace(
-        diag=diag, tile=tile, layer_row=layer_row, pairs=pairs, diag_grad=diag_grad, tile_grad=tile_grad
+        diag=diag, tile=tile, layer_row=layer_row, pairs=pairs, diag_grad=diag_grad, tile_grad=tile_grad,
+        layer_grad_row=layer_grad_row,
     )
 
 

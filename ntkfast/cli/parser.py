@@ -417,4 +417,5 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--depths", action="store_true",
                    help="kernel(..., depths=(1..5)) vs the deepest call, with the floor of writing the extra outputs")
+    p.add_argument("--grad", action="store_true", help="GP-gradient pass (K with dK/dW_std, dK/db_std) vs the kernel")
     return parser

@@ -24,7 +24,9 @@ class _InfiniteWidthKernel(Kernel):
     ``depth``, ``activation``, ``parameterization``, ``width``, ``residual`` and ``input_map`` are
     structure, not hyper-parameters; ``b_std=None`` (no bias) leaves W_std the only one.  The
     gradient in (log W_std, log b_std) is analytic, computed in the same pass as K (see
-    ``ntkfast.kernel_grad``).
+    ``ntkfast.kernel_grad``), for every activation: the closed forms and the Hermite-series ones
+    (tanh, sigmoid, softplus, SiLU, Mish, gelu_tanh, ELU, SELU, ``Elementwise``; ELU/SELU to the
+    accuracy their series have next to rho = +-1).
     """
 
     _get = "ntk"

@@ -1,0 +1,73 @@
+"""The closed-form GP-gradient pass (``backends.cpu.tile_grad``): vectorised, and right over chunks and tiles."""
+
+import re
+
+import numba
+import numpy as np
+import pytest
+
+import ntkfast as nf
+from ntkfast.kernel_grad import kernel_with_gradient
+
+
+@pytest.mark.parametrize("name", ["relu", "erf", "gelu"])
+def test_gradient_row_loop_vectorises(name):
+    """``layer_grad_row`` compiles to SIMD code (a vector square root in the optimised IR) with every
+    recursion function inlined, as the forward kernel's loop (tests/test_numerics.py)."""
+    from ntkfast import spec
+    from ntkfast._jit import JIT_OPTIONS
+    from ntkfast.backends import cpu
+
+    act = spec.get_activation(name)
+    row = cpu.recursion_kernels(act.code).layer_grad_row
+    fresh = numba.njit(**dict(JIT_OPTIONS, cache=False))(row.py_func)  # cached code cannot be inspected
+    W = cpu.GRAD_CHUNK
+    c = np.array([0.0, 1.0, 0.1, 1.0, 1.0])
+    fresh(*act.params, 1.0, 0.1, 0.2, np.ones(3 * W), np.full(6 * W, 0.5), W, c, c, c)
+    ir = "\n".join(fresh.inspect_llvm().values())
+    assert re.search(r"@llvm\.sqrt\.v\d+f64\(", ir), "the gradient's row loop did not vectorise"
+    assert not re.search(r"call i32 @_ZN7ntkfast9recursion", ir), "a recursion function was not inlined"
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu"])
+def test_closed_form_gradient_over_several_column_chunks(activation, monkeypatch):
+    """The vectorised closed-form pass (chunks of backends.cpu.GRAD_CHUNK columns, tiles, threads)
+    against central differences of the forward kernel, on tiles wider than one chunk."""
+    from ntkfast import config
+    from ntkfast.backends import cpu
+
+    monkeypatch.setattr(config, "DEFAULT_TILE", 2 * cpu.GRAD_CHUNK + 17)
+    X = np.random.default_rng(7).standard_normal((3 * cpu.GRAD_CHUNK + 5, 4))
+    arch = nf.MLP(depth=3, activation=activation, W_std=1.3, b_std=0.2)
+    K, dK = kernel_with_gradient(arch, X, n_jobs=2)
+    np.testing.assert_array_equal(K, nf.kernel(arch, X))
+    h = 1e-4
+    for p, (dw, db) in enumerate(((1.0, 0.0), (0.0, 1.0))):
+
+        def f(step, dw=dw, db=db):
+            return nf.kernel(nf.MLP(depth=3, activation=activation, W_std=1.3 * np.exp(step * dw),
+                                    b_std=0.2 * np.exp(step * db)), X)  # fmt: skip
+
+        d1 = (f(h) - f(-h)) / (2 * h)
+        d2 = (f(h / 2) - f(-h / 2)) / h
+        fd = (4 * d2 - d1) / 3
+        assert np.abs(dK[..., p] - fd).max() <= 1e-8 * np.abs(fd).max()
+
+
+@pytest.mark.parametrize("activation", ["erf", "gelu"])
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+def test_diagonal_gradient_at_huge_variances(activation, get):
+    """Variances ~1e40: the diagonal's derivative (``recursion.dual_diag_grad``, from the closed form
+    of the diagonal rather than the sum of the general partials, which cancels there: GELU was 2e3
+    times its size off at 1e40) against central differences of ``kernel_diag``."""
+    X = np.random.default_rng(0).standard_normal((20, 3)) * 1e20
+    arch = nf.MLP(depth=3, activation=activation, W_std=1.4, b_std=0.1)
+    K, dK = kernel_with_gradient(arch, X, get=get)
+    h = 1e-4
+    # (only W_std: b_std's effect, ~0.1 against K ~ 1e40, is below the forward kernel's rounding)
+
+    def f(step):
+        return nf.kernel_diag(nf.MLP(depth=3, activation=activation, W_std=1.4 * np.exp(step), b_std=0.1), X, get=get)
+
+    fd = (f(h) - f(-h)) / (2 * h)
+    np.testing.assert_allclose(np.diagonal(dK[..., 0]), fd, rtol=1e-6)
