@@ -46,7 +46,14 @@ def _fd(name, depth, parameterization, X, h=1e-3, **structure):
     return {k: np.stack(v, axis=-1) for k, v in out.items()}
 
 
-def _check(name, depth, parameterization, X, rtol, ktol=1e-12, **structure):
+def _check(name, depth, parameterization, X, rtol, ktol=None, **structure):
+    # The forward kernel picks its degree per row (from the row's largest |rho|), the gradient pass
+    # per layer: for ELU/SELU the two agree to their series' stated accuracy (SeriesAccuracyWarning),
+    # and so do the finite differences of the forward kernel, whose degrees move with W_std, b_std;
+    # for the others both agree to round-off.
+    accuracy = {"elu": 1e-5, "selu": 3e-3}.get(name, 0.0)
+    ktol = max(1e-12 if ktol is None else ktol, accuracy)
+    rtol = max(rtol, accuracy)
     arch = _arch(name, depth, parameterization, **structure)
     assert has_gradient(arch)
     fd = _fd(name, depth, parameterization, X, **structure)

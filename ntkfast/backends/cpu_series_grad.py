@@ -83,7 +83,7 @@ def energy_slopes(activation, s: np.ndarray):
     return (f * f) @ weight / (2.0 * s), (g * g) @ weight / (2.0 * s)
 
 
-def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol: float = series.DEFAULT_TOL):
+def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol: float | None = None):
     """The diagonal recursion with its derivatives and every layer's coefficients (:class:`GradRows`).
 
     ``first``, ``steps`` from :meth:`MLP.layer_coefficients`, ``dfirst``, ``dsteps`` from
