@@ -169,3 +169,29 @@ def test_interrupted_kernel_exits_cleanly_without_partial_file(tmp_path, sig, co
     assert proc.returncode == code, err
     assert ("interrupted" if sig == signal.SIGINT else "terminated") in err and "Traceback" not in err, err
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_swallowed_by_a_c_callback_is_recorded_and_not_printed(capfd, monkeypatch, sig):
+    """A signal whose handler raises inside a ctypes callback (as when it lands while Numba compiles:
+    llvmlite's object-cache notifier is one) has its exception swallowed there.  The command still
+    sees it (``received_signal``), and Python's "Exception ignored ... Traceback" is not printed."""
+    import ctypes
+
+    @ctypes.CFUNCTYPE(None)
+    def callback():
+        os.kill(os.getpid(), sig)
+        for _ in range(1000):  # the handler runs at the next bytecode boundary, inside the callback
+            pass
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # Python's own: prints to stderr
+    hook = sys.unraisablehook
+    with cli_files.sigterm_raises():
+        callback()
+        assert cli_files.received_signal() == sig
+        with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else cli.errors.Terminated):
+            cli_files.raise_if_signalled()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    # outside the context the previous hook is back: other unraisable exceptions still print
+    assert sys.unraisablehook is hook

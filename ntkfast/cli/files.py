@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -165,8 +167,21 @@ def sigterm_raises():
     _received.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     previous_int = signal.signal(signal.SIGINT, _raise_interrupted)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_quiet_signal_exceptions, previous_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+
+
+def _quiet_signal_exceptions(previous_hook, unraisable) -> None:
+    """``sys.unraisablehook`` while :func:`sigterm_raises` is active: the exception of a recorded
+    signal that a C callback swallowed (Numba compiling, for one) is not printed - the command
+    honours the signal through :func:`received_signal` and says so in one line; anything else
+    goes to the previous hook."""
+    if _received and isinstance(unraisable.exc_value, (Terminated, KeyboardInterrupt)):
+        return
+    previous_hook(unraisable)
