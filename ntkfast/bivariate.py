@@ -154,16 +154,28 @@ def _orthant(e1, e2, t1, t2, sxx, syy, sxy, s1, s2, r, omr2, s):
     return (g * p, g * (m1 * p + s1 * e1 * _moment(h, k, rr, s)), g * (m2 * p + s2 * e2 * _moment(k, h, rr, s)))
 
 
+# 1 - rho^2 below this is rounding noise of the inner products: the pair is taken as parallel
+# (rho = +-1), the convention of the closed forms (``recursion``'s parallel tolerances, the same
+# values): Kdot has a sqrt(1 - rho^2) cusp at rho = +-1, which would turn noise of 1e-16 in rho
+# into 1e-9 in Kdot (exact duplicate rows)
+PARALLEL_TOL64 = 1e-12
+PARALLEL_TOL32 = 1e-5
+
+
 @jit
-def elu_dual(sxx, syy, sxy, alpha):
+def elu_dual(sxx, syy, sxy, alpha, parallel_tol):
     """(K, Kdot) of ELU(alpha) for pre-activation covariances (sxx, syy, sxy), both variances > 0.
 
-    Float64 throughout; ``sxy`` is clipped to the Cauchy-Schwarz range."""
+    Float64 throughout; ``sxy`` is clipped to the Cauchy-Schwarz range, and a pair with
+    ``1 - rho^2 < parallel_tol`` is taken as parallel."""
     s1 = math.sqrt(sxx)
     s2 = math.sqrt(syy)
     r = min(1.0, max(-1.0, sxy / (s1 * s2)))
-    sxy = r * s1 * s2
     omr2 = (1.0 - r) * (1.0 + r)
+    if omr2 < parallel_tol:
+        r = 1.0 if r > 0.0 else -1.0
+        omr2 = 0.0
+    sxy = r * s1 * s2
     s = math.sqrt(omr2)
     # E[u+ v+] (arc-cosine) and P(u > 0, v > 0)
     theta = math.atan2(s, r)
