@@ -183,9 +183,10 @@ def elu_dual(sxx, syy, sxy, alpha, parallel_tol):
     ppp = (math.pi - theta) / _TWO_PI
     # e^v on {u > 0, v < 0}: (mass, u-moment); without the tilt: the u-moment
     a_pn, u_pn, _ = _orthant(1.0, -1.0, 0.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s)
-    _, u_pn0, _ = _orthant(1.0, -1.0, 0.0, 0.0, sxx, syy, sxy, s1, s2, r, omr2, s)
     a_np, _, v_np = _orthant(-1.0, 1.0, 1.0, 0.0, sxx, syy, sxy, s1, s2, r, omr2, s)
-    _, _, v_np0 = _orthant(-1.0, 1.0, 0.0, 0.0, sxx, syy, sxy, s1, s2, r, omr2, s)
+    # untilted: E[u 1[u > 0, v < 0]] = s1 phi(0) (1 - r) / 2 (Rosenbaum at h = k = 0), and mirrored
+    u_pn0 = s1 * _INV_SQRT_2PI * 0.5 * (1.0 - r)
+    v_np0 = s2 * _INV_SQRT_2PI * 0.5 * (1.0 - r)
     a_uv, _, _ = _orthant(-1.0, -1.0, 1.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s)
     a_u, _, _ = _orthant(-1.0, -1.0, 1.0, 0.0, sxx, syy, sxy, s1, s2, r, omr2, s)
     a_v, _, _ = _orthant(-1.0, -1.0, 0.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s)

@@ -45,8 +45,10 @@ every row.
 
 Non-smooth activations converge slowly: ELU (``alpha != 1``) and SELU have a jump in ``phi'``,
 so the ``d_k`` decay like ``k^(-3/4)`` and no feasible degree reaches 1e-12 near ``rho = +-1``.
-Those are computed with the degree cap and the warning states the bound (far from ``rho = +-1``
-the series is much more accurate than the bound: the terms carry ``|rho|^k``).
+On the CPU their pairs beyond the series' reach get a closed form instead (:func:`exact_args`,
+``bivariate.elu_dual``, ``config.ELU_EXACT``) for variances in ``ELU_EXACT_VARIANCES``, and no
+warning; elsewhere (other variances, the GPU) the degree cap and the warning with the bound (far
+from ``rho = +-1`` the series is much more accurate than the bound: the terms carry ``|rho|^k``).
 """
 
 from __future__ import annotations
@@ -458,8 +460,8 @@ ELU_EXACT_VARIANCES = (1e-4, 40.0)
 
 def exact_params(activation):
     """``(alpha, scale)`` where ``activation`` has the ELU closed form (``scale * ELU(alpha)``:
-    ELU, SELU), else None."""
-    if getattr(activation, "exact_dual", None) != "elu":
+    ELU, SELU) and ``config.ELU_EXACT`` is on, else None."""
+    if not config.ELU_EXACT or getattr(activation, "exact_dual", None) != "elu":
         return None
     return float(activation.alpha), float(activation.scale)
 

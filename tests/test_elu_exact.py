@@ -27,7 +27,7 @@ import pytest
 from scipy import integrate, special, stats
 
 import ntkfast as nf
-from ntkfast import series, spec
+from ntkfast import config, series, spec
 from ntkfast.bivariate import bvnu, elu_dual
 from ntkfast.recursion import step
 
@@ -214,3 +214,21 @@ def test_exact_cut_and_tables():
     assert np.all((cut > 0.5) & (cut < 1.0))
     table = series.degree_table(rows, None, None, exact=True)
     assert table.max() <= rows.degrees.max()
+
+
+def test_config_switch_restores_the_series(monkeypatch):
+    monkeypatch.setattr(config, "ELU_EXACT", False)
+    assert series.exact_params(spec.SELU()) is None
+    with pytest.warns(series.SeriesAccuracyWarning, match="selu"):
+        series.layer_series(spec.SELU(), np.array([1.0, 2.0]))
+
+
+def test_float32_duplicates_and_far_pairs():
+    """float32: the closed form runs in float64 and is cast; duplicate rows are parallel."""
+    X = _rows()
+    arch = nf.MLP(depth=2, activation=spec.SELU(), W_std=1.3, b_std=0.2)
+    k64 = nf.kernel(arch, X)
+    k32 = nf.kernel(arch, X.astype(np.float32))
+    assert k32.dtype == np.float32
+    assert np.abs(k32 - k64).max() <= 1e-5 * np.abs(k64).max()
+    assert k64[0, 1] == pytest.approx(k64[0, 0], rel=1e-14)  # closed form at rho = 1 vs the 1-D diagonal
