@@ -170,7 +170,7 @@ def elu_dual(sxx, syy, sxy, alpha, parallel_tol):
     ``1 - rho^2 < parallel_tol`` is taken as parallel."""
     s1 = math.sqrt(sxx)
     s2 = math.sqrt(syy)
-    r = min(1.0, max(-1.0, sxy / (s1 * s2)))
+    r = min(1.0, max(-1.0, sxy / math.sqrt(sxx * syy)))  # exactly 1 for sxy = sqrt(sxx syy)
     omr2 = (1.0 - r) * (1.0 + r)
     if omr2 < parallel_tol:
         r = 1.0 if r > 0.0 else -1.0
