@@ -778,6 +778,19 @@ class SeriesPlan:
                 self._exact[key] = exact_args(self.activation, merged, None, self.tol, np.float64)
             return self._tables[key]
 
+    def warn_without_exact(self) -> None:
+        """For a backend without ELU's closed form (the GPU): the SeriesAccuracyWarning that the
+        CPU's closed form made unnecessary (bound reached at the cap), once per plan."""
+        if exact_params(self.activation) is None or self._warned or not self.sides:
+            return
+        bound = max(s.rows.bound for s in self.sides)
+        if bound > max(self.tol, config.SERIES_WARN_BOUND):
+            self._warned = True
+            warnings.warn(f"activation {_name(self.activation)}: the Hermite series (this backend has no closed form "
+                          f"near rho = +-1) reached its degree cap with a truncation bound of {bound:.1e} of "
+                          f"sqrt(K(x,x) K(y,y)) (requested {self.tol:.0e}), attained at rho = +-1",
+                          SeriesAccuracyWarning, stacklevel=3)  # fmt: skip
+
     def exact_args(self, dtype) -> tuple:
         """``(cut, exact)`` of :func:`exact_args` for every side together, ``cut`` in ``dtype``."""
         self.table()

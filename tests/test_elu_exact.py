@@ -232,3 +232,13 @@ def test_float32_duplicates_and_far_pairs():
     assert k32.dtype == np.float32
     assert np.abs(k32 - k64).max() <= 1e-5 * np.abs(k64).max()
     assert k64[0, 1] == pytest.approx(k64[0, 0], rel=1e-14)  # closed form at rho = 1 vs the 1-D diagonal
+
+
+def test_plan_warns_for_a_backend_without_the_closed_form():
+    first, steps = nf.MLP(depth=2, activation="selu").layer_coefficients(3)
+    plan = series.SeriesPlan(spec.SELU(), first, steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", series.SeriesAccuracyWarning)
+        plan.add_side(np.array([1.0, 2.0]))  # the CPU: no warning
+    with pytest.warns(series.SeriesAccuracyWarning, match="selu.*no closed form"):
+        plan.warn_without_exact()
