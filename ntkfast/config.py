@@ -171,3 +171,10 @@ SERIES_WARN_BOUND = 1e-10
 # with non-temporal stores: a line goes to memory without being read first (no read-for-
 # ownership), which halves the memory traffic of writing them; smaller ones stay in the cache.
 STREAM_MIN_BYTES = 16 * 2**20
+
+# ------------------------------------------------ ELU/SELU exact (issue 14, elu): closed form near rho = +-1
+# True: the CPU kernel gives ELU/SELU pairs beyond the Hermite series' reach (|rho| above ~0.97 at
+# SERIES_TOL) the closed form of ntkfast.bivariate.elu_dual (float64 ~1e-11; about 1 us per pair
+# and layer, so data whose pairs are nearly all that correlated take ~25x longer than the series).
+# False: the series to its degree cap, with the SeriesAccuracyWarning of the bound reached (~1e-5).
+ELU_EXACT = True

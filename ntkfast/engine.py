@@ -259,7 +259,7 @@ def compute_tile(coef: Coefficients, rx: Rows, ry: Rows, i0, i1, j0, j1, G, nngp
         sx, sy = rx.series.cast(G.dtype), ry.series.cast(G.dtype)
         cpu_series.tile(coef.first, coef.steps, coef.series.table(), G, sx.c, sx.d, sx.inv_sqrt, i0, sy.c, sy.d,
                         sy.inv_sqrt, j0, nngp, ntk, *offset, *get, write_at, readout.astype(G.dtype, copy=False),
-                        with_readout)  # fmt: skip
+                        with_readout, *coef.series.exact_args(G.dtype))  # fmt: skip
         if mirror:
             _mirror_stacks(nngp, ntk, get, offset, i1 - i0, j1 - j0)
         return

@@ -45,8 +45,10 @@ every row.
 
 Non-smooth activations converge slowly: ELU (``alpha != 1``) and SELU have a jump in ``phi'``,
 so the ``d_k`` decay like ``k^(-3/4)`` and no feasible degree reaches 1e-12 near ``rho = +-1``.
-Those are computed with the degree cap and the warning states the bound (far from ``rho = +-1``
-the series is much more accurate than the bound: the terms carry ``|rho|^k``).
+On the CPU their pairs beyond the series' reach get a closed form instead (:func:`exact_args`,
+``bivariate.elu_dual``, ``config.ELU_EXACT``) for variances in ``ELU_EXACT_VARIANCES``, and no
+warning; elsewhere (other variances, the GPU) the degree cap and the warning with the bound (far
+from ``rho = +-1`` the series is much more accurate than the bound: the terms carry ``|rho|^k``).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ __all__ = [
     "RHO_STEPS",
     "SeriesPlan",
     "SeriesSide",
+    "exact_params",
+    "exact_args",
 ]
 
 # The requested truncation bound, the degree cap and the warning threshold are config.SERIES_TOL,
@@ -427,7 +431,8 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
     degree = max(min(need, level), min_degree)
     profile = full[: degree + 1]
     bound_reached = float(profile[-1])
-    if need > level and warn and bound_reached > max(tol, config.SERIES_WARN_BOUND):
+    covered = _exact_covers(activation, s)  # ELU/SELU: the closed form takes the pairs near rho = +-1
+    if need > level and warn and bound_reached > max(tol, config.SERIES_WARN_BOUND) and not covered:
         warnings.warn(
             f"activation {_name(activation)}: the Hermite series reached its degree cap {level} with a "
             f"truncation bound of {bound_reached:.1e} of sqrt(K(x,x) K(y,y)) (requested {tol:.0e}); it is "
@@ -444,6 +449,30 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
         bound_reached,
         profile,
     )
+
+
+# ELU/SELU: pairs too close to rho = +-1 for the series get the closed form of bivariate.elu_dual,
+# for pre-activation variances in this range (measured to 1e-10 against quadrature; outside it
+# the tilted orthant terms cancel: e^(t'St/2) times a tail probability at large variances,
+# differences of O(1) terms for O(s) results at small ones), else the series to its cap
+ELU_EXACT_VARIANCES = (1e-4, 40.0)
+
+
+def exact_params(activation):
+    """``(alpha, scale)`` where ``activation`` has the ELU closed form (``scale * ELU(alpha)``:
+    ELU, SELU) and ``config.ELU_EXACT`` is on, else None."""
+    if not config.ELU_EXACT or getattr(activation, "exact_dual", None) != "elu":
+        return None
+    return float(activation.alpha), float(activation.scale)
+
+
+def _exact_covers(activation, s) -> bool:
+    """Whether the closed form takes every pair beyond the series' reach (variances in range)."""
+    if exact_params(activation) is None:
+        return False
+    lo, hi = ELU_EXACT_VARIANCES
+    s = np.asarray(s)
+    return bool(np.all((s == 0.0) | ((s >= lo) & (s <= hi))))
 
 
 def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.ndarray,
@@ -587,34 +616,61 @@ RHO_STEPS = 8
 RHO_BINS = 48 * RHO_STEPS + 1
 
 
-def degree_table(rows_x: SeriesRows, rows_y: SeriesRows | None = None, tol: float | None = None) -> np.ndarray:
+def _table_bins(rows_x, rows_y, tol, exact):
+    """(table, reach): the degree table and, per layer, the largest bin whose degree meets the
+    target without the cap (``reach``)."""
+    tol = config.SERIES_TOL if tol is None else tol
+    prof = rows_x.profiles if rows_y is None else np.maximum(rows_x.profiles, rows_y.profiles)
+    n_steps = prof.shape[0]
+    table = np.empty((n_steps, RHO_BINS + 1), dtype=np.int64)
+    reach = np.zeros(n_steps, dtype=np.int64)
+    r = 1.0 - 2.0 ** (-np.arange(RHO_BINS) / RHO_STEPS)
+    r[0] = 0.0
+    for layer in range(n_steps):
+        full = int(rows_x.degrees[layer])
+        p = prof[layer, : full + 1]
+        target = tol if exact else max(tol, float(p[-1]))
+        N = np.arange(full + 1)
+        with np.errstate(divide="ignore"):
+            # log(r^(N+1) p[N]) <= log(target), vectorised over (bins, N)
+            lhs = (N[None, :] + 1) * np.log(r)[:, None] + np.log(np.maximum(p, 1e-300))[None, :]
+        ok = lhs <= math.log(target) + 1e-12
+        met = ok.any(axis=1)
+        reach[layer] = int(np.nonzero(met)[0].max(initial=0))
+        ok[:, -1] = True
+        table[layer, :RHO_BINS] = np.argmax(ok, axis=1)
+        table[layer, RHO_BINS] = full
+    return table, reach
+
+
+def exact_args(activation, rows_x: SeriesRows, rows_y: SeriesRows | None, tol, dtype):
+    """``(cut, exact)`` for ``backends.cpu_series.tile``: per layer the |rho| above which a pair
+    leaves its row's degree (the closed form's threshold for ELU/SELU: the largest |rho| bin the
+    series meets ``tol`` in below the degree cap, at most 0.984), and ``[flag, alpha, scale, vmin,
+    vmax]`` of the closed form (flag 0: none)."""
+    n_steps = rows_x.degrees.shape[0]
+    high = 1.0 - 2.0 ** (-6.0)  # backends.cpu_series.HIGH_BIN / RHO_STEPS
+    params = exact_params(activation)
+    if params is None:
+        return np.full(n_steps, high, dtype=dtype), np.zeros(5)
+    _, reach = _table_bins(rows_x, rows_y, tol, True)
+    cut = np.minimum(high, 1.0 - 2.0 ** (-reach / RHO_STEPS))
+    cut[reach == 0] = 0.0
+    return cut.astype(dtype), np.array([1.0, params[0], params[1], *ELU_EXACT_VARIANCES])
+
+
+def degree_table(rows_x: SeriesRows, rows_y: SeriesRows | None = None, tol: float | None = None,
+                 exact: bool = False) -> np.ndarray:
     """Degree needed per layer and |rho| bin, shape (n_steps, RHO_BINS + 1), int64.
 
     A pair with ``|rho| <= r`` truncated at degree ``N`` is within
     ``r^(N+1) sqrt(tail_N(x) tail_N(y)) <= r^(N+1) profile[N] sqrt(K(x,x) K(y,y))``
     (every term beyond ``N`` carries ``|rho|^k <= r^(N+1)``), so far from ``+-1`` few terms are
     needed: for a first layer of random inputs in high dimension (|rho| ~ 0.1) about a tenth of
-    the full degree.  The target is ``tol`` or, where the cap bound, the bound reached.
+    the full degree.  The target is ``tol`` or, where the cap bound, the bound reached; with
+    ``exact`` (ELU/SELU: the pairs beyond the series' reach get a closed form) always ``tol``.
     """
-    tol = config.SERIES_TOL if tol is None else tol
-    prof = rows_x.profiles if rows_y is None else np.maximum(rows_x.profiles, rows_y.profiles)
-    n_steps = prof.shape[0]
-    table = np.empty((n_steps, RHO_BINS + 1), dtype=np.int64)
-    r = 1.0 - 2.0 ** (-np.arange(RHO_BINS) / RHO_STEPS)
-    r[0] = 0.0
-    for layer in range(n_steps):
-        full = int(rows_x.degrees[layer])
-        p = prof[layer, : full + 1]
-        target = max(tol, float(p[-1]))
-        N = np.arange(full + 1)
-        with np.errstate(divide="ignore"):
-            # log(r^(N+1) p[N]) <= log(target), vectorised over (bins, N)
-            lhs = (N[None, :] + 1) * np.log(r)[:, None] + np.log(np.maximum(p, 1e-300))[None, :]
-        ok = lhs <= math.log(target) + 1e-12
-        ok[:, -1] = True
-        table[layer, :RHO_BINS] = np.argmax(ok, axis=1)
-        table[layer, RHO_BINS] = full
-    return table
+    return _table_bins(rows_x, rows_y, tol, exact)[0]
 
 
 def prepare(activation, first, steps, sqnorm_x, sqnorm_y=None, tol: float | None = None):
@@ -684,6 +740,7 @@ class SeriesPlan:
         self.tol = float(config.SERIES_TOL if tol is None else tol)
         self.sides: list[SeriesSide] = []
         self._tables: dict = {}
+        self._exact: dict = {}
         self._lock = threading.Lock()
         self._warned = False
 
@@ -716,5 +773,26 @@ class SeriesPlan:
                 merged = rows[0]
                 for r in rows[1:]:
                     merged = dataclasses_replace(merged, profiles=np.maximum(merged.profiles, r.profiles))
-                self._tables[key] = degree_table(merged, None, self.tol)
+                exact = exact_params(self.activation) is not None
+                self._tables[key] = degree_table(merged, None, self.tol, exact)
+                self._exact[key] = exact_args(self.activation, merged, None, self.tol, np.float64)
             return self._tables[key]
+
+    def warn_without_exact(self) -> None:
+        """For a backend without ELU's closed form (the GPU): the SeriesAccuracyWarning that the
+        CPU's closed form made unnecessary (bound reached at the cap), once per plan."""
+        if exact_params(self.activation) is None or self._warned or not self.sides:
+            return
+        bound = max(s.rows.bound for s in self.sides)
+        if bound > max(self.tol, config.SERIES_WARN_BOUND):
+            self._warned = True
+            warnings.warn(f"activation {_name(self.activation)}: the Hermite series (this backend has no closed form "
+                          f"near rho = +-1) reached its degree cap with a truncation bound of {bound:.1e} of "
+                          f"sqrt(K(x,x) K(y,y)) (requested {self.tol:.0e}), attained at rho = +-1",
+                          SeriesAccuracyWarning, stacklevel=3)  # fmt: skip
+
+    def exact_args(self, dtype) -> tuple:
+        """``(cut, exact)`` of :func:`exact_args` for every side together, ``cut`` in ``dtype``."""
+        self.table()
+        cut, exact = self._exact[len(self.sides)]
+        return cut.astype(dtype), exact

@@ -421,14 +421,18 @@ def Swish(beta: float = 1.0) -> SiLU:
 class ELU(SeriesActivation):
     """phi(x) = x for x > 0, alpha (exp(x) - 1) for x <= 0, times ``scale`` (SELU's lambda).
 
-    phi' jumps at 0 unless alpha = 1 (then phi'' does): the series converges like a power of the
-    degree, so the kernels are computed to the degree cap and warn with the bound reached.
+    phi' jumps at 0 unless alpha = 1 (then phi'' does): the Hermite series converges like a power
+    of the degree near rho = +-1, so the CPU kernel takes the pairs beyond the series' reach in
+    closed form (``bivariate.elu_dual``: bivariate normal orthant terms), for pre-activation
+    variances in ``series.ELU_EXACT_VARIANCES``; outside that range, and on the GPU, the series
+    runs to its degree cap and warns with the bound reached.
     """
 
     alpha: float = 1.0
     scale: float = 1.0
     name: str = field(default="elu", compare=False)
     smooth = False
+    exact_dual = "elu"  # series.exact_params: the closed form of bivariate.elu_dual applies
 
     def __post_init__(self):
         object.__setattr__(self, "alpha", _real(self.alpha, "alpha"))

@@ -37,6 +37,7 @@ FLOORS = {
     "ntkfast.spec": 1,
     "ntkfast._jit": 1,
     "ntkfast.recursion": 2,
+    "ntkfast.bivariate": 2,  # bivariate normal orthant terms, ELU's closed-form dual kernel (issue 14, elu)
     "ntkfast.series": 2,  # Hermite-series dual kernels: per-row coefficients (the non-closed-form math)
     "ntkfast.backends": 3,  # the package itself (empty __init__)
     "ntkfast.backends.cpu": 3,  # Numba inner kernels: prepared rows in, tiles out

@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 from .. import config
-from .._jit import jit
+from .._jit import is_single, jit
+from ..bivariate import PARALLEL_TOL32, PARALLEL_TOL64, elu_dual
 from ..recursion import step
 from ..series import RHO_STEPS
 
@@ -87,7 +88,7 @@ def _terms(k, kd, p, rho, bc, bd, cx, dx, ii, layer, lo, hi, a, b):
 
 @jit
 def tile(first, steps, tables, G, cx, dx, inv_x, r0, cy, dy, inv_y, c0, nngp, ntk, o0, p0, get_nngp, get_ntk,
-         write_at, readout, with_readout):
+         write_at, readout, with_readout, cut, exact):
     """Kernel(s) of a tile of pairs (rows r0 + i of X, c0 + j of Y) from their inner products G (bi, bj).
 
     ``cx``/``dx`` (n_x, L, Dmax + 1) hold the coefficients of X's rows for K and Kdot (row-major:
@@ -97,6 +98,13 @@ def tile(first, steps, tables, G, cx, dx, inv_x, r0, cy, dy, inv_y, c0, nngp, nt
     and/or ``ntk[...]`` after ``write_at[k]`` steps, through the ``readout`` step where
     ``with_readout[k]`` (a residual network cut there); they may alias G with zero offsets (each
     row of G is read before anything is written to it).
+
+    ``cut`` (L,): per layer, the |rho| above which a pair leaves its row's degree (at most
+    ``1 - 2^(-HIGH_BIN / RHO_STEPS)``; ``series.SeriesPlan.exact_args``).  ``exact`` (5,) float64
+    ``[flag, alpha, scale, vmin, vmax]``: with flag 1 (ELU/SELU, ``bivariate.elu_dual``) such a
+    pair whose two variances lie in ``[vmin, vmax]`` gets the closed form ``scale^2 (K, Kdot)``
+    of ELU(alpha) instead of further series terms (the series' degree table then meets the
+    requested bound for every |rho| up to ``cut``).
 
     One row of the tile at a time, every loop over its bj columns (long unit-stride loops, as the
     closed forms'; per-chunk degrees measured 4x slower, their short loops cost more than the terms
@@ -135,7 +143,9 @@ def tile(first, steps, tables, G, cx, dx, inv_x, r0, cy, dy, inv_y, c0, nngp, nt
     for layer in range(n_steps):
         for j in range(bj):
             binv[layer, j] = inv_y[layer, c0 + j]
-    r_high = dt(1.0 - 2.0 ** (-HIGH_BIN / RHO_STEPS))
+    use_exact = exact[0] == 1.0
+    parallel_tol = PARALLEL_TOL32 if is_single(one) else PARALLEL_TOL64
+    e_alpha, e_scale2, vmin, vmax = exact[1], exact[2] * exact[2], exact[3], exact[4]
     for i in range(bi):
         ii = r0 + i
         for j in range(bj):
@@ -153,6 +163,7 @@ def tile(first, steps, tables, G, cx, dx, inv_x, r0, cy, dy, inv_y, c0, nngp, nt
             if layer == n_steps:
                 break
             inv_i = inv_x[layer, ii]
+            r_high = cut[layer]
             for j in range(bj):
                 r = min(max(s[j] * inv_i * binv[layer, j], -one), one)
                 rho[j] = r
@@ -172,8 +183,17 @@ def tile(first, steps, tables, G, cx, dx, inv_x, r0, cy, dy, inv_y, c0, nngp, nt
                 have[layer] = degree + 1
             _terms(k, kd, p, rho, bc, bd, cx, dx, ii, layer, 0, degree, 0, bj)
             if top_all > r_high:
+                sxx = 1.0 / (float(inv_i) * float(inv_i)) if inv_i > zero else 0.0
                 for j in range(bj):
                     if ar[j] > r_high:
+                        if use_exact and vmin <= sxx <= vmax:
+                            bv = float(binv[layer, j])
+                            syy = 1.0 / (bv * bv) if bv > 0.0 else 0.0
+                            if vmin <= syy <= vmax:
+                                ke, kde = elu_dual(sxx, syy, float(s[j]), e_alpha, parallel_tol)
+                                k[j] = dt(e_scale2 * ke)
+                                kd[j] = dt(e_scale2 * kde)
+                                continue
                         full = _degree(tables, layer, ar[j])
                         kj, kdj, pj, rj = k[j], kd[j], p[j], rho[j]
                         for m in range(degree + 1, full + 1):
@@ -214,18 +234,20 @@ def kernel(arch, X, Y=None, get="ntk", tol=None):
     sq_x = np.einsum("ij,ij->i", feats_x, feats_x, dtype=np.float64)
     if Y is None:
         rx = ry = series.prepare(arch.activation, first, steps, sq_x, tol=tol).astype(dtype)
-        table = series.degree_table(rx, None, tol)
+        table = series.degree_table(rx, None, tol, exact=series.exact_params(arch.activation) is not None)
+        cut, exact = series.exact_args(arch.activation, rx, None, tol, dtype)
     else:
         sq_y = np.einsum("ij,ij->i", feats_y, feats_y, dtype=np.float64)
         rx, ry = (r.astype(dtype) for r in series.prepare(arch.activation, first, steps, sq_x, sq_y, tol))
-        table = series.degree_table(rx, ry, tol)
+        table = series.degree_table(rx, ry, tol, exact=series.exact_params(arch.activation) is not None)
+        cut, exact = series.exact_args(arch.activation, rx, ry, tol, dtype)
     G = np.empty((feats_x.shape[0], feats_y.shape[0]), dtype)
     np.matmul(feats_x, feats_y.T, out=G)
     nngp = np.empty((1, *G.shape), dtype)
     ntk = np.empty((1, *G.shape), dtype)
     tile(first.astype(dtype), np.ascontiguousarray(steps, dtype), table, G, rx.c, rx.d, rx.inv_sqrt, 0,
          ry.c, ry.d, ry.inv_sqrt, 0, nngp, ntk, 0, 0, True, True, np.array([steps.shape[0]]), np.zeros(5, dtype),
-         _PLAIN)  # fmt: skip
+         _PLAIN, cut, exact)  # fmt: skip
     nngp, ntk = nngp[0], ntk[0]
     if Y is None:
         np.fill_diagonal(nngp, rx.nngp)
