@@ -92,7 +92,9 @@ def test_series_gradient_matches_finite_differences_depths_1_and_3(name, paramet
 
 # measured (this data): tanh 1e-11, SiLU 3e-12, ELU (alpha = 1: phi'' jumps) 9e-7, SELU (phi' jumps, so
 # phi'' has a delta and the true dKdot/dsxy diverges like 1/sqrt(1 - rho^2) at rho = 1) 2e-3
-NEAR_PARALLEL_RTOL = {"tanh": 1e-9, "silu": 1e-9, "elu": 1e-5, "selu": 1e-2}
+# (against finite differences of the forward kernel, which now takes ELU/SELU's nearly parallel
+# pairs in closed form while the gradient pass keeps the series: ELU measured 6e-5)
+NEAR_PARALLEL_RTOL = {"tanh": 1e-9, "silu": 1e-9, "elu": 2e-4, "selu": 1e-2}
 
 
 @pytest.mark.parametrize("name", sorted(NEAR_PARALLEL_RTOL))
@@ -102,8 +104,15 @@ def test_series_gradient_for_nearly_parallel_pairs(name):
     rng = np.random.default_rng(3)
     base = rng.standard_normal((6, 3))
     X = np.concatenate([base, base + 1e-4 * rng.standard_normal(base.shape)])
-    # K itself: the forward kernel and the gradient's series agree to ELU/SELU's stated bound there
-    _check(name, 2, "ntk", X, NEAR_PARALLEL_RTOL[name], ktol=1e-5 if name in ("elu", "selu") else 1e-12)
+    # K itself: the forward kernel takes ELU/SELU's nearly parallel pairs in closed form, the gradient
+    # pass has the series only (and says so: SeriesAccuracyWarning); the two agree to that series'
+    # accuracy there (measured: ELU 4e-5, SELU 2e-3 of the largest entry)
+    approximate = name in ("elu", "selu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _check(name, 2, "ntk", X, NEAR_PARALLEL_RTOL[name], ktol={"elu": 1e-4, "selu": 1e-2}.get(name, 1e-12))
+    said = any(issubclass(w.category, nf.SeriesAccuracyWarning) and "gradient" in str(w.message) for w in caught)
+    assert said == approximate
 
 
 @pytest.mark.parametrize("structure", [{"residual": True}, {"input_map": "fourier"}])

@@ -29,6 +29,7 @@ refused (:class:`~ntkfast.errors.ArgumentError`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,18 @@ def energy_slopes(activation, s: np.ndarray):
     return (f * f) @ weight / (2.0 * s), (g * g) @ weight / (2.0 * s)
 
 
+def _warn_series_only(activation, bound: float, tol: float | None) -> None:
+    """ELU/SELU: the forward kernel takes the pairs near rho = +-1 in closed form (no warning), but
+    this gradient pass has the series only; say what it reached when that is above the promise."""
+    if series.exact_params(activation) is None:
+        return
+    tol = config.SERIES_TOL if tol is None else tol
+    if bound > max(tol, config.SERIES_WARN_BOUND):
+        warnings.warn(f"activation {activation!r}: the hyper-parameter gradient uses the Hermite series only "
+                      f"(the closed form near rho = +-1 is not differentiated yet); truncation bound {bound:.1e} of "
+                      "sqrt(K(x,x) K(y,y)) near rho = +-1", series.SeriesAccuracyWarning, stacklevel=4)  # fmt: skip
+
+
 def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol: float | None = None):
     """The diagonal recursion with its derivatives and every layer's coefficients (:class:`GradRows`).
 
@@ -108,6 +121,7 @@ def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol
         sig[layer] = s
         dsig[layer] = ds
         ls = series.layer_series(activation, s, tol)
+        _warn_series_only(activation, ls.bound, tol)
         N = ls.degree
         c, d, _, _ = series.hermite_coefficients(activation, s, N + 2)
         k = np.arange(N + 1)

@@ -148,6 +148,7 @@ def make_problem(cupy, coef, rx, ry, dtype, rows_on_device=None) -> Problem:
     if coef.series is not None:
         # every side of the Gram is prepared (common degrees), so the table is final
         table = cupy.asarray(coef.series.table().astype(np.int32))
+        coef.series.warn_without_exact()  # ELU/SELU: the GPU has the series only, not the closed form
         n_coef = rx.series.rows.c.shape[2]
         if ry.series.rows.c.shape[2] != n_coef or dx.c.shape != (coef.steps.shape[0] * n_coef, rx.sig.shape[1]):
             raise RuntimeError("series rows of the two sides at different degrees; prepare both with one plan")
