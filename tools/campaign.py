@@ -699,6 +699,190 @@ report(ok, f"rc={rc} after {dt:.1f} s left={left}", "wrong")
 )
 
 
+# ------------------------------------------------------------------------------------ release
+# What this release changed: ELU/SELU's closed form, the series' GP gradients, the in-pass mirror with
+# streaming stores (depths=, out=), the exp families' own exp, the CV search and `ntkfast fit`'s default.
+for c in (1e-150, 1e-30, 1e30, 1e150):
+    case(
+        "release",
+        f"elu inputs x{c:g} (no bias: the variances leave the closed form's range)",
+        f"""
+        import warnings
+        X = np.random.default_rng(0).standard_normal((6, 3)) * {c!r}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            K = nf.kernel(nf.MLP(depth=2, activation="elu", b_std=None), X)
+        assert np.all(np.isfinite(K)), "non-finite"
+        assert np.allclose(K, K.T, rtol=0, atol=0)
+        ev = np.linalg.eigvalsh(K / np.abs(K).max())
+        assert ev.min() > -1e-8, ev.min()  # a Gram: PSD
+        """,
+        expect="either",
+    )
+for act in ("elu", "selu"):
+    case(
+        "release",
+        f"{act} duplicate and near-duplicate rows vs quadrature diagonal",
+        f"""
+        import warnings
+        from scipy import integrate
+        rng = np.random.default_rng(1)
+        base = rng.standard_normal((3, 4))
+        X = np.concatenate([base, base, base + 1e-9 * rng.standard_normal(base.shape)])
+        arch = nf.MLP(depth=1, activation="{act}", W_std=1.3, b_std=0.2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", nf.SeriesAccuracyWarning)  # exact here: no warning allowed
+            K = nf.kernel(arch, X, get="nngp")
+        phi = arch.activation.phi
+        for i in range(3):  # the diagonal by 1-D quadrature: E[phi(u)^2], u ~ N(0, s)
+            s = 1.3**2 * (X[i] @ X[i]) / 4 + 0.2**2
+            f = lambda z: phi(np.sqrt(s) * np.array([z]))[0] ** 2 * np.exp(-z * z / 2) / np.sqrt(2 * np.pi)
+            want = sum(integrate.quad(f, a, b, epsabs=0, epsrel=1e-13)[0] for a, b in ((-40, 0), (0, 40)))
+            want = 1.3**2 * want + 0.2**2
+            approx(K[i, i], want, rtol=1e-10)
+            approx(K[i, i + 3], want, rtol=1e-10)  # an exact duplicate: the same value
+        """,
+    )
+case(
+    "release",
+    "series GP gradient: a zero row (no bias) is refused",
+    """
+    from ntkfast.kernel_grad import kernel_with_gradient
+    X = np.zeros((4, 3)); X[1:] = np.random.default_rng(2).standard_normal((3, 3))
+    kernel_with_gradient(nf.MLP(depth=2, activation="tanh", b_std=None), X)
+    """,
+    expect="refuse",
+)
+case(
+    "release",
+    "series GP gradient vs central differences (tanh, depth 2)",
+    """
+    from ntkfast.kernel_grad import kernel_with_gradient
+    X = np.random.default_rng(3).standard_normal((8, 3))
+    K, dK = kernel_with_gradient(nf.MLP(depth=2, activation="tanh", W_std=1.2, b_std=0.3), X)
+    h = 1e-5
+    for p, (w, b) in enumerate(((1.2 * np.exp(h), 0.3), (1.2, 0.3 * np.exp(h)))):
+        up = nf.kernel(nf.MLP(depth=2, activation="tanh", W_std=w, b_std=b), X)
+        w2, b2 = (1.2 * np.exp(-h), 0.3) if p == 0 else (1.2, 0.3 * np.exp(-h))
+        down = nf.kernel(nf.MLP(depth=2, activation="tanh", W_std=w2, b_std=b2), X)
+        approx(dK[..., p], (up - down) / (2 * h), rtol=1e-6, atol=1e-8)
+    """,
+)
+case(
+    "release",
+    "depths= outputs that overlap each other are refused",
+    """
+    X = np.random.default_rng(4).standard_normal((20, 3))
+    buf = np.empty((20, 20))
+    nf.kernel(nf.MLP(depth=3), X, depths=(1, 3), out=(buf, buf))
+    """,
+    expect="refuse",
+)
+case(
+    "release",
+    "depths= into a large memmap stack (streaming stores) equals separate calls",
+    """
+    import dataclasses
+    X = np.random.default_rng(5).standard_normal((1500, 6))
+    arch = nf.MLP(depth=3, activation="erf")
+    mm = np.lib.format.open_memmap(tmp / "K.npy", mode="w+", dtype=np.float64, shape=(3, 1500, 1500))
+    nf.kernel(arch, X, depths=(1, 2, 3), out=tuple(mm))
+    for k, d in enumerate((1, 2, 3)):
+        want = nf.kernel(dataclasses.replace(arch, depth=d), X)
+        assert np.array_equal(np.asarray(mm[k]), want), d
+    """,
+)
+case(
+    "release",
+    "exp family at huge W_std: finite or refused, never NaN",
+    """
+    X = np.random.default_rng(6).standard_normal((10, 3))
+    K = nf.kernel(nf.MLP(depth=3, activation="rbf", W_std=1e3), X)
+    assert not np.isnan(K).any(), "NaN"
+    assert np.all(np.diag(K) > 0)
+    """,
+    expect="either",
+)
+case(
+    "release",
+    "exp activation overflowing with depth: a clear result or refusal, no NaN",
+    """
+    X = np.random.default_rng(7).standard_normal((8, 3)) * 10
+    K = nf.kernel(nf.MLP(depth=6, activation="exp", W_std=3.0), X)
+    assert not np.isnan(K).any(), "NaN"
+    """,
+    expect="either",
+)
+case(
+    "release",
+    "NTKRegressorCV: duplicated rows and a zero ridge in the grid",
+    """
+    from ntkfast.sklearn import NTKRegressorCV
+    rng = np.random.default_rng(8)
+    X = np.repeat(rng.standard_normal((15, 3)), 2, axis=0)
+    y = rng.standard_normal(30)
+    est = NTKRegressorCV(depths=(1, 2), diag_regs=(0.0, 1e-3, 1.0)).fit(X, y)
+    assert np.isfinite(est.best_score_) and np.all(np.isfinite(est.predict(X)))
+    """,
+    expect="either",
+)
+case(
+    "release",
+    "NTKRegressorCV: one sample is refused",
+    """
+    from ntkfast.sklearn import NTKRegressorCV
+    NTKRegressorCV().fit(np.ones((1, 2)), np.ones(1))
+    """,
+    expect="either",
+)
+FIT_FLAGS = (("--depths -1,2", 2), ("--depths 0,2", 0), ("--depths x", 2), ("--depth 2 --cv", 2), ("--kfold 1", 2),
+             ("", 0))  # fmt: skip
+for flags, expect_rc in FIT_FLAGS:
+    case(
+        "release",
+        f"ntkfast fit {flags or '(defaults: selection)'}",
+        f"""
+        import subprocess, sys
+        rng = np.random.default_rng(9)
+        X = rng.standard_normal((30, 3))
+        path = tmp / "train.csv"
+        np.savetxt(path, np.column_stack([X, X[:, 0]]), delimiter=",", header="a,b,c,y", comments="")
+        r = subprocess.run([sys.executable, "-m", "ntkfast", "fit", str(path), "--target", "y",
+                            "-o", str(tmp / "m.joblib"), *"{flags}".split()], capture_output=True, text=True)
+        assert r.returncode == {expect_rc}, (r.returncode, r.stderr[-400:])
+        assert "Traceback" not in r.stderr, r.stderr[-400:]
+        if {expect_rc} == 0:
+            assert "depth" in r.stdout, r.stdout[-400:]
+        else:
+            assert not (tmp / "m.joblib").exists()
+        """,
+    )
+case(
+    "release",
+    "garbage NTKFAST_MEMORY_BUDGET with depths=",
+    """
+    nf.kernel(nf.MLP(depth=3), np.ones((5, 2)), depths=(1, 2))
+    """,
+    expect="refuse",
+    env={"NTKFAST_MEMORY_BUDGET": "lots"},
+)
+case(
+    "release",
+    "ELU with its closed form switched off warns instead of being silently approximate",
+    """
+    import warnings
+    from ntkfast import config
+    config.ELU_EXACT = False
+    X = np.random.default_rng(10).standard_normal((6, 3))
+    X = np.concatenate([X, X])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nf.kernel(nf.MLP(depth=2, activation="selu"), X)
+    assert any(issubclass(w.category, nf.SeriesAccuracyWarning) for w in caught), "no warning"
+    """,
+)
+
+
 # ------------------------------------------------------------------------------------ runner
 def _limits(memory):
     def apply():
