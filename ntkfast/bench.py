@@ -398,6 +398,19 @@ def _fresh_process(code: str, *args: str) -> dict:
     return result
 
 
+def specialisation_counts(activations=("relu", "erf", "tanh")) -> dict:
+    """What the first ``kernel`` call of each activation (in that order, one fresh process, warm
+    cache) loads from Numba's cache and compiles: ``{activation: {"loaded": int, "compiled": int}}``,
+    plus ``heavy_after_import`` (the heavy packages ``import ntkfast`` imported).  One warm-up process
+    first compiles into the cache whatever is missing."""
+    acts = list(activations)
+    _fresh_process(_STARTUP_CHILD, "time", *acts)
+    counted = _fresh_process(_STARTUP_CHILD, "count", *acts)
+    out = {act: {kind: counted[f"{act}_{kind}"] for kind in ("loaded", "compiled")} for act in acts}
+    out["heavy_after_import"] = counted["heavy_after_import"]
+    return out
+
+
 def startup_times(repeat: int = 5, activations=("relu", "erf", "tanh")) -> dict:
     """Start-up costs, each the median of ``repeat`` fresh processes (after one warm-up process).
 
@@ -415,8 +428,7 @@ def startup_times(repeat: int = 5, activations=("relu", "erf", "tanh")) -> dict:
     import tempfile
 
     acts = list(activations)
-    _fresh_process(_STARTUP_CHILD, "time", *acts)  # warm-up: compiles into Numba's cache if it is cold
-    counted = _fresh_process(_STARTUP_CHILD, "count", *acts)
+    counted = specialisation_counts(acts)  # its warm-up also fills Numba's cache if it is cold
     runs = [_fresh_process(_STARTUP_CHILD, "time", *acts) for _ in range(repeat)]
     folder = tempfile.mkdtemp(prefix="ntkfast-startup-")
     try:
@@ -433,7 +445,7 @@ def startup_times(repeat: int = 5, activations=("relu", "erf", "tanh")) -> dict:
         out[key] = statistics.median(r[key] for r in runs_floor)
     for act in acts:
         for kind in ("loaded", "compiled"):
-            out[f"{act}_{kind}"] = counted[f"{act}_{kind}"]
+            out[f"{act}_{kind}"] = counted[act][kind]
     out["heavy_after_import"] = counted["heavy_after_import"]
     out["repeat"] = repeat
     return out

@@ -10,39 +10,13 @@ from pathlib import Path
 import pytest
 
 import ntkfast as nf
-from ntkfast import _jit
+from ntkfast import _jit, bench
 from ntkfast.backends import cpu
 from ntkfast.spec import ABRELU, ERF
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("numba", "llvmlite", "scipy", "sklearn", "pandas", "matplotlib", "dask", "distributed", "tqdm",
          "threadpoolctl")  # fmt: skip
-
-# One fresh process: the kernel call for each activation in argv, in order, with the number of
-# specialisations each loaded from Numba's cache or compiled (Numba's per-dispatcher statistics).
-COUNT_CHILD = r"""
-import gc, json, sys
-import numpy as np
-import ntkfast as nf
-from numba.core.dispatcher import Dispatcher
-
-def counts():
-    hits = misses = 0
-    for obj in gc.get_objects():
-        if isinstance(obj, Dispatcher):
-            hits += sum(obj.stats.cache_hits.values())
-            misses += sum(obj.stats.cache_misses.values())
-    return hits, misses
-
-X = np.random.default_rng(0).standard_normal((10, 5))
-out, before = {}, (0, 0)
-for act in sys.argv[1:]:
-    nf.kernel(nf.MLP(depth=3, activation=act), X)
-    after = counts()
-    out[act] = {"loaded": after[0] - before[0], "compiled": after[1] - before[1]}
-    before = after
-print(json.dumps(out))
-"""
 
 
 def fresh_python(code: str, *args: str) -> str:
@@ -107,11 +81,10 @@ def test_warm_first_calls_load_few_specialisations_and_compile_none():
     and the diagonal tiles' ``symmetrize_block``, erf (another closed form) its own two, tanh (a
     series activation) its tile kernel (``symmetrize_block`` is loaded already)."""
     acts = ("relu", "erf", "tanh")
-    fresh_python(COUNT_CHILD, *acts)  # warms the cache (compiles what is missing)
-    counts = json.loads(fresh_python(COUNT_CHILD, *acts))
+    counts = bench.specialisation_counts(acts)  # after a warm-up process (compiles what is missing)
     if counts["relu"]["loaded"] == 0:
         pytest.skip("Numba's cache is not usable here (nothing was loaded from it)")
-    assert {act: c["compiled"] for act, c in counts.items()} == dict.fromkeys(acts, 0)
+    assert {act: counts[act]["compiled"] for act in acts} == dict.fromkeys(acts, 0)
     assert counts["relu"]["loaded"] <= 3 and counts["erf"]["loaded"] <= 2 and counts["tanh"]["loaded"] <= 1
 
 
