@@ -22,3 +22,31 @@ settings.load_profile(_PROFILE)
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module", params=[pytest.param("cudaemu", marks=pytest.mark.cudaemu),
+                                        pytest.param("cupy", marks=pytest.mark.gpu)])  # fmt: skip
+def cp(request):
+    """The CuPy the GPU backend runs on: "cudaemu", the real kernels of gram.cu compiled for the
+    host by g++ and served through a fake cupy module (tests/cuda_emu); "cupy", a real GPU."""
+    import sys
+
+    from ntkfast.backends import gpu
+
+    if request.param == "cupy":
+        cupy = pytest.importorskip("cupy")
+        if not gpu.available():
+            pytest.skip("no CUDA device")
+        yield cupy
+        return
+    from cuda_emu import fake_cupy, loader
+
+    if not loader.available():
+        pytest.skip("the CUDA emulation needs g++")
+    modules = fake_cupy.modules()
+    with pytest.MonkeyPatch.context() as mp:
+        for name, mod in modules.items():
+            mp.setitem(sys.modules, name, mod)
+        gpu.clear_cache()
+        yield modules["cupy"]
+        gpu.clear_cache()  # the emulated modules must not outlive the emulation

@@ -14,7 +14,6 @@ Truths, each independent of the kernel under test:
   to a few times that.
 """
 
-import sys
 import warnings
 
 import numpy as np
@@ -24,27 +23,6 @@ from cuda_emu import fake_cupy, loader
 import ntkfast as nf
 from ntkfast import config, engine, series
 from ntkfast.backends import gpu
-
-
-@pytest.fixture(scope="module", params=[pytest.param("cudaemu", marks=pytest.mark.cudaemu),
-                                        pytest.param("cupy", marks=pytest.mark.gpu)])  # fmt: skip
-def cp(request):
-    if request.param == "cupy":
-        cupy = pytest.importorskip("cupy")
-        if not gpu.available():
-            pytest.skip("no CUDA device")
-        yield cupy
-        return
-    if not loader.available():
-        pytest.skip("the CUDA emulation needs g++")
-    modules = fake_cupy.modules()
-    with pytest.MonkeyPatch.context() as mp:
-        for name, mod in modules.items():
-            mp.setitem(sys.modules, name, mod)
-        gpu.clear_cache()
-        yield modules["cupy"]
-        gpu.clear_cache()
-
 
 ACTS = {
     "tanh": nf.spec.Tanh(),

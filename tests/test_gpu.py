@@ -264,29 +264,10 @@ def test_schedule_and_destinations_write_every_element_once(rng, symmetric, name
 # host emulation of CUDA (one host thread per CUDA thread, checked barriers, NaN-poisoned shared
 # and device memory, blocks in forward/reverse/shuffled order) and serves it through a fake
 # cupy module; everything above the kernels is the backend's real code.  "cupy": a real GPU.
+# (The `cp` fixture that chooses between them is in tests/conftest.py.)
 from cuda_emu import fake_cupy, loader  # noqa: E402
 
 from ntkfast import recursion  # noqa: E402
-
-
-@pytest.fixture(scope="module", params=[pytest.param("cudaemu", marks=pytest.mark.cudaemu),
-                                        pytest.param("cupy", marks=pytest.mark.gpu)])  # fmt: skip
-def cp(request):
-    if request.param == "cupy":
-        cupy = pytest.importorskip("cupy")
-        if not gpu.available():
-            pytest.skip("no CUDA device")
-        yield cupy
-        return
-    if not loader.available():
-        pytest.skip("the CUDA emulation needs g++")
-    modules = fake_cupy.modules()
-    with pytest.MonkeyPatch.context() as mp:
-        for name, mod in modules.items():
-            mp.setitem(sys.modules, name, mod)
-        gpu.clear_cache()
-        yield modules["cupy"]
-        gpu.clear_cache()  # the emulated modules must not outlive the emulation
 
 
 def _emulated(cp):
