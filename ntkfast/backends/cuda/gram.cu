@@ -89,7 +89,7 @@ template <typename T> struct Recursion {
 };
 
 // Degree of the series for a correlation rho at `layer`: its |rho| bin, ceil(-rho_steps log2(1 - |rho|))
-// (the last bin, n_bins - 1, for |rho| = 1), looked up in the degree table; as cpu_series._chunk_degree
+// (the last bin, n_bins - 1, for |rho| = 1), looked up in the degree table; as cpu_series._degree
 // does for a chunk of columns (here: for each pair; a warp pays for its largest).
 template <typename T> __device__ inline int series_degree(const Recursion<T>& R, int layer, T rho) {
   const double gap = 1.0 - fabs((double)rho);
