@@ -195,3 +195,41 @@ def test_signal_swallowed_by_a_c_callback_is_recorded_and_not_printed(capfd, mon
     assert "Traceback" not in err and "Exception ignored" not in err, err
     # outside the context the previous hook is back: other unraisable exceptions still print
     assert sys.unraisablehook is hook
+
+
+@pytest.mark.parametrize("in_a_cycle", [False, True], ids=["held-by-the-traceback", "in-a-reference-cycle"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_destructor_of_an_object_the_signal_cut_short_is_not_printed(capfd, monkeypatch, sig, in_a_cycle):
+    """A signal landing inside a constructor leaves a half-built object whose destructor fails (as
+    llvmlite's ``ObjectRef.__del__`` does on a missing ``_as_parameter_`` when SIGTERM cuts Numba's
+    compile short).  It dies when ``main`` drops the interrupted frames, or at the next garbage
+    collection if it sits in a cycle; neither may print "Exception ignored ... Traceback"."""
+
+    class Handle:
+        def __init__(self):
+            if in_a_cycle:
+                self.cycle = self
+            os.kill(os.getpid(), sig)
+            for _ in range(1000):  # the handler runs at the next bytecode boundary
+                pass
+            self._as_parameter_ = 1
+
+        def __del__(self):
+            del self._as_parameter_
+
+    class Command:
+        @staticmethod
+        def run(args):
+            Handle()
+            return cli.EXIT_OK
+
+    monkeypatch.setattr(cli, "command_module", lambda name: Command)
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # Python's own: prints to stderr
+    code = cli.main(["demo"])
+    import gc
+
+    gc.collect()
+    err = capfd.readouterr().err
+    assert code == (cli.EXIT_INTERRUPTED if sig == signal.SIGINT else cli.EXIT_TERMINATED), err
+    assert "Exception ignored" not in err and "Traceback" not in err, err
+    assert sys.unraisablehook is sys.__unraisablehook__

@@ -37,7 +37,7 @@ from .errors import (
     CommandError,
     Terminated,
 )
-from .files import raise_if_signalled, received_signal, sigterm_raises
+from .files import quiet_after_signal, raise_if_signalled, received_signal, sigterm_raises
 from .parser import build_parser
 
 __all__ = [
@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     (argparse's, exit 2) are returned like the others, not raised as ``SystemExit``.
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    with quiet_after_signal():  # also while the handlers below drop the interrupted work's frames
+        return _run(argv)
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser()
     prog = parser.prog
     try:

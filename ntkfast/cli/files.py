@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import gc
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ __all__ = [
     "reserve",
     "atomic_output",
     "sigterm_raises",
+    "quiet_after_signal",
     "PARTIAL_SUFFIX",
 ]
 
@@ -159,7 +161,8 @@ def received_signal() -> int | None:
 def sigterm_raises():
     """While active, SIGTERM raises :class:`Terminated` and SIGINT ``KeyboardInterrupt`` in the
     main thread (so ``finally`` blocks run and partial files are removed), and both are recorded
-    (:func:`received_signal`); the previous handlers are restored afterwards.  A no-op
+    (:func:`received_signal`); the previous handlers are restored afterwards.  Destructors that
+    fail once a signal has arrived are not printed (:func:`quiet_after_signal`).  A no-op
     outside the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -167,21 +170,36 @@ def sigterm_raises():
     _received.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     previous_int = signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        with quiet_after_signal():
+            yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+@contextlib.contextmanager
+def quiet_after_signal():
+    """While active, once :func:`sigterm_raises` has recorded a signal, exceptions raised where
+    Python cannot propagate them (``sys.unraisablehook``) are not printed.
+
+    They are consequences of the interruption, not news: the handler's own exception swallowed
+    by a C callback (Numba compiling, for one), or the destructor of an object whose constructor
+    the signal cut short (llvmlite's ``ObjectRef.__del__`` then fails on a missing attribute).
+    The command honours the signal and says so in one line.  Before any signal, every such
+    exception goes to the previous hook.  On leaving, after a signal, reference cycles are
+    collected while still quiet; the previous hook is then restored."""
     previous_hook = sys.unraisablehook
     sys.unraisablehook = functools.partial(_quiet_signal_exceptions, previous_hook)
     try:
         yield
     finally:
+        if _received:
+            gc.collect()
         sys.unraisablehook = previous_hook
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
 
 
 def _quiet_signal_exceptions(previous_hook, unraisable) -> None:
-    """``sys.unraisablehook`` while :func:`sigterm_raises` is active: the exception of a recorded
-    signal that a C callback swallowed (Numba compiling, for one) is not printed - the command
-    honours the signal through :func:`received_signal` and says so in one line; anything else
-    goes to the previous hook."""
-    if _received and isinstance(unraisable.exc_value, (Terminated, KeyboardInterrupt)):
+    if _received:
         return
     previous_hook(unraisable)
