@@ -233,3 +233,51 @@ def test_destructor_of_an_object_the_signal_cut_short_is_not_printed(capfd, monk
     assert code == (cli.EXIT_INTERRUPTED if sig == signal.SIGINT else cli.EXIT_TERMINATED), err
     assert "Exception ignored" not in err and "Traceback" not in err, err
     assert sys.unraisablehook is sys.__unraisablehook__
+
+
+def _signal_self(sig):
+    os.kill(os.getpid(), sig)
+    for _ in range(1000):  # a handler that is not held runs at the next bytecode boundary, here
+        pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_right_after_the_partial_file_is_created_leaves_nothing(tmp_path, monkeypatch, sig):
+    """The signal lands between ``mkstemp`` creating the file and the ``try`` that removes it: it is
+    held there and raised inside the ``try``, so the clean-up still owns the file."""
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        made = real(*args, **kwargs)
+        _signal_self(sig)
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with cli_files.sigterm_raises():
+        with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else cli.errors.Terminated):
+            with cli_files.atomic_output(tmp_path / "K.npy"):
+                pytest.fail("the body must not run: the signal came first")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_second_signal_during_the_clean_up_does_not_cut_it_short(tmp_path, monkeypatch, sig):
+    """A failure starts the clean-up and a signal (the user's second Ctrl-C) lands inside it: the
+    partial file is still removed, and the signal is raised after."""
+    import pathlib
+
+    real = pathlib.Path.unlink
+
+    def unlink(self, *args, **kwargs):
+        _signal_self(sig)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+    with cli_files.sigterm_raises():
+        with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else cli.errors.Terminated):
+            with cli_files.atomic_output(tmp_path / "K.npy") as partial:
+                partial.write_bytes(b"half")
+                raise RuntimeError("the work failed")
+    assert list(tmp_path.iterdir()) == []

@@ -697,6 +697,37 @@ report(ok, f"rc={rc} after {dt:.1f} s left={left}", "wrong")
     runner="script",
     timeout=120,
 )
+for signame, code in (("SIGTERM", 143), ("SIGINT", 130)):
+    case(
+        "signals",
+        f"{signame} while Numba compiles cold: exit {code}, one line, no traceback, no partial file",
+        REPORT + f"""
+import os, signal, subprocess, sys, tempfile, time, pathlib
+import numpy as np
+d = pathlib.Path(sys.argv[1])
+np.save(d / "X.npy", np.random.default_rng(0).standard_normal((300, 5)))
+bad = []
+for delay in (0.5, 0.9, 1.3, 1.7, 2.1, 2.5):
+    env = dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp(dir=d))  # an empty cache: every kernel compiles
+    cmd = [sys.executable, "-m", "ntkfast", "kernel", str(d / "X.npy"), "-o", str(d / "K.npy"), "--depth", "3",
+           "--activation", "erf", "--no-progress"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    p.send_signal(signal.{signame})
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill(); _, err = p.communicate(); bad.append((delay, "hang"))
+        continue
+    left = sorted(q.name for q in d.iterdir() if q.suffix != "" and q.name != "X.npy")
+    if p.returncode not in ({code}, 0) or "Traceback" in err or "Exception ignored" in err or left:
+        bad.append((delay, p.returncode, left, err[-300:]))
+    (d / "K.npy").unlink(missing_ok=True)
+report(not bad, repr(bad), "wrong")
+""",
+        runner="script",
+        timeout=400,
+    )
 
 
 # ------------------------------------------------------------------------------------ release

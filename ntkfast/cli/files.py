@@ -108,19 +108,52 @@ def atomic_output(path: Path):
     the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=_directory(path))
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the result gets the usual mode
+    tmp = None
+    _hold_signals()  # no signal's exception between creating the file and owning its clean-up
+    held = True
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=_directory(path))
+        tmp = Path(name)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the result gets the usual mode
+        held = False
+        _release_signals()  # one that arrived meanwhile is raised here, inside the try
         yield tmp
         raise_if_signalled()  # a signal swallowed on the way (inside a C callback) still cancels
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if not held:
+            _hold_signals()  # a second Ctrl-C cannot cut the clean-up short; it is raised after it
+        try:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        finally:
+            _release_signals()
+
+
+_held: list[int] = []  # > 0 while a critical section holds the signals back (_hold_signals)
+_pending: list[int] = []  # signals that arrived while held
+
+
+def _hold_signals() -> None:
+    """Hold back the exceptions of :func:`sigterm_raises`'s handlers until :func:`_release_signals`:
+    a SIGTERM/SIGINT arriving meanwhile is recorded, and raised there.  (Blocking the signal itself
+    would not do: a process-directed signal goes to any thread that does not block it, BLAS's and
+    Numba's too.)  Sections nest."""
+    _held.append(1)
+
+
+def _release_signals() -> None:
+    """End a :func:`_hold_signals` section; when it was the outermost, a signal that arrived
+    meanwhile is raised here."""
+    _held.pop()
+    if not _held and _pending:
+        signum = _pending[-1]
+        _pending.clear()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _umask() -> int:
@@ -134,11 +167,17 @@ _received: list[int] = []  # the signals that arrived while sigterm_raises() was
 
 def _raise_terminated(signum, frame):
     _received.append(signum)
+    if _held:
+        _pending.append(signum)
+        return
     raise Terminated()
 
 
 def _raise_interrupted(signum, frame):
     _received.append(signum)
+    if _held:
+        _pending.append(signum)
+        return
     raise KeyboardInterrupt()
 
 
@@ -168,6 +207,7 @@ def sigterm_raises():
         yield
         return
     _received.clear()
+    _pending.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     previous_int = signal.signal(signal.SIGINT, _raise_interrupted)
     try:
