@@ -185,13 +185,27 @@ def test_bench_forwards_every_option_to_bench_main(monkeypatch):
     assert not any(seen.values()), seen  # every other flag off
 
 
-def test_console_script_points_at_main():
+def test_console_script_points_at_the_entry_point():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     from pathlib import Path
 
+    import ntkfast.__main__ as entry
+
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     module, _, name = pyproject["project"]["scripts"]["ntkfast"].partition(":")
-    assert getattr(__import__(module, fromlist=[name]), name) is cli.main
+    assert getattr(__import__(module, fromlist=[name]), name) is entry.run
+    assert (entry._INTERRUPTED, entry._TERMINATED) == (cli.EXIT_INTERRUPTED, cli.EXIT_TERMINATED)
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 130, 143])
+def test_entry_point_exits_with_the_code_main_returns(code):
+    """130/143 leave through ``os._exit`` (so CPython cannot turn a KeyboardInterrupt that landed in an
+    import into death by SIGINT); the others through ``sys.exit``; all with exactly main's code."""
+    import subprocess
+    import sys
+
+    script = f"import ntkfast.cli as c; c.main = lambda: {code}; from ntkfast.__main__ import run; run()"
+    assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == code
 
 
 def test_unknown_command_is_a_usage_error(capsys):
