@@ -69,8 +69,9 @@ class _KernelCache(FunctionCache):
 
     Numba's ``load_overload`` first refreshes the target context: it imports and installs every
     typing and lowering registry (``numba.np.arraymath``, ``numba.typed``, ..., and through them
-    ``scipy.linalg``), 60-85% of a first cached call, needed to *compile* but not to rebuild a
-    compiled library from its object code.  What rebuilding does need of it is the runtime (NRT:
+    ``scipy.linalg``), ~90% of a trivial function's first cached call (0.37 s of CPU against 0.04 s
+    here, ``ntkfast bench --startup``), needed to *compile* but not to rebuild a compiled library from
+    its object code.  What rebuilding does need of it is the runtime (NRT:
     the kernels allocate scratch with ``np.empty``), initialised here.  A cache miss compiles
     through Numba's pipeline, which refreshes first as always; other packages' Numba functions keep
     Numba's own cache.  Should Numba's cache internals change, this falls back to Numba's method.
