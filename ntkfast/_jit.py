@@ -107,7 +107,8 @@ def _compile(func, **options):
     # cache=False, then the cache ``cache=True`` would install (one FunctionCache per dispatcher, not
     # two: each looks up its cache folder on disk), with the loader and the stable key above
     dispatcher = numba.njit(**options, **dict(JIT_OPTIONS, cache=False))(func)
-    dispatcher._cache = (_StableClosureCache if func.__closure__ else _KernelCache)(func)
+    if isinstance(dispatcher, Dispatcher):  # not the plain function of NUMBA_DISABLE_JIT=1
+        dispatcher._cache = (_StableClosureCache if func.__closure__ else _KernelCache)(func)
     return dispatcher
 
 

@@ -116,6 +116,7 @@ out["relu"] = np.asarray(nf.kernel(nf.MLP(depth=3), X, get=("nngp", "ntk"))).tol
 out["relu32"] = nf.kernel(nf.MLP(depth=3, W_std=1.3, b_std=0.2), X, dtype=np.float32).tolist()
 out["erf_y"] = nf.kernel(nf.MLP(depth=2, activation="erf"), X[:5], X[5:]).tolist()
 out["tanh"] = nf.kernel(nf.MLP(depth=3, activation="tanh"), X).tolist()
+out["scipy"] = sorted({"scipy.sparse", "scipy.linalg", "scipy.special"} & set(sys.modules))  # none of them
 out["depths"] = np.asarray(nf.kernel(nf.MLP(depth=3, residual=True), X, depths=(1, 3))).tolist()
 out["diag"] = nf.kernel_diag(nf.MLP(depth=3, activation="erf"), X).tolist()
 out["grad"] = np.asarray(kernel_with_gradient(nf.MLP(depth=2), X)[1]).tolist()
@@ -141,13 +142,15 @@ print(json.dumps(out))
 def test_kernels_loaded_without_numba_refresh_compute_the_same():
     """``_jit._KernelCache`` loads cached kernels without Numba's registry refresh: in a fresh process with
     a warm cache, every kernel of the first calls (f64/f32 tiles, refinement pairs, rectangular, series,
-    depths, diagonal, gradient) gives exactly what this process computes, no registry is imported, and a
-    compilation afterwards (which does refresh) and the kernels loaded after it still work."""
+    depths, diagonal, gradient) gives exactly what this process computes, no registry (and no SciPy
+    sub-package) is imported, and a compilation afterwards (which does refresh) and the kernels loaded
+    after it still work."""
     fresh_python(LOADER_CHILD)  # warm-up: compiles into the cache whatever is missing
     got = json.loads(fresh_python(LOADER_CHILD))
     if got["hits"] == 0:
         pytest.skip("Numba's cache is not usable here (nothing was loaded from it)")
     assert got["misses"] == 0 and not got["registries"]
+    assert got["scipy"] == []  # kernel() of relu, erf, tanh imports no SciPy sub-package (GramOperator does)
     assert got["mixed"] == 5.0 + 3
     X = np.random.default_rng(1).standard_normal((12, 5))
     X[7] = X[2]
