@@ -28,7 +28,7 @@ from ._validation import (
 from .errors import ArgumentError, ArgumentTypeError
 from .spec import MLP
 
-__all__ = ["kernel", "kernel_diag"]  # and GramOperator, from ntkfast.gram_operator (module __getattr__)
+__all__ = ["kernel", "kernel_diag", "GramOperator"]  # noqa: F822 (GramOperator: the module __getattr__ below)
 
 
 def check_inputs(arch, X, Y, dtype):
