@@ -227,7 +227,7 @@ def kernel_diag(arch: MLP, X, get: str | tuple[str, ...] = "ntk", *, dtype=None,
 
 def __getattr__(name: str):
     """``GramOperator`` lives in :mod:`ntkfast.gram_operator` (its SciPy base class costs a first kernel call
-    ~0.2 s to import); ``from ntkfast.gram import GramOperator`` keeps working."""
+    ~0.16 s of CPU to import); ``from ntkfast.gram import GramOperator`` keeps working."""
     if name == "GramOperator":
         from .gram_operator import GramOperator
 
