@@ -56,21 +56,22 @@ _LAZY_NAMES = {
     "TrainResult": "finite",
     "TrainingDivergedError": "finite",
     "monte_carlo_kernel": "finite",
-    "GramOperator": "gram",
+    "GramOperator": "gram_operator",
     "kernel": "gram",
     "kernel_diag": "gram",
     "SeriesAccuracyWarning": "series",
 }
 # Sub-modules and sub-packages reachable as attributes (``nf.predict``, ``nf.sklearn``) without an import.
 _LAZY_MODULES = frozenset({
-    "backends", "bench", "cli", "distributed", "engine", "experiments", "finite", "gram", "kernel_grad",
-    "predict", "recursion", "series", "solvers", "spectrum", "sklearn", "tiling",
+    "backends", "bench", "cli", "distributed", "engine", "experiments", "finite", "gram", "gram_operator",
+    "kernel_grad", "predict", "recursion", "series", "solvers", "spectrum", "sklearn", "tiling",
 })  # fmt: skip
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from . import predict, solvers, spectrum
     from .finite import FiniteMLP, TrainingDivergedError, TrainResult, monte_carlo_kernel
-    from .gram import GramOperator, kernel, kernel_diag
+    from .gram import kernel, kernel_diag
+    from .gram_operator import GramOperator
     from .series import SeriesAccuracyWarning
 
 

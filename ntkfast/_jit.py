@@ -17,6 +17,7 @@ import numpy as np
 from numba.core import types
 from numba.core.caching import FunctionCache
 from numba.core.dispatcher import Dispatcher
+from numba.core.runtime.nrt import rtsys
 from numba.core.serialize import dumps
 from numba.extending import intrinsic, overload
 
@@ -62,8 +63,35 @@ def _digest_code(code: CodeType, digest) -> None:
             digest.update(repr(const).encode())
 
 
-class _StableClosureCache(FunctionCache):
-    """Numba's on-disk function cache, with :func:`_stable_token` in the closure part of the key."""
+class _KernelCache(FunctionCache):
+    """Numba's on-disk function cache for ntkfast's own kernels, loading an entry without Numba's
+    ``refresh`` (issue 17 item 6).
+
+    Numba's ``load_overload`` first refreshes the target context: it imports and installs every
+    typing and lowering registry (``numba.np.arraymath``, ``numba.typed``, ..., and through them
+    ``scipy.linalg``), ~90% of a trivial function's first cached call (0.37 s of CPU against 0.04 s
+    here, ``ntkfast bench --startup``), needed to *compile* but not to rebuild a compiled library from
+    its object code.  What rebuilding does need of it is the runtime (NRT:
+    the kernels allocate scratch with ``np.empty``), initialised here.  A cache miss compiles
+    through Numba's pipeline, which refreshes first as always; other packages' Numba functions keep
+    Numba's own cache.  Should Numba's cache internals change, this falls back to Numba's method.
+    ntkfast's kernels use no hashing, dictionaries, strings or parallel loops, whose symbols and
+    hooks other registries would install (tests/test_startup.py loads every first-call kernel this
+    way in a fresh process and checks the values).
+    """
+
+    def load_overload(self, sig, target_context):
+        load = getattr(self, "_load_overload", None)
+        guard = getattr(self, "_guard_against_spurious_io_errors", None)
+        if load is None or guard is None:
+            return super().load_overload(sig, target_context)
+        rtsys.initialize(target_context)
+        with guard():
+            return load(sig, target_context)
+
+
+class _StableClosureCache(_KernelCache):
+    """:class:`_KernelCache` with :func:`_stable_token` in the closure part of the key."""
 
     def _index_key(self, sig, codegen):
         closure = self._py_func.__closure__
@@ -76,9 +104,11 @@ class _StableClosureCache(FunctionCache):
 
 
 def _compile(func, **options):
-    dispatcher = numba.njit(**options, **JIT_OPTIONS)(func)
-    if func.__closure__:
-        dispatcher._cache = _StableClosureCache(func)  # what ``cache=True`` installs, with a stable key
+    # cache=False, then the cache ``cache=True`` would install (one FunctionCache per dispatcher, not
+    # two: each looks up its cache folder on disk), with the loader and the stable key above
+    dispatcher = numba.njit(**options, **dict(JIT_OPTIONS, cache=False))(func)
+    if isinstance(dispatcher, Dispatcher):  # not the plain function of NUMBA_DISABLE_JIT=1
+        dispatcher._cache = (_StableClosureCache if func.__closure__ else _KernelCache)(func)
     return dispatcher
 
 

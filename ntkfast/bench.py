@@ -320,12 +320,13 @@ def dask_scale_benchmark(n: int = 200_000, n_test: int = 20_000, d: int = 28, m:
 # ----------------------------------------------------------------------------- start-up (issue 17 item 6)
 # Each figure is taken in a fresh interpreter (``python -c``) with a warm Numba cache; the child prints one
 # JSON line.  ``loaded``/``compiled``: cached specialisations a call loaded / compiled (Numba's per-dispatcher
-# cache statistics, summed over every dispatcher in the process).
+# cache statistics, summed over every dispatcher in the process).  Every phase is timed twice: wall clock and
+# the process's CPU time (``time.process_time``, all threads), which a loaded machine inflates far less.
 _STARTUP_CHILD = r"""
 import gc, json, sys, time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import ntkfast as nf
-t_import = time.perf_counter() - t0
+t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
 heavy = sorted(m for m in ("numba", "scipy", "sklearn", "pandas", "matplotlib", "dask", "threadpoolctl")
                if m in sys.modules)
 import numpy as np
@@ -340,13 +341,13 @@ def counts():
     return hits, misses
 
 X = np.random.default_rng(0).standard_normal((10, 5))
-out = {"import": t_import, "heavy_after_import": heavy}
+out = {"import": t_import, "import_cpu": c_import, "heavy_after_import": heavy}
 count = sys.argv[1] == "count"  # the counts scan every object (~0.1 s): not in the timed runs
 before = (0, 0)
 for act in sys.argv[2:]:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     nf.kernel(nf.MLP(depth=3, activation=act), X)
-    out[act] = time.perf_counter() - t0
+    out[act], out[act + "_cpu"] = time.perf_counter() - t0, time.process_time() - c0
     if count:
         after = counts()
         out[act + "_loaded"], out[act + "_compiled"] = after[0] - before[0], after[1] - before[1]
@@ -354,32 +355,42 @@ for act in sys.argv[2:]:
 print(json.dumps(out))
 """
 
-_NUMBA_FLOOR_MODULE = '''
+# The floor: a trivial cached function, through Numba's own cache (``total``) or through ntkfast's loader
+# (``total_loader``: ``_jit.jit``, which loads without Numba's registry refresh).
+_NUMBA_FLOOR_MODULE = """
 import numba
+from ntkfast._jit import jit
 
 
-@numba.njit(cache=True)
-def total(x):
+def _total(x):
     s = 0.0
     for i in range(x.shape[0]):
         s += x[i]
     return s
-'''
+
+
+total = numba.njit(cache=True)(_total)
+total_loader = jit(_total)
+"""
 
 _NUMBA_FLOOR_CHILD = r"""
 import json, sys, time
-t0 = time.perf_counter()
+T = lambda: (time.perf_counter(), time.process_time())
+t0 = T()
 import numpy as np
-t1 = time.perf_counter()
+t1 = T()
 import numba
-t2 = time.perf_counter()
+t2 = T()
 sys.path.insert(0, sys.argv[1])
 import ntkfast_startup_floor as m
 x = np.ones(3)
-t3 = time.perf_counter()
-m.total(x)
-t4 = time.perf_counter()
-print(json.dumps({"numpy": t1 - t0, "numba": t2 - t1, "numba_first_call": t4 - t3}))
+t3 = T()
+(m.total if sys.argv[2] == "numba" else m.total_loader)(x)
+t4 = T()
+out = {}
+for k, (a, b) in {"numpy": (t0, t1), "numba": (t1, t2), "first_call": (t3, t4)}.items():
+    out[k], out[k + "_cpu"] = b[0] - a[0], b[1] - a[1]
+print(json.dumps(out))
 """
 
 
@@ -417,11 +428,12 @@ def startup_times(repeat: int = 5, activations=("relu", "erf", "tanh")) -> dict:
     Returns a dict of seconds: ``import`` (``import ntkfast``), one entry per activation (its first
     ``kernel`` call on a 10 x 5 X, depth 3, in that order in one process, so the first one pays Numba's
     start and the others only their own kernels), ``process`` (the whole child, interpreter start
-    included), Numba's floor (``numpy``, ``numba``: their imports; ``numba_first_call``: the first call
-    of a trivial cached function, which initialises Numba's compiler, imports its lowering modules and
-    SciPy's BLAS), plus ``<activation>_loaded``/``_compiled`` (specialisations loaded from Numba's cache
-    or compiled, counted in one more process: the same in every warm process) and
-    ``heavy_after_import`` (the heavy packages that ``import ntkfast`` imported).
+    included), the floor (``numpy``, ``numba``: their imports; ``numba_first_call``: the first call of a
+    trivial function from Numba's own cache, which initialises Numba's compiler and imports every registry,
+    SciPy's BLAS included; ``loader_first_call``: the same function through ntkfast's loader, ``_jit.jit``),
+    each but ``process`` also as ``<key>_cpu`` (the process's CPU time), plus ``<activation>_loaded`` /
+    ``_compiled`` (specialisations loaded from Numba's cache or compiled, counted in one more process: the
+    same in every warm process) and ``heavy_after_import`` (the heavy packages ``import ntkfast`` imported).
     """
     import shutil
     import statistics
@@ -431,18 +443,24 @@ def startup_times(repeat: int = 5, activations=("relu", "erf", "tanh")) -> dict:
     counted = specialisation_counts(acts)  # its warm-up also fills Numba's cache if it is cold
     runs = [_fresh_process(_STARTUP_CHILD, "time", *acts) for _ in range(repeat)]
     folder = tempfile.mkdtemp(prefix="ntkfast-startup-")
+    floors = {}
     try:
         with open(f"{folder}/ntkfast_startup_floor.py", "w") as f:
             f.write(_NUMBA_FLOOR_MODULE)
-        _fresh_process(_NUMBA_FLOOR_CHILD, folder)
-        runs_floor = [_fresh_process(_NUMBA_FLOOR_CHILD, folder) for _ in range(repeat)]
+        for which in ("numba", "ntkfast"):
+            _fresh_process(_NUMBA_FLOOR_CHILD, folder, which)  # fills the cache
+            floors[which] = [_fresh_process(_NUMBA_FLOOR_CHILD, folder, which) for _ in range(repeat)]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    out = {}
-    for key in ("import", "process", *acts):
-        out[key] = statistics.median(r[key] for r in runs)
-    for key in ("numpy", "numba", "numba_first_call"):
-        out[key] = statistics.median(r[key] for r in runs_floor)
+    out = {"process": statistics.median(r["process"] for r in runs)}
+    for key in ("import", *acts):
+        for cpu in ("", "_cpu"):
+            out[key + cpu] = statistics.median(r[key + cpu] for r in runs)
+    for cpu in ("", "_cpu"):
+        for key in ("numpy", "numba"):
+            out[key + cpu] = statistics.median(r[key + cpu] for r in floors["numba"] + floors["ntkfast"])
+        out["numba_first_call" + cpu] = statistics.median(r["first_call" + cpu] for r in floors["numba"])
+        out["loader_first_call" + cpu] = statistics.median(r["first_call" + cpu] for r in floors["ntkfast"])
     for act in acts:
         for kind in ("loaded", "compiled"):
             out[f"{act}_{kind}"] = counted[act][kind]
@@ -454,17 +472,19 @@ def startup_times(repeat: int = 5, activations=("relu", "erf", "tanh")) -> dict:
 def print_startup(repeat: int = 5) -> None:
     """``ntkfast bench --startup``: the table of :func:`startup_times`."""
     t = startup_times(repeat)
-    print(f"Start-up, warm Numba cache, median of {t['repeat']} fresh processes (seconds):")
-    print(f"  import ntkfast                         {t['import']:.3f}   (imports {t['heavy_after_import'] or 'none'}"
-          " of numba/scipy/sklearn/pandas/matplotlib/dask/threadpoolctl)")
+    print(f"Start-up, warm Numba cache, median of {t['repeat']} fresh processes (seconds: wall / process CPU):")
+    print(f"  import ntkfast                         {t['import']:.3f} / {t['import_cpu']:.3f}   (imports "
+          f"{t['heavy_after_import'] or 'none'} of numba/scipy/sklearn/pandas/matplotlib/dask/threadpoolctl)")
     for i, act in enumerate(a for a in ("relu", "erf", "tanh") if a in t):
         what = "first kernel call" if i == 0 else "then first call of"
-        print(f"  {what + ' ' + act + ',':<38} {t[act]:.3f}   ({t[act + '_loaded']} specialisation(s) loaded, "
-              f"{t[act + '_compiled']} compiled)")
+        print(f"  {what + ' ' + act + ',':<38} {t[act]:.3f} / {t[act + '_cpu']:.3f}   ({t[act + '_loaded']} "
+              f"specialisation(s) loaded, {t[act + '_compiled']} compiled)")
     print(f"  whole process (interpreter included)   {t['process']:.3f}")
-    print("Floor, same machine (a trivial @njit(cache=True) function in its own process):")
-    print(f"  import numpy {t['numpy']:.3f}, import numba {t['numba']:.3f}, "
-          f"first cached call {t['numba_first_call']:.3f}")
+    print("Floor, same machine (a trivial cached function in its own process):")
+    print(f"  import numpy {t['numpy']:.3f} / {t['numpy_cpu']:.3f}, import numba {t['numba']:.3f} / "
+          f"{t['numba_cpu']:.3f}")
+    print(f"  first cached call: Numba's cache {t['numba_first_call']:.3f} / {t['numba_first_call_cpu']:.3f}, "
+          f"ntkfast's loader (_jit.jit) {t['loader_first_call']:.3f} / {t['loader_first_call_cpu']:.3f}")
 
 
 # -------------------------------------------------------- series activations (issue 14, act)

@@ -136,11 +136,11 @@ def variance_underflow(activation, first, steps, feats, sig, nngp, ntk) -> str |
         if first[0] > 0:
             small = np.flatnonzero(levels[0] < tiny)  # usually none: only those rows are read
             bad = bool(np.any(feats[small] != 0))
-        nontrivial = bool(np.any(activation.phi(np.array([-1.7, -0.6, 0.45, 1.3])) != 0))
-        if not bad and nontrivial:
+        if not bad:
             for layer in range(steps.shape[0]):
                 if steps[layer, 1] > 0 and ((levels[layer] >= tiny) & (levels[layer + 1] < tiny)).any():
-                    bad = True
+                    # only then is phi evaluated (a NumPy phi may import scipy.special: ~0.1 s)
+                    bad = bool(np.any(activation.phi(np.array([-1.7, -0.6, 0.45, 1.3])) != 0))
                     break
     if not bad:
         return None

@@ -46,6 +46,7 @@ FLOORS = {
     "ntkfast.engine": 4,
     "ntkfast.backends.gpu": 5,  # CuPy inner kernels: receive rows prepared by the engine
     "ntkfast.gram": 6,
+    "ntkfast.gram_operator": 6,  # GramOperator, apart so that kernel() does not import SciPy (issue 17 item 6)
     "ntkfast.kernel_grad": 6,
     "ntkfast.finite": 7,
     "ntkfast.predict": 7,

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import ntkfast as nf
 from ntkfast import _jit, bench
 from ntkfast.backends import cpu
+from ntkfast.kernel_grad import kernel_with_gradient
 from ntkfast.spec import ABRELU, ERF
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +88,84 @@ def test_warm_first_calls_load_few_specialisations_and_compile_none():
         pytest.skip("Numba's cache is not usable here (nothing was loaded from it)")
     assert {act: counts[act]["compiled"] for act in acts} == dict.fromkeys(acts, 0)
     assert counts["relu"]["loaded"] <= 3 and counts["erf"]["loaded"] <= 2 and counts["tanh"]["loaded"] <= 1
+
+
+LOADER_CHILD = r"""
+import json, sys
+import numpy as np
+import ntkfast as nf
+from ntkfast.kernel_grad import kernel_with_gradient
+from numba.core.dispatcher import Dispatcher
+
+
+def cache_stats():
+    import gc
+
+    hits = misses = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, Dispatcher):
+            hits += sum(obj.stats.cache_hits.values())
+            misses += sum(obj.stats.cache_misses.values())
+    return hits, misses
+
+
+X = np.random.default_rng(1).standard_normal((12, 5))
+X[7] = X[2]  # nearly parallel pairs: float32 refines them in float64 (near_parallel, pairs)
+out = {}
+out["relu"] = np.asarray(nf.kernel(nf.MLP(depth=3), X, get=("nngp", "ntk"))).tolist()
+out["relu32"] = nf.kernel(nf.MLP(depth=3, W_std=1.3, b_std=0.2), X, dtype=np.float32).tolist()
+out["erf_y"] = nf.kernel(nf.MLP(depth=2, activation="erf"), X[:5], X[5:]).tolist()
+out["tanh"] = nf.kernel(nf.MLP(depth=3, activation="tanh"), X).tolist()
+out["scipy"] = sorted({"scipy.sparse", "scipy.linalg", "scipy.special"} & set(sys.modules))  # none of them
+out["depths"] = np.asarray(nf.kernel(nf.MLP(depth=3, residual=True), X, depths=(1, 3))).tolist()
+out["diag"] = nf.kernel_diag(nf.MLP(depth=3, activation="erf"), X).tolist()
+out["grad"] = np.asarray(kernel_with_gradient(nf.MLP(depth=2), X)[1]).tolist()
+out["registries"] = "numba.np.arraymath" in sys.modules  # imported by Numba's refresh only
+out["hits"], out["misses"] = cache_stats()
+# after loads without Numba's refresh, a compilation in the same process still works (it refreshes),
+# and so do kernels loaded after it
+import numba
+
+@numba.njit
+def mixed(a):
+    seen = {}
+    for i in range(a.shape[0]):
+        seen[i] = a[i]
+    return np.dot(a, a) + len(seen)
+
+out["mixed"] = mixed(np.arange(3.0))
+out["after"] = nf.kernel(nf.MLP(depth=2, activation="gelu"), X).tolist()
+print(json.dumps(out))
+"""
+
+
+def test_kernels_loaded_without_numba_refresh_compute_the_same():
+    """``_jit._KernelCache`` loads cached kernels without Numba's registry refresh: in a fresh process with
+    a warm cache, every kernel of the first calls (f64/f32 tiles, refinement pairs, rectangular, series,
+    depths, diagonal, gradient) gives exactly what this process computes, no registry (and no SciPy
+    sub-package) is imported, and a compilation afterwards (which does refresh) and the kernels loaded
+    after it still work."""
+    fresh_python(LOADER_CHILD)  # warm-up: compiles into the cache whatever is missing
+    got = json.loads(fresh_python(LOADER_CHILD))
+    if got["hits"] == 0:
+        pytest.skip("Numba's cache is not usable here (nothing was loaded from it)")
+    assert got["misses"] == 0 and not got["registries"]
+    assert got["scipy"] == []  # kernel() of relu, erf, tanh imports no SciPy sub-package (GramOperator does)
+    assert got["mixed"] == 5.0 + 3
+    X = np.random.default_rng(1).standard_normal((12, 5))
+    X[7] = X[2]
+    want = {
+        "relu": np.asarray(nf.kernel(nf.MLP(depth=3), X, get=("nngp", "ntk"))),
+        "relu32": nf.kernel(nf.MLP(depth=3, W_std=1.3, b_std=0.2), X, dtype=np.float32),
+        "erf_y": nf.kernel(nf.MLP(depth=2, activation="erf"), X[:5], X[5:]),
+        "tanh": nf.kernel(nf.MLP(depth=3, activation="tanh"), X),
+        "depths": np.asarray(nf.kernel(nf.MLP(depth=3, residual=True), X, depths=(1, 3))),
+        "diag": nf.kernel_diag(nf.MLP(depth=3, activation="erf"), X),
+        "after": nf.kernel(nf.MLP(depth=2, activation="gelu"), X),
+        "grad": kernel_with_gradient(nf.MLP(depth=2), X)[1],
+    }
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-13, atol=0, err_msg=key)
 
 
 TOKEN_CHILD = r"""
