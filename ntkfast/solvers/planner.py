@@ -23,7 +23,8 @@ from .._validation import (
     resolve_dtype,
 )
 from ..errors import ArgumentError, InsufficientMemoryError
-from ..gram import GramOperator, kernel
+from ..gram import kernel
+from ..gram_operator import GramOperator
 from ..spec import MLP
 from ..tiling import default_n_jobs, format_bytes
 from .cg import check_cg_vectors, conjugate_gradient

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import tiling
 from .._validation import check_array
-from ..gram import GramOperator
+from ..gram_operator import GramOperator
 from ..spec import MLP
 
 __all__ = ["KernelRidgeResult"]
