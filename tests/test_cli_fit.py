@@ -59,14 +59,14 @@ def test_fit_selects_by_default_and_predict_uses_the_selected_model(capsys, file
     code, out, err = call(capsys, "fit", files["reg"], "--target", "y", "-o", model, "--depths", DEPTHS)
     assert code == 0, err
     bundle, est = _saved(model)
-    expected = NTKRegressorCV(depths=(1, 2)).fit(_scaled(files["X"]), files["y"])
+    expected = NTKRegressorCV(depths=(1, 2), b_std=0.1).fit(_scaled(files["X"]), files["y"])  # --b-std default
     assert type(est).__name__ == "NTKRegressorCV" and est.best_params_ == expected.best_params_
     record = dict(bundle["selection"])
     assert record.pop("score") == pytest.approx(expected.best_score_, rel=1e-10)
-    assert record == {"method": "loo", "depth": expected.depth_, "diag_reg": expected.diag_reg_, "candidates": 30,
+    assert record == {"method": "loo", "depth": expected.depth_, "diag_reg": expected.diag_reg_, "candidates": 58,
                       "fixed": None}  # fmt: skip
     assert "by exact leave-one-out (one eigendecomposition per depth)" in out
-    assert f"selected by exact leave-one-out among 30 candidates: depth {expected.depth_}, " in out
+    assert f"selected by exact leave-one-out among 58 candidates: depth {expected.depth_}, " in out
     assert f"diag_reg {expected.diag_reg_:.3g} (leave-one-out R^2 {expected.best_score_:.4f}" in out
     code, out, err = call(capsys, "predict", model, files["reg"], "-o", preds)
     assert code == 0, err
@@ -82,10 +82,10 @@ def test_cv_prints_every_candidate(capsys, files):
     code, out, err = call(capsys, "fit", files["cls"], "--target", "label", "-o", model, "--depths", DEPTHS, "--cv")
     assert code == 0, err
     _, est = _saved(model)
-    expected = NTKClassifierCV(depths=(1, 2)).fit(_scaled(files["X"]), files["label"])
+    expected = NTKClassifierCV(depths=(1, 2), b_std=0.1).fit(_scaled(files["X"]), files["label"])  # --b-std default
     assert est.best_params_ == expected.best_params_
     table = selection_table(est, "accuracy")
-    assert len(table) == 30 and list(table.columns) == ["depth", "diag_reg", "leave-one-out accuracy", "log_loss",
+    assert len(table) == 58 and list(table.columns) == ["depth", "diag_reg", "leave-one-out accuracy", "log_loss",
                                                         "rank", "chosen"]  # fmt: skip
     np.testing.assert_array_equal(table["leave-one-out accuracy"], expected.cv_results_["mean_test_score"])
     np.testing.assert_allclose(table["log_loss"], expected.cv_results_["mean_test_log_loss"], rtol=1e-10)
@@ -94,7 +94,7 @@ def test_cv_prints_every_candidate(capsys, files):
     assert (chosen["depth"], chosen["diag_reg"], chosen["rank"]) == (est.depth_, est.diag_reg_, 1)
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["depth", "diag_reg"])
-    rows = [line.split() for line in lines[head + 1 : head + 31]]
+    rows = [line.split() for line in lines[head + 1 : head + 59]]
     assert [int(r[0]) for r in rows] == list(table["depth"])
     assert [float(r[2]) for r in rows] == pytest.approx(list(table["leave-one-out accuracy"]), abs=5e-5)
     assert sum(r[-1] == "*" for r in rows) == 1 and "--cv prints every candidate" not in out
@@ -126,7 +126,7 @@ def test_what_the_command_line_fixes_is_not_selected(capsys, files):
                           "--diag-reg", "0.05", "--cv")  # fmt: skip
     assert code == 0, err
     bundle, est = _saved(model)
-    ref = NTKRegressorCV(depths=(1, 2), diag_regs=(0.05,)).fit(X, y)
+    ref = NTKRegressorCV(depths=(1, 2), diag_regs=(0.05,), b_std=0.1).fit(X, y)
     assert type(est).__name__ == "NTKRegressorCV" and tuple(est.diag_regs) == (0.05,)
     assert est.depth_ == ref.depth_ and bundle["selection"]["fixed"] == "--diag-reg 0.05"
     assert "among 2 candidates, diag_reg fixed by --diag-reg 0.05" in out and len(selection_table(est, "R^2")) == 2
@@ -150,7 +150,8 @@ def test_kfold_scores_the_whole_fit(capsys, files):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    scores = cross_val_score(make_pipeline(StandardScaler(), NTKRegressorCV(depths=(1,))), files["X"], files["y"], cv=3)
+    cv = NTKRegressorCV(depths=(1,), b_std=0.1)  # --b-std default
+    scores = cross_val_score(make_pipeline(StandardScaler(), cv), files["X"], files["y"], cv=3)
     assert f"3-fold cross-validated R^2 (the selection rerun inside each fold): {scores.mean():.4f}" in out
 
 
@@ -164,8 +165,8 @@ def test_kfold_fallback_is_announced(capsys, files, monkeypatch):
     assert code == 0, err
     bundle, _ = _saved(model)
     assert bundle["selection"]["method"] == "5-fold"
-    assert "by 5-fold cross-validation (n = 60 is above the dense eigendecomposition limit 20): 75 fits" in out
-    assert "selected by 5-fold cross-validation among 15 candidates" in out
+    assert "by 5-fold cross-validation (n = 60 is above the dense eigendecomposition limit 20): 145 fits" in out
+    assert "selected by 5-fold cross-validation among 29 candidates" in out
 
 
 @pytest.mark.parametrize(

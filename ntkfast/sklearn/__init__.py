@@ -9,7 +9,7 @@
 """
 
 from ._common import DIAG_REGS
-from ._cv import DEPTHS, NTKClassifierCV, NTKRegressorCV
+from ._cv import CV_B_STD, CV_DIAG_REGS, DEPTHS, NTKClassifierCV, NTKRegressorCV
 from ._estimators import NTKClassifier, NTKRegressor
 from ._kernels import NNGPKernel, NTKKernel
 
@@ -22,4 +22,6 @@ __all__ = [
     "NNGPKernel",
     "DIAG_REGS",
     "DEPTHS",
+    "CV_DIAG_REGS",
+    "CV_B_STD",
 ]

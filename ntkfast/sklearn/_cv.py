@@ -28,13 +28,24 @@ from ..errors import ArgumentError, ArgumentTypeError
 from ..gram import kernel
 from ..spec import MLP
 from ..tiling import default_n_jobs
-from ._common import DIAG_REGS, Progress, check_verbose
+from ._common import Progress, check_verbose
 from ._estimators import RUNTIME_DOC, SOLVERS, STRUCTURE_DOC, NTKClassifier, NTKRegressor
 from ._loo import EigenLOO, best_index, classification_score, regression_score
 
-__all__ = ["NTKRegressorCV", "NTKClassifierCV", "DEPTHS"]
+__all__ = ["NTKRegressorCV", "NTKClassifierCV", "DEPTHS", "CV_DIAG_REGS", "CV_B_STD"]
 
 DEPTHS = (1, 2, 3, 4, 5)
+# The CV estimators' defaults where they differ from the plain estimators' (issue 15, accuracy; measured
+# with benchmarks/accuracy_table.py, figures in docs/guide.md "Accuracy on bundled data"):
+# - the ridge grid: DIAG_REGS' span (1e-5 to 100) at quarter-decade steps (29 values, DIAG_REGS among
+#   them): each extra ridge costs one O(n^2 k) pass over the eigenvectors, ~3 % of a fit at n = 2000;
+# - b_std 0.5 (plain estimators: 0.1): after a StandardScaler the bias then carries ~11 % of the
+#   first layer's variance (0.25 / (1.4^2 + 0.25)) instead of 0.5 %; with b_std = 0.1 the ReLU kernel is
+#   nearly a function of the angle between inputs only.  Fixed, not a grid: choosing b_std by the same
+#   leave-one-out did worse on the bundled data (the selection overfits on small n) and costs a
+#   Gram and an eigendecomposition per value.
+CV_DIAG_REGS = tuple(float(r) for r in np.logspace(-5, 2, 29))
+CV_B_STD = 0.5
 
 _STRUCTURE = ("activation", "parameterization", "width", "residual", "input_map", "kernel")
 _RUNTIME = ("solver", "n_centers", "tol", "max_iter", "random_state", "dtype", "backend", "n_jobs")
@@ -82,11 +93,11 @@ class _CVBase(BaseEstimator):
         self,
         *,
         depths=DEPTHS,
-        diag_regs=DIAG_REGS,
+        diag_regs=CV_DIAG_REGS,
         kernel: str = "ntk",
         activation="relu",
         W_std=1.4,
-        b_std=0.1,
+        b_std=CV_B_STD,
         parameterization: str = "ntk",
         width=512,
         residual: bool = False,
@@ -305,14 +316,18 @@ _CV_DOC = (
     ----------
     depths : sequence of int, default=(1, 2, 3, 4, 5)
         Candidate depths (``ntkfast.sklearn.DEPTHS``).
-    diag_regs : sequence of float > 0, default=ntkfast.sklearn.DIAG_REGS
-        Candidate ridges relative to mean(diag K): 15 values from 1e-5 (noiseless data) to 100 (mostly
-        noise), half a decade apart.  Scoring them all costs one eigendecomposition per depth.
+    diag_regs : sequence of float > 0, default=ntkfast.sklearn.CV_DIAG_REGS
+        Candidate ridges relative to mean(diag K): 29 values from 1e-5 (noiseless data) to 100 (mostly
+        noise), a quarter decade apart (the plain estimators' ``DIAG_REGS`` are every other one).
+        Scoring them all costs one eigendecomposition per depth, plus one O(n^2 k) pass per ridge.
 """
     + STRUCTURE_DOC.replace(
         "    W_std : float, default=1.4\n    b_std : float or None, default=0.1\n        None: no bias.\n",
         "    W_std : float or sequence of float, default=1.4\n        A sequence is a grid.\n"
-        "    b_std : float, None or a sequence of them, default=0.1\n        None: no bias.  A sequence is a grid.\n",
+        "    b_std : float, None or a sequence of them, default=0.5 (``CV_B_STD``)\n"
+        "        None: no bias.  A sequence is a grid.  0.5, not the plain estimators' 0.1: on standardised\n"
+        "        inputs the bias then carries about a tenth of the first layer's variance, which scored\n"
+        "        higher on the bundled data sets (docs/guide.md, \"Accuracy on bundled data\").\n",
     )
     + """    cv : None, int or cross-validation splitter, default=None
         None: exact closed-form leave-one-out (when n is too large for a dense eigendecomposition or
@@ -364,7 +379,7 @@ class NTKRegressorCV(RegressorMixin, _CVBase):
     >>> X = np.random.default_rng(0).standard_normal((60, 3))
     >>> reg = NTKRegressorCV(depths=(1, 2)).fit(X, np.sin(X[:, 0]))
     >>> reg.depth_ in (1, 2), len(reg.cv_results_["mean_test_score"])
-    (True, 30)
+    (True, 58)
     """
 
     _plain = NTKRegressor
