@@ -59,7 +59,7 @@ def test_fit_selects_by_default_and_predict_uses_the_selected_model(capsys, file
     code, out, err = call(capsys, "fit", files["reg"], "--target", "y", "-o", model, "--depths", DEPTHS)
     assert code == 0, err
     bundle, est = _saved(model)
-    expected = NTKRegressorCV(depths=(1, 2), b_std=0.1).fit(_scaled(files["X"]), files["y"])  # --b-std default
+    expected = NTKRegressorCV(depths=(1, 2)).fit(_scaled(files["X"]), files["y"])  # the CV estimator's own b_std
     assert type(est).__name__ == "NTKRegressorCV" and est.best_params_ == expected.best_params_
     record = dict(bundle["selection"])
     assert record.pop("score") == pytest.approx(expected.best_score_, rel=1e-10)
@@ -82,7 +82,7 @@ def test_cv_prints_every_candidate(capsys, files):
     code, out, err = call(capsys, "fit", files["cls"], "--target", "label", "-o", model, "--depths", DEPTHS, "--cv")
     assert code == 0, err
     _, est = _saved(model)
-    expected = NTKClassifierCV(depths=(1, 2), b_std=0.1).fit(_scaled(files["X"]), files["label"])  # --b-std default
+    expected = NTKClassifierCV(depths=(1, 2)).fit(_scaled(files["X"]), files["label"])  # the CV estimator's own b_std
     assert est.best_params_ == expected.best_params_
     table = selection_table(est, "accuracy")
     assert len(table) == 58 and list(table.columns) == ["depth", "diag_reg", "leave-one-out accuracy", "log_loss",
@@ -126,7 +126,7 @@ def test_what_the_command_line_fixes_is_not_selected(capsys, files):
                           "--diag-reg", "0.05", "--cv")  # fmt: skip
     assert code == 0, err
     bundle, est = _saved(model)
-    ref = NTKRegressorCV(depths=(1, 2), diag_regs=(0.05,), b_std=0.1).fit(X, y)
+    ref = NTKRegressorCV(depths=(1, 2), diag_regs=(0.05,)).fit(X, y)
     assert type(est).__name__ == "NTKRegressorCV" and tuple(est.diag_regs) == (0.05,)
     assert est.depth_ == ref.depth_ and bundle["selection"]["fixed"] == "--diag-reg 0.05"
     assert "among 2 candidates, diag_reg fixed by --diag-reg 0.05" in out and len(selection_table(est, "R^2")) == 2
@@ -150,7 +150,7 @@ def test_kfold_scores_the_whole_fit(capsys, files):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    cv = NTKRegressorCV(depths=(1,), b_std=0.1)  # --b-std default
+    cv = NTKRegressorCV(depths=(1,))  # the CV estimator's own b_std
     scores = cross_val_score(make_pipeline(StandardScaler(), cv), files["X"], files["y"], cv=3)
     assert f"3-fold cross-validated R^2 (the selection rerun inside each fold): {scores.mean():.4f}" in out
 

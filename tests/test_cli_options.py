@@ -132,6 +132,6 @@ def test_the_selection_gets_every_option_but_the_depth(capsys, train, tmp_path):
     assert code == 0, err
     est = joblib.load(model)["model"][-1]
     assert type(est).__name__ == "NTKRegressorCV" and tuple(est.depths) == (1, 2) and est.W_std == 1.9
-    expected = nf.MLP(depth=est.depth_, activation="erf", W_std=1.9, b_std=0.1)
+    expected = nf.MLP(depth=est.depth_, activation="erf", W_std=1.9, b_std=0.5)  # NTKRegressorCV's b_std
     assert est.kernel == "nngp" and est.best_estimator_.arch_ == expected
     assert f"depth {est.depth_}" in out

@@ -104,11 +104,22 @@ def _activation(text: str):
         raise argparse.ArgumentTypeError(f"bad parameters for activation {key!r}: {params!r} ({exc})") from None
 
 
+class _EstimatorDefault:
+    """A default the command resolves to the fitting estimator's own (not a string: argparse would parse it)."""
+
+    def __repr__(self) -> str:
+        return "the estimator's"
+
+
+B_STD_OF_ESTIMATOR = _EstimatorDefault()  # fit's --b-std default
+
+
 def _arch_parent(depth_help: str | None = None) -> argparse.ArgumentParser:
     """The network options shared by kernel, fit and spectrum (defaults = NTKRegressor's).
 
     Every ``dest`` is an ``MLP`` field name (``MLP.from_params(args)`` reads them).  With
-    ``depth_help`` (``fit``), ``--depth`` has no default (None: chosen by the command) and that help."""
+    ``depth_help`` (``fit``), ``--depth`` has no default (None: chosen by the command) and that help,
+    and ``--b-std`` defaults to :data:`B_STD_OF_ESTIMATOR` (the command uses the estimator's default)."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("network (an MLP: depth x (Dense, activation), then a Dense readout)")
     if depth_help is None:
@@ -124,9 +135,17 @@ def _arch_parent(depth_help: str | None = None) -> argparse.ArgumentParser:
         "rectified_monomial:2 (default: %(default)s)",
     )
     g.add_argument("--W-std", dest="W_std", type=nonneg_float, default=1.4, help="weight std (default: %(default)s)")
-    g.add_argument(
-        "--b-std", dest="b_std", type=_b_std, default=0.1, help="bias std, or 'none' for no bias (default: %(default)s)"
-    )
+    if depth_help is None:
+        g.add_argument(
+            "--b-std", dest="b_std", type=_b_std, default=0.1,
+            help="bias std, or 'none' for no bias (default: %(default)s)",
+        )  # fmt: skip
+    else:
+        g.add_argument(
+            "--b-std", dest="b_std", type=_b_std, default=B_STD_OF_ESTIMATOR,
+            help="bias std, or 'none' for no bias (default: the estimator's own: NTKRegressorCV's / NTKClassifierCV's "
+            "when selecting, NTKRegressor's / NTKClassifier's with --depth or --t)",
+        )  # fmt: skip
     g.add_argument("--parameterization", choices=("ntk", "standard"), default="ntk", help="(default: %(default)s)")
     g.add_argument(
         "--width", type=positive_int, default=512, help="hidden width, used by the standard parameterization"

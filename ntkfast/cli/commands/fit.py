@@ -29,7 +29,7 @@ from ..errors import EXIT_OK, CommandError
 from ..estimate import cholesky_seconds, kernel_seconds
 from ..files import atomic_output, output_file
 from ..network import ARCH_OPTIONS, network
-from ..parser import MAX_AUTO_CLASSES
+from ..parser import B_STD_OF_ESTIMATOR, MAX_AUTO_CLASSES
 from ..preprocess import feature_kinds, make_preprocessor, model_frame
 from ..report import describe_without_depth, selection_lines, selection_table, selection_table_text
 from ..tables import read_table
@@ -87,9 +87,12 @@ def selection_of(args) -> Selection:
 def _arch_for(args, selection: Selection) -> MLP:
     """The network of the command line; without --depth, at the deepest candidate depth (so that
     every option is checked against the largest network the selection builds)."""
+    from ...sklearn import CV_B_STD, DEPTHS, NTKRegressor
+
+    if args.b_std is B_STD_OF_ESTIMATOR:  # not given: the default of the estimator that fits
+        args.b_std = CV_B_STD if selection.select else NTKRegressor().b_std
     if args.depth is not None:
         return network(args)
-    from ...sklearn import DEPTHS, NTKRegressor
 
     depth = max(selection.depths or DEPTHS) if selection.select else NTKRegressor().depth  # its default
     return network(argparse.Namespace(**{**vars(args), "depth": depth}))
