@@ -473,31 +473,112 @@ def _store_fence(typingctx):
     return types.void(), codegen
 
 
+@intrinsic
+def _address(typingctx, arr, idx):
+    """The address of ``arr[idx]`` (1-D ``arr``), as an integer."""
+
+    def codegen(context, builder, signature, args):
+        arrty = signature.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]], wraparound=False)
+        return builder.ptrtoint(ptr, context.get_value_type(types.intp))
+
+    return types.intp(arr, idx), codegen
+
+
+def _line_codegen(strided):
+    """Code of :func:`_stream_line` / :func:`_stream_line_strided`: one 64-byte vector of
+    ``src`` elements stored with one aligned non-temporal store (``vmovntpd``/``vmovntps``: one
+    zmm store with AVX-512, two ymm stores with AVX2), instead of one scalar store per element."""
+
+    def codegen(context, builder, signature, args):
+        dstty, _, srcty = signature.args[:3]
+        elem = context.get_data_type(dstty.dtype)
+        lanes = 64 // context.get_abi_sizeof(elem)
+        vec_type = ir.VectorType(elem, lanes)
+        dst = context.make_array(dstty)(context, builder, args[0])
+        src = context.make_array(srcty)(context, builder, args[2])
+        dst_ptr = cgutils.get_item_pointer(context, builder, dstty, dst, [args[1]], wraparound=False)
+        if strided:  # lanes gathered from src[si + q * step]
+            vec = ir.Constant(vec_type, ir.Undefined)
+            for q in range(lanes):
+                idx = builder.add(args[3], builder.mul(args[4], ir.Constant(args[4].type, q)))
+                ptr = cgutils.get_item_pointer(context, builder, srcty, src, [idx], wraparound=False)
+                vec = builder.insert_element(vec, builder.load(ptr), ir.Constant(ir.IntType(32), q))
+        else:  # src[si : si + lanes], contiguous (one unaligned vector load)
+            ptr = cgutils.get_item_pointer(context, builder, srcty, src, [args[3]], wraparound=False)
+            vec = builder.load(builder.bitcast(ptr, vec_type.as_pointer()), align=context.get_abi_sizeof(elem))
+        store = builder.store(vec, builder.bitcast(dst_ptr, vec_type.as_pointer()), align=64)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def _stream_line(typingctx, dst, di, src, si):
+    """``dst[di : di + line] = src[si : si + line]`` (1-D arrays of one dtype, ``line`` elements
+    of 64 bytes) as one non-temporal vector store; ``&dst[di]`` must be 64-byte aligned."""
+    return types.void(dst, di, src, si), _line_codegen(False)
+
+
+@intrinsic
+def _stream_line_strided(typingctx, dst, di, src, si, step):
+    """``dst[di + q] = src[si + q * step]`` for the ``line`` elements of 64 bytes, as one
+    non-temporal vector store; ``&dst[di]`` must be 64-byte aligned."""
+    return types.void(dst, di, src, si, step), _line_codegen(True)
+
+
+@jit
+def stream_segment(row, start, src, s0, step, count):
+    """``row[start + q] = src[s0 + q * step]`` for ``q < count`` with non-temporal stores: each
+    whole 64-byte line of ``row`` in one vector store, the partial lines at either end (and a
+    ``row`` not aligned to its itemsize) element by element."""
+    itemsize = row.itemsize
+    line = 64 // itemsize
+    address = _address(row, start)
+    head = count if address % itemsize else min(count, (-address % 64) // itemsize)
+    for q in range(head):
+        _stream_store(row, start + q, src[s0 + q * step])
+    q = head
+    if step == 1:
+        while q + line <= count:
+            _stream_line(row, start + q, src, s0 + q)
+            q += line
+    else:
+        while q + line <= count:
+            _stream_line_strided(row, start + q, src, s0 + q * step, step)
+            q += line
+    for r in range(q, count):
+        _stream_store(row, start + r, src[s0 + r * step])
+
+
 @jit
 def store_strip(out, strip, i0, j0, mirror, stream):
     """``out[k, i0 + r, j0 + j] = strip[k, r, j]`` and, with ``mirror``, ``out[k, j0 + j, i0 + r]``
     too (the strip is a few rows, in L1, so the transposed reads are cheap).  With ``stream`` the
-    stores are non-temporal: the caller aligns the strip's rows so that each mirrored row segment
-    fills whole 64-byte lines."""
+    stores are non-temporal, whole 64-byte lines as vectors (:func:`stream_segment`): the caller
+    aligns the strip's rows so that each mirrored row segment fills whole lines.  ``strip`` is
+    C-contiguous."""
     n_out, rows, cols = strip.shape
+    flat = strip.reshape(n_out * rows * cols)
     for k in range(n_out):
         dst = out[k]
         src = strip[k]
+        base = k * rows * cols
         for r in range(rows):
             row = dst[i0 + r]
-            vals = src[r]
             if stream:
-                for j in range(cols):
-                    _stream_store(row, j0 + j, vals[j])
+                stream_segment(row, j0, flat, base + r * cols, 1, cols)
             else:
+                vals = src[r]
                 for j in range(cols):
                     row[j0 + j] = vals[j]
         if mirror:
             for j in range(cols):
                 row = dst[j0 + j]
                 if stream:
-                    for r in range(rows):
-                        _stream_store(row, i0 + r, src[r, j])
+                    stream_segment(row, i0, flat, base + j, cols, rows)
                 else:
                     for r in range(rows):
                         row[i0 + r] = src[r, j]
