@@ -23,7 +23,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .._jit import jit
+from .._jit import jit, jit_inline
 from ..recursion import dual, dual_diag, dual_diag_grad, dual_grad, step
 
 # columns per chunk of the gradient's row kernel (``layer_grad_row``): its state lives in one flat
@@ -444,22 +444,133 @@ def gemm(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------- assembled tiles: every output once
+# Streaming (non-temporal) stores go to memory without the line being read first (no read for
+# ownership) and without evicting the cache.  They address memory by integer addresses computed
+# from the output's data pointer and strides: a view per row would take a reference (an atomic
+# add), and a locked instruction waits until every non-temporal store before it has reached
+# memory, so one per line made the stores 20-30x slower.
+_NONTEMPORAL = [ir.Constant(ir.IntType(32), 1)]
+
+
+def _nontemporal_store(builder, value, ptr, align):
+    store = builder.store(value, ptr, align=align)
+    store.set_metadata("nontemporal", builder.module.add_metadata(_NONTEMPORAL))
+
+
+def _same_dtype(like, src):
+    return isinstance(like, types.Array) and isinstance(src, types.Array) and like.dtype == src.dtype
+
+
 @intrinsic
-def _stream_store(typingctx, arr, idx, val):
-    """``arr[idx] = val`` (1-D ``arr``) as a non-temporal store: the line goes to memory without
-    being read first (no read-for-ownership) and without evicting the cache."""
-    sig = types.void(arr, idx, val)
+def _stream_store_at(typingctx, like, address, src, si):
+    """``*address = src[si]`` (1-D ``src`` of ``like``'s dtype) as one scalar non-temporal store."""
+    if not _same_dtype(like, src):
+        return None
 
     def codegen(context, builder, signature, args):
-        arrty = signature.args[0]
-        ary = context.make_array(arrty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]], wraparound=False)
-        value = context.cast(builder, args[2], signature.args[2], arrty.dtype)
-        store = builder.store(value, ptr)
-        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        srcty = signature.args[2]
+        elem = context.get_data_type(srcty.dtype)
+        ary = context.make_array(srcty)(context, builder, args[2])
+        value = builder.load(cgutils.get_item_pointer(context, builder, srcty, ary, [args[3]], wraparound=False))
+        ptr = builder.inttoptr(args[1], elem.as_pointer())
+        _nontemporal_store(builder, value, ptr, context.get_abi_sizeof(elem))
         return context.get_dummy_value()
 
-    return sig, codegen
+    return types.void(like, types.intp, src, types.intp), codegen
+
+
+def _line_codegen(strided):
+    """Code of :func:`_stream_line_at`: the 64 bytes ``src[si + q * step]`` (``q`` < 64 / itemsize)
+    as one vector, stored with one aligned non-temporal store (``vmovntpd``/``vmovntps``: one zmm
+    store with AVX-512, ymm or xmm pieces with AVX2) instead of a scalar store per element."""
+
+    def codegen(context, builder, signature, args):
+        srcty = signature.args[2]
+        elem = context.get_data_type(srcty.dtype)
+        lanes = 64 // context.get_abi_sizeof(elem)
+        vec_type = ir.VectorType(elem, lanes)
+        src = context.make_array(srcty)(context, builder, args[2])
+        if strided:  # lanes gathered from src[si + q * step] (a column of a strip in L1)
+            vec = ir.Constant(vec_type, ir.Undefined)
+            for q in range(lanes):
+                idx = builder.add(args[3], builder.mul(args[4], ir.Constant(args[4].type, q)))
+                ptr = cgutils.get_item_pointer(context, builder, srcty, src, [idx], wraparound=False)
+                vec = builder.insert_element(vec, builder.load(ptr), ir.Constant(ir.IntType(32), q))
+        else:  # src[si : si + lanes]: one unaligned vector load
+            ptr = cgutils.get_item_pointer(context, builder, srcty, src, [args[3]], wraparound=False)
+            vec = builder.load(builder.bitcast(ptr, vec_type.as_pointer()), align=context.get_abi_sizeof(elem))
+        _nontemporal_store(builder, vec, builder.inttoptr(args[1], vec_type.as_pointer()), 64)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def _stream_line_at(typingctx, like, address, src, si):
+    """The 64 bytes at ``address`` (64-byte aligned) = ``src[si : si + 64 / itemsize]`` (1-D
+    ``src`` of ``like``'s dtype), as one non-temporal vector store."""
+    if not _same_dtype(like, src):
+        return None
+    return types.void(like, types.intp, src, types.intp), _line_codegen(False)
+
+
+@intrinsic
+def _stream_line_strided_at(typingctx, like, address, src, si, step):
+    """As :func:`_stream_line_at`, the elements ``src[si + q * step]``."""
+    if not _same_dtype(like, src):
+        return None
+    return types.void(like, types.intp, src, types.intp, types.intp), _line_codegen(True)
+
+
+def _lane_mask(lanes):
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(lanes)), lanes)
+
+
+def _transpose(builder, rows):
+    """The transpose of the square block whose rows are the vectors ``rows`` (N of N lanes, N a
+    power of two): log2(N) stages of N two-input shuffles, stage b swapping bit b of the row
+    and column indices (vpermt2ps/vpermt2pd, vunpck* with AVX-512)."""
+    n = len(rows)
+    rows = list(rows)
+    s = 1
+    while s < n:
+        low = _lane_mask([c if c & s == 0 else n + c - s for c in range(n)])
+        high = _lane_mask([c + s if c & s == 0 else n + c for c in range(n)])
+        for i in range(n):
+            if i & s == 0:
+                a, b = rows[i], rows[i + s]
+                rows[i], rows[i + s] = builder.shuffle_vector(a, b, low), builder.shuffle_vector(a, b, high)
+        s *= 2
+    return rows
+
+
+@intrinsic
+def _stream_block_transposed_at(typingctx, like, address, row_stride, src, si, src_stride):
+    """A square block of N = 64 / itemsize rows, stored transposed: the 64 bytes at ``address +
+    q * row_stride`` (each 64-byte aligned) = ``src[si + r * src_stride + q]`` for r < N, one
+    non-temporal vector store each (the mirror image of N columns of a strip in one go: N
+    vector loads and N log2 N shuffles instead of N^2 scalar loads)."""
+    if not _same_dtype(like, src):
+        return None
+
+    def codegen(context, builder, signature, args):
+        srcty = signature.args[3]
+        elem = context.get_data_type(srcty.dtype)
+        size = context.get_abi_sizeof(elem)
+        lanes = 64 // size
+        vec_type = ir.VectorType(elem, lanes)
+        src = context.make_array(srcty)(context, builder, args[3])
+        rows = []
+        for r in range(lanes):
+            idx = builder.add(args[4], builder.mul(args[5], ir.Constant(args[5].type, r)))
+            ptr = cgutils.get_item_pointer(context, builder, srcty, src, [idx], wraparound=False)
+            rows.append(builder.load(builder.bitcast(ptr, vec_type.as_pointer()), align=size))
+        for q, vec in enumerate(_transpose(builder, rows)):
+            address = builder.add(args[1], builder.mul(args[2], ir.Constant(args[2].type, q)))
+            _nontemporal_store(builder, vec, builder.inttoptr(address, vec_type.as_pointer()), 64)
+        return context.get_dummy_value()
+
+    return types.void(like, types.intp, types.intp, src, types.intp, types.intp), codegen
 
 
 @intrinsic
@@ -473,115 +584,76 @@ def _store_fence(typingctx):
     return types.void(), codegen
 
 
-@intrinsic
-def _address(typingctx, arr, idx):
-    """The address of ``arr[idx]`` (1-D ``arr``), as an integer."""
-
-    def codegen(context, builder, signature, args):
-        arrty = signature.args[0]
-        ary = context.make_array(arrty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]], wraparound=False)
-        return builder.ptrtoint(ptr, context.get_value_type(types.intp))
-
-    return types.intp(arr, idx), codegen
-
-
-def _line_codegen(strided):
-    """Code of :func:`_stream_line` / :func:`_stream_line_strided`: one 64-byte vector of
-    ``src`` elements stored with one aligned non-temporal store (``vmovntpd``/``vmovntps``: one
-    zmm store with AVX-512, two ymm stores with AVX2), instead of one scalar store per element."""
-
-    def codegen(context, builder, signature, args):
-        dstty, _, srcty = signature.args[:3]
-        elem = context.get_data_type(dstty.dtype)
-        lanes = 64 // context.get_abi_sizeof(elem)
-        vec_type = ir.VectorType(elem, lanes)
-        dst = context.make_array(dstty)(context, builder, args[0])
-        src = context.make_array(srcty)(context, builder, args[2])
-        dst_ptr = cgutils.get_item_pointer(context, builder, dstty, dst, [args[1]], wraparound=False)
-        if strided:  # lanes gathered from src[si + q * step]
-            vec = ir.Constant(vec_type, ir.Undefined)
-            for q in range(lanes):
-                idx = builder.add(args[3], builder.mul(args[4], ir.Constant(args[4].type, q)))
-                ptr = cgutils.get_item_pointer(context, builder, srcty, src, [idx], wraparound=False)
-                vec = builder.insert_element(vec, builder.load(ptr), ir.Constant(ir.IntType(32), q))
-        else:  # src[si : si + lanes], contiguous (one unaligned vector load)
-            ptr = cgutils.get_item_pointer(context, builder, srcty, src, [args[3]], wraparound=False)
-            vec = builder.load(builder.bitcast(ptr, vec_type.as_pointer()), align=context.get_abi_sizeof(elem))
-        store = builder.store(vec, builder.bitcast(dst_ptr, vec_type.as_pointer()), align=64)
-        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-        return context.get_dummy_value()
-
-    return codegen
-
-
-@intrinsic
-def _stream_line(typingctx, dst, di, src, si):
-    """``dst[di : di + line] = src[si : si + line]`` (1-D arrays of one dtype, ``line`` elements
-    of 64 bytes) as one non-temporal vector store; ``&dst[di]`` must be 64-byte aligned."""
-    return types.void(dst, di, src, si), _line_codegen(False)
-
-
-@intrinsic
-def _stream_line_strided(typingctx, dst, di, src, si, step):
-    """``dst[di + q] = src[si + q * step]`` for the ``line`` elements of 64 bytes, as one
-    non-temporal vector store; ``&dst[di]`` must be 64-byte aligned."""
-    return types.void(dst, di, src, si, step), _line_codegen(True)
-
-
-@jit
-def stream_segment(row, start, src, s0, step, count):
-    """``row[start + q] = src[s0 + q * step]`` for ``q < count`` with non-temporal stores: each
-    whole 64-byte line of ``row`` in one vector store, the partial lines at either end (and a
-    ``row`` not aligned to its itemsize) element by element."""
-    itemsize = row.itemsize
+@jit_inline
+def stream_segment(like, address, stride, src, s0, step, count):
+    """The ``count`` elements at ``address + q * stride`` = ``src[s0 + q * step]`` with
+    non-temporal stores: where the elements are contiguous (``stride`` the itemsize of ``like``)
+    each whole 64-byte line in one vector store, the partial lines at either end (and memory not
+    aligned to the itemsize) element by element.  Inlined: no call, no reference taken."""
+    itemsize = like.itemsize
     line = 64 // itemsize
-    address = _address(row, start)
-    head = count if address % itemsize else min(count, (-address % 64) // itemsize)
+    head = count
+    if stride == itemsize and address % itemsize == 0:
+        head = min(count, (-address % 64) // itemsize)
     for q in range(head):
-        _stream_store(row, start + q, src[s0 + q * step])
+        _stream_store_at(like, address + q * stride, src, s0 + q * step)
     q = head
     if step == 1:
         while q + line <= count:
-            _stream_line(row, start + q, src, s0 + q)
+            _stream_line_at(like, address + q * itemsize, src, s0 + q)
             q += line
     else:
         while q + line <= count:
-            _stream_line_strided(row, start + q, src, s0 + q * step, step)
+            _stream_line_strided_at(like, address + q * itemsize, src, s0 + q * step, step)
             q += line
     for r in range(q, count):
-        _stream_store(row, start + r, src[s0 + r * step])
+        _stream_store_at(like, address + r * stride, src, s0 + r * step)
 
 
 @jit
 def store_strip(out, strip, i0, j0, mirror, stream):
     """``out[k, i0 + r, j0 + j] = strip[k, r, j]`` and, with ``mirror``, ``out[k, j0 + j, i0 + r]``
-    too (the strip is a few rows, in L1, so the transposed reads are cheap).  With ``stream`` the
-    stores are non-temporal, whole 64-byte lines as vectors (:func:`stream_segment`): the caller
-    aligns the strip's rows so that each mirrored row segment fills whole lines.  ``strip`` is
-    C-contiguous."""
+    too (the strip is a few rows, in L1, so the transposed reads are cheap).  ``strip`` is
+    C-contiguous, of ``out``'s dtype.  With ``stream`` the stores are non-temporal, each whole
+    64-byte line in one vector store (:func:`stream_segment`): the caller aligns the strip's rows
+    so that each mirrored row segment fills whole lines."""
     n_out, rows, cols = strip.shape
-    flat = strip.reshape(n_out * rows * cols)
+    line = 64 // out.itemsize
+    if stream:
+        flat = strip.reshape(n_out * rows * cols)
+        base = out.ctypes.data
+        sk, si, sj = out.strides
+        for k in range(n_out):
+            first = k * rows * cols
+            for r in range(rows):
+                address = base + k * sk + (i0 + r) * si + j0 * sj
+                stream_segment(out, address, sj, flat, first + r * cols, 1, cols)
+            if mirror:
+                j = 0
+                # whole blocks of one line of rows by one line of columns: transposed in registers
+                if rows == line and sj == out.itemsize and si % 64 == 0:
+                    corner = base + k * sk + i0 * sj
+                    if (corner + j0 * si) % 64 == 0:
+                        while j + line <= cols:
+                            _stream_block_transposed_at(out, corner + (j0 + j) * si, si, flat, first + j, cols)
+                            j += line
+                for c in range(j, cols):
+                    address = base + k * sk + (j0 + c) * si + i0 * sj
+                    stream_segment(out, address, sj, flat, first + c, cols, rows)
+        return
     for k in range(n_out):
         dst = out[k]
         src = strip[k]
-        base = k * rows * cols
         for r in range(rows):
             row = dst[i0 + r]
-            if stream:
-                stream_segment(row, j0, flat, base + r * cols, 1, cols)
-            else:
-                vals = src[r]
-                for j in range(cols):
-                    row[j0 + j] = vals[j]
+            vals = src[r]
+            for j in range(cols):
+                row[j0 + j] = vals[j]
         if mirror:
             for j in range(cols):
                 row = dst[j0 + j]
-                if stream:
-                    stream_segment(row, i0, flat, base + j, cols, rows)
-                else:
-                    for r in range(rows):
-                        row[i0 + r] = src[r, j]
+                for r in range(rows):
+                    row[i0 + r] = src[r, j]
 
 
 @jit
