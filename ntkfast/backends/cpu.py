@@ -629,17 +629,25 @@ def store_strip(out, strip, i0, j0, mirror, stream):
                 address = base + k * sk + (i0 + r) * si + j0 * sj
                 stream_segment(out, address, sj, flat, first + r * cols, 1, cols)
             if mirror:
-                j = 0
-                # whole blocks of one line of rows by one line of columns: transposed in registers
-                if rows == line and sj == out.itemsize and si % 64 == 0:
-                    corner = base + k * sk + i0 * sj
-                    if (corner + j0 * si) % 64 == 0:
-                        while j + line <= cols:
-                            _stream_block_transposed_at(out, corner + (j0 + j) * si, si, flat, first + j, cols)
-                            j += line
-                for c in range(j, cols):
-                    address = base + k * sk + (j0 + c) * si + i0 * sj
-                    stream_segment(out, address, sj, flat, first + c, cols, rows)
+                # whole blocks of a line of rows by a line of columns, transposed in registers;
+                # the rest (strips not aligned to lines, the last columns) element by element
+                blocks = 0
+                corner = base + k * sk + i0 * sj
+                if sj == out.itemsize and si % 64 == 0 and (corner + j0 * si) % 64 == 0:
+                    blocks = rows // line
+                for b in range(blocks):
+                    j = 0
+                    while j + line <= cols:
+                        _stream_block_transposed_at(out, corner + b * 64 + (j0 + j) * si, si, flat,
+                                                    first + b * line * cols + j, cols)  # fmt: skip
+                        j += line
+                    for c in range(j, cols):
+                        stream_segment(out, corner + b * 64 + (j0 + c) * si, sj, flat, first + b * line * cols + c,
+                                       cols, line)  # fmt: skip
+                done = blocks * line
+                for c in range(cols if done < rows else 0):
+                    stream_segment(out, corner + done * sj + (j0 + c) * si, sj, flat, first + done * cols + c, cols,
+                                   rows - done)  # fmt: skip
         return
     for k in range(n_out):
         dst = out[k]
