@@ -63,13 +63,13 @@ def test_store_strip_into_strided_rows(rng):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_streaming_stores_are_vector_stores(dtype):
     """The compiled streaming path stores whole lines with vector non-temporal stores
-    (movntps/movntpd on an xmm, ymm or zmm register), not one scalar store per element.  Compiled
+    (movntps/movntpd/movntdq on an xmm, ymm or zmm register), not one scalar store per element.  Compiled
     afresh here: Numba does not show the assembly of cached code."""
     fresh = numba.njit(**{**JIT_OPTIONS, "cache": False})(cpu.store_strip.py_func)
     out = np.zeros((1, 64, 64), dtype)
     fresh(out, np.ones((1, 16, 16), dtype), 0, 32, True, True)
     asm = "\n".join(fresh.inspect_asm().values())
-    assert re.search(r"\bv?movntp[sd]\s+%[xyz]mm", asm)
+    assert re.search(r"\bv?movnt(p[sd]|dq)\s+%[xyz]mm", asm)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -545,32 +545,33 @@ def _transpose(builder, rows):
 
 
 @intrinsic
-def _stream_block_transposed_at(typingctx, like, address, row_stride, src, si, src_stride):
-    """A square block of N = 64 / itemsize rows, stored transposed: the 64 bytes at ``address +
-    q * row_stride`` (each 64-byte aligned) = ``src[si + r * src_stride + q]`` for r < N, one
-    non-temporal vector store each (the mirror image of N columns of a strip in one go: N
-    vector loads and N log2 N shuffles instead of N^2 scalar loads)."""
+def _stream_block_and_mirror_at(typingctx, like, address, mirror_address, row_stride, src, si, src_stride):
+    """A square block of N = 64 / itemsize rows ``src[si + r * src_stride : ... + N]``, stored
+    as it is at ``address + r * row_stride`` and transposed at ``mirror_address + q * row_stride``
+    (every address 64-byte aligned): the upper part and the mirror image of N rows by N columns
+    of a strip from one read of it, 2N non-temporal vector stores."""
     if not _same_dtype(like, src):
         return None
 
     def codegen(context, builder, signature, args):
-        srcty = signature.args[3]
+        srcty = signature.args[4]
         elem = context.get_data_type(srcty.dtype)
         size = context.get_abi_sizeof(elem)
         lanes = 64 // size
         vec_type = ir.VectorType(elem, lanes)
-        src = context.make_array(srcty)(context, builder, args[3])
+        src = context.make_array(srcty)(context, builder, args[4])
         rows = []
         for r in range(lanes):
-            idx = builder.add(args[4], builder.mul(args[5], ir.Constant(args[5].type, r)))
+            idx = builder.add(args[5], builder.mul(args[6], ir.Constant(args[6].type, r)))
             ptr = cgutils.get_item_pointer(context, builder, srcty, src, [idx], wraparound=False)
             rows.append(builder.load(builder.bitcast(ptr, vec_type.as_pointer()), align=size))
-        for q, vec in enumerate(_transpose(builder, rows)):
-            address = builder.add(args[1], builder.mul(args[2], ir.Constant(args[2].type, q)))
-            _nontemporal_store(builder, vec, builder.inttoptr(address, vec_type.as_pointer()), 64)
+        for base, vectors in ((args[1], rows), (args[2], _transpose(builder, rows))):
+            for q, vec in enumerate(vectors):
+                address = builder.add(base, builder.mul(args[3], ir.Constant(args[3].type, q)))
+                _nontemporal_store(builder, vec, builder.inttoptr(address, vec_type.as_pointer()), 64)
         return context.get_dummy_value()
 
-    return types.void(like, types.intp, types.intp, src, types.intp, types.intp), codegen
+    return types.void(like, types.intp, types.intp, types.intp, src, types.intp, types.intp), codegen
 
 
 @intrinsic
@@ -625,29 +626,36 @@ def store_strip(out, strip, i0, j0, mirror, stream):
         sk, si, sj = out.strides
         for k in range(n_out):
             first = k * rows * cols
-            for r in range(rows):
-                address = base + k * sk + (i0 + r) * si + j0 * sj
-                stream_segment(out, address, sj, flat, first + r * cols, 1, cols)
-            if mirror:
-                # whole blocks of a line of rows by a line of columns, transposed in registers;
-                # the rest (strips not aligned to lines, the last columns) element by element
-                blocks = 0
-                corner = base + k * sk + i0 * sj
-                if sj == out.itemsize and si % 64 == 0 and (corner + j0 * si) % 64 == 0:
-                    blocks = rows // line
-                for b in range(blocks):
-                    j = 0
-                    while j + line <= cols:
-                        _stream_block_transposed_at(out, corner + b * 64 + (j0 + j) * si, si, flat,
-                                                    first + b * line * cols + j, cols)  # fmt: skip
-                        j += line
-                    for c in range(j, cols):
-                        stream_segment(out, corner + b * 64 + (j0 + c) * si, sj, flat, first + b * line * cols + c,
-                                       cols, line)  # fmt: skip
-                done = blocks * line
-                for c in range(cols if done < rows else 0):
-                    stream_segment(out, corner + done * sj + (j0 + c) * si, sj, flat, first + done * cols + c, cols,
-                                   rows - done)  # fmt: skip
+            corner = base + k * sk + i0 * sj  # out[k, 0, i0]: the mirror image's rows start there
+            blocks = 0
+            if mirror and sj == out.itemsize and si % 64 == 0 and (corner + j0 * si) % 64 == 0:
+                blocks = rows // line
+            # whole blocks of a line of rows by a line of columns (the columns from the first
+            # 64-byte aligned one): the upper part and the transposed mirror image from one read
+            top = base + k * sk + i0 * si + j0 * sj  # out[k, i0, j0]
+            head = min(cols, (-top % 64) // out.itemsize)
+            for b in range(blocks):
+                upper = top + b * line * si
+                lower = corner + b * 64
+                at = first + b * line * cols
+                j = head
+                while j + line <= cols:
+                    _stream_block_and_mirror_at(out, upper + j * sj, lower + (j0 + j) * si, si, flat, at + j, cols)
+                    j += line
+                for r in range(line):  # the partial lines of the upper part
+                    stream_segment(out, upper + r * si, sj, flat, at + r * cols, 1, head)
+                    stream_segment(out, upper + r * si + j * sj, sj, flat, at + r * cols + j, 1, cols - j)
+                for c in range(head):  # the mirror image of the columns left out
+                    stream_segment(out, lower + (j0 + c) * si, sj, flat, at + c, cols, line)
+                for c in range(j, cols):
+                    stream_segment(out, lower + (j0 + c) * si, sj, flat, at + c, cols, line)
+            # the rest, line by line where whole (strips not aligned to lines, no mirror image)
+            done = blocks * line
+            for r in range(done, rows):
+                stream_segment(out, top + r * si, sj, flat, first + r * cols, 1, cols)
+            for c in range(cols if mirror and done < rows else 0):
+                stream_segment(out, corner + done * sj + (j0 + c) * si, sj, flat, first + done * cols + c, cols,
+                               rows - done)  # fmt: skip
         return
     for k in range(n_out):
         dst = out[k]
