@@ -48,16 +48,23 @@ def test_store_strip_equals_numpy_assignment(rng, dtype, stream):
         np.testing.assert_array_equal(out, expected, err_msg=f"{shift=} {rows=} {cols=} {i0=} {j0=} {mirror=}")
 
 
-def test_store_strip_into_strided_rows(rng):
-    """An output whose rows are not contiguous (every other column of a wider array): element by
-    element, the same values."""
-    wide = np.zeros((2, 64, 128))
-    out = wide[:, :, ::2]
-    strip = rng.standard_normal((2, 8, 16))
-    cpu.store_strip(out, strip, 0, 24, True, True)
-    np.testing.assert_array_equal(out[:, 0:8, 24:40], strip)
-    np.testing.assert_array_equal(out[:, 24:40, 0:8], strip.transpose(0, 2, 1))
-    assert (wide[:, :, 1::2] == 0).all()
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("view", ["every_other_column", "rows_reversed", "columns_reversed", "slices_reversed"])
+def test_store_strip_into_strided_and_reversed_outputs(rng, dtype, view):
+    """Outputs whose rows are not contiguous (every other column of a wider array) or that run
+    backwards along an axis: addressed by their strides, the same values, nothing else touched."""
+    line = 64 // np.dtype(dtype).itemsize
+    strip = rng.standard_normal((2, 2 * line, 40)).astype(dtype)
+    wide = np.zeros((2, 128, 256), dtype)
+    out = {"every_other_column": wide[:, :, ::2], "rows_reversed": wide[:, ::-1, :128],
+           "columns_reversed": wide[:, :, 127::-1], "slices_reversed": wide[::-1, :, :128]}[view]  # fmt: skip
+    expected = np.zeros_like(out)
+    expected[:, 0:2 * line, 64:104] = strip
+    expected[:, 64:104, 0:2 * line] = strip.transpose(0, 2, 1)
+    cpu.store_strip(out, strip, 0, 64, True, True)
+    np.testing.assert_array_equal(out, expected)
+    out[...] = 0
+    assert not wide.any()  # nothing outside ``out`` was written
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
