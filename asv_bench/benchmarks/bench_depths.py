@@ -7,7 +7,9 @@ stays above it).  ``track_ratio_to_separate_calls`` is the same over the five se
 it replaces (1 + 2 + 3 + 4 + 5 = 15 layer passes instead of 5).  ``track_floor_ratio`` is the
 floor under the first: writing the 4 extra outputs alone (both triangles, the kernel's plan and
 stores, nothing computed) over the deepest call, so ``ratio_to_deepest - 1 - floor_ratio`` is
-what ``depths=`` spends above the memory traffic it cannot avoid.
+what ``depths=`` spends above the memory traffic it cannot avoid.  ``track_ratio_to_target`` is
+the first over ``bench.depths_target`` of the floor: 1.2, or 1 + floor where writing the extra
+outputs alone costs more than 0.2 of the deepest call (at most 1 when the target is met).
 """
 
 import dataclasses
@@ -65,3 +67,10 @@ class TimeDepths:
         return best_time(lambda: depths_write_floor(self.stacks)) / best_time(lambda: self._deepest(get))
 
     track_floor_ratio.unit = "ratio"
+
+    def track_ratio_to_target(self, n, dtype, get, activation):
+        deepest = best_time(lambda: self._deepest(get))
+        floor = best_time(lambda: depths_write_floor(self.stacks)) / deepest
+        return best_time(lambda: self._all(get)) / deepest / max(1.2, 1.0 + floor)  # bench.depths_target
+
+    track_ratio_to_target.unit = "ratio"

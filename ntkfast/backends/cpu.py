@@ -23,7 +23,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .._jit import jit
+from .._jit import jit, jit_inline
 from ..recursion import dual, dual_diag, dual_diag_grad, dual_grad, step
 
 # columns per chunk of the gradient's row kernel (``layer_grad_row``): its state lives in one flat
@@ -444,22 +444,134 @@ def gemm(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------- assembled tiles: every output once
+# Streaming (non-temporal) stores go to memory without the line being read first (no read for
+# ownership) and without evicting the cache.  They address memory by integer addresses computed
+# from the output's data pointer and strides: a view per row would take a reference (an atomic
+# add), and a locked instruction waits until every non-temporal store before it has reached
+# memory, so one per line made the stores 20-30x slower.
+_NONTEMPORAL = [ir.Constant(ir.IntType(32), 1)]
+
+
+def _nontemporal_store(builder, value, ptr, align):
+    store = builder.store(value, ptr, align=align)
+    store.set_metadata("nontemporal", builder.module.add_metadata(_NONTEMPORAL))
+
+
+def _same_dtype(like, src):
+    return isinstance(like, types.Array) and isinstance(src, types.Array) and like.dtype == src.dtype
+
+
 @intrinsic
-def _stream_store(typingctx, arr, idx, val):
-    """``arr[idx] = val`` (1-D ``arr``) as a non-temporal store: the line goes to memory without
-    being read first (no read-for-ownership) and without evicting the cache."""
-    sig = types.void(arr, idx, val)
+def _stream_store_at(typingctx, like, address, src, si):
+    """``*address = src[si]`` (1-D ``src`` of ``like``'s dtype) as one scalar non-temporal store."""
+    if not _same_dtype(like, src):
+        return None
 
     def codegen(context, builder, signature, args):
-        arrty = signature.args[0]
-        ary = context.make_array(arrty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]], wraparound=False)
-        value = context.cast(builder, args[2], signature.args[2], arrty.dtype)
-        store = builder.store(value, ptr)
-        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        srcty = signature.args[2]
+        elem = context.get_data_type(srcty.dtype)
+        ary = context.make_array(srcty)(context, builder, args[2])
+        value = builder.load(cgutils.get_item_pointer(context, builder, srcty, ary, [args[3]], wraparound=False))
+        ptr = builder.inttoptr(args[1], elem.as_pointer())
+        _nontemporal_store(builder, value, ptr, context.get_abi_sizeof(elem))
         return context.get_dummy_value()
 
-    return sig, codegen
+    return types.void(like, types.intp, src, types.intp), codegen
+
+
+def _line_codegen(strided):
+    """Code of :func:`_stream_line_at`: the 64 bytes ``src[si + q * step]`` (``q`` < 64 / itemsize)
+    as one vector, stored with one aligned non-temporal store (``vmovntpd``/``vmovntps``: one zmm
+    store with AVX-512, ymm or xmm pieces with AVX2) instead of a scalar store per element."""
+
+    def codegen(context, builder, signature, args):
+        srcty = signature.args[2]
+        elem = context.get_data_type(srcty.dtype)
+        lanes = 64 // context.get_abi_sizeof(elem)
+        vec_type = ir.VectorType(elem, lanes)
+        src = context.make_array(srcty)(context, builder, args[2])
+        if strided:  # lanes gathered from src[si + q * step] (a column of a strip in L1)
+            vec = ir.Constant(vec_type, ir.Undefined)
+            for q in range(lanes):
+                idx = builder.add(args[3], builder.mul(args[4], ir.Constant(args[4].type, q)))
+                ptr = cgutils.get_item_pointer(context, builder, srcty, src, [idx], wraparound=False)
+                vec = builder.insert_element(vec, builder.load(ptr), ir.Constant(ir.IntType(32), q))
+        else:  # src[si : si + lanes]: one unaligned vector load
+            ptr = cgutils.get_item_pointer(context, builder, srcty, src, [args[3]], wraparound=False)
+            vec = builder.load(builder.bitcast(ptr, vec_type.as_pointer()), align=context.get_abi_sizeof(elem))
+        _nontemporal_store(builder, vec, builder.inttoptr(args[1], vec_type.as_pointer()), 64)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def _stream_line_at(typingctx, like, address, src, si):
+    """The 64 bytes at ``address`` (64-byte aligned) = ``src[si : si + 64 / itemsize]`` (1-D
+    ``src`` of ``like``'s dtype), as one non-temporal vector store."""
+    if not _same_dtype(like, src):
+        return None
+    return types.void(like, types.intp, src, types.intp), _line_codegen(False)
+
+
+@intrinsic
+def _stream_line_strided_at(typingctx, like, address, src, si, step):
+    """As :func:`_stream_line_at`, the elements ``src[si + q * step]``."""
+    if not _same_dtype(like, src):
+        return None
+    return types.void(like, types.intp, src, types.intp, types.intp), _line_codegen(True)
+
+
+def _lane_mask(lanes):
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(lanes)), lanes)
+
+
+def _transpose(builder, rows):
+    """The transpose of the square block whose rows are the vectors ``rows`` (N of N lanes, N a
+    power of two): log2(N) stages of N two-input shuffles, stage b swapping bit b of the row
+    and column indices (vpermt2ps/vpermt2pd, vunpck* with AVX-512)."""
+    n = len(rows)
+    rows = list(rows)
+    s = 1
+    while s < n:
+        low = _lane_mask([c if c & s == 0 else n + c - s for c in range(n)])
+        high = _lane_mask([c + s if c & s == 0 else n + c for c in range(n)])
+        for i in range(n):
+            if i & s == 0:
+                a, b = rows[i], rows[i + s]
+                rows[i], rows[i + s] = builder.shuffle_vector(a, b, low), builder.shuffle_vector(a, b, high)
+        s *= 2
+    return rows
+
+
+@intrinsic
+def _stream_block_and_mirror_at(typingctx, like, address, mirror_address, row_stride, src, si, src_stride):
+    """A square block of N = 64 / itemsize rows ``src[si + r * src_stride : ... + N]``, stored
+    as it is at ``address + r * row_stride`` and transposed at ``mirror_address + q * row_stride``
+    (every address 64-byte aligned): the upper part and the mirror image of N rows by N columns
+    of a strip from one read of it, 2N non-temporal vector stores."""
+    if not _same_dtype(like, src):
+        return None
+
+    def codegen(context, builder, signature, args):
+        srcty = signature.args[4]
+        elem = context.get_data_type(srcty.dtype)
+        size = context.get_abi_sizeof(elem)
+        lanes = 64 // size
+        vec_type = ir.VectorType(elem, lanes)
+        src = context.make_array(srcty)(context, builder, args[4])
+        rows = []
+        for r in range(lanes):
+            idx = builder.add(args[5], builder.mul(args[6], ir.Constant(args[6].type, r)))
+            ptr = cgutils.get_item_pointer(context, builder, srcty, src, [idx], wraparound=False)
+            rows.append(builder.load(builder.bitcast(ptr, vec_type.as_pointer()), align=size))
+        for base, vectors in ((args[1], rows), (args[2], _transpose(builder, rows))):
+            for q, vec in enumerate(vectors):
+                address = builder.add(base, builder.mul(args[3], ir.Constant(args[3].type, q)))
+                _nontemporal_store(builder, vec, builder.inttoptr(address, vec_type.as_pointer()), 64)
+        return context.get_dummy_value()
+
+    return types.void(like, types.intp, types.intp, types.intp, src, types.intp, types.intp), codegen
 
 
 @intrinsic
@@ -473,34 +585,91 @@ def _store_fence(typingctx):
     return types.void(), codegen
 
 
+@jit_inline
+def stream_segment(like, address, stride, src, s0, step, count):
+    """The ``count`` elements at ``address + q * stride`` = ``src[s0 + q * step]`` with
+    non-temporal stores: where the elements are contiguous (``stride`` the itemsize of ``like``)
+    each whole 64-byte line in one vector store, the partial lines at either end (and memory not
+    aligned to the itemsize) element by element.  Inlined: no call, no reference taken."""
+    itemsize = like.itemsize
+    line = 64 // itemsize
+    head = count
+    if stride == itemsize and address % itemsize == 0:
+        head = min(count, (-address % 64) // itemsize)
+    for q in range(head):
+        _stream_store_at(like, address + q * stride, src, s0 + q * step)
+    q = head
+    if step == 1:
+        while q + line <= count:
+            _stream_line_at(like, address + q * itemsize, src, s0 + q)
+            q += line
+    else:
+        while q + line <= count:
+            _stream_line_strided_at(like, address + q * itemsize, src, s0 + q * step, step)
+            q += line
+    for r in range(q, count):
+        _stream_store_at(like, address + r * stride, src, s0 + r * step)
+
+
 @jit
 def store_strip(out, strip, i0, j0, mirror, stream):
     """``out[k, i0 + r, j0 + j] = strip[k, r, j]`` and, with ``mirror``, ``out[k, j0 + j, i0 + r]``
-    too (the strip is a few rows, in L1, so the transposed reads are cheap).  With ``stream`` the
-    stores are non-temporal: the caller aligns the strip's rows so that each mirrored row segment
-    fills whole 64-byte lines."""
+    too (the strip is a few rows, in L1, so the transposed reads are cheap).  ``strip`` is
+    C-contiguous, of ``out``'s dtype.  With ``stream`` the stores are non-temporal, each whole
+    64-byte line in one vector store (:func:`stream_segment`): the caller aligns the strip's rows
+    so that each mirrored row segment fills whole lines."""
     n_out, rows, cols = strip.shape
+    line = 64 // out.itemsize
+    if stream:
+        flat = strip.reshape(n_out * rows * cols)
+        base = out.ctypes.data
+        sk, si, sj = out.strides
+        for k in range(n_out):
+            first = k * rows * cols
+            corner = base + k * sk + i0 * sj  # out[k, 0, i0]: the mirror image's rows start there
+            blocks = 0
+            if mirror and sj == out.itemsize and si % 64 == 0 and (corner + j0 * si) % 64 == 0:
+                blocks = rows // line
+            # whole blocks of a line of rows by a line of columns (the columns from the first
+            # 64-byte aligned one): the upper part and the transposed mirror image from one read
+            top = base + k * sk + i0 * si + j0 * sj  # out[k, i0, j0]
+            head = min(cols, (-top % 64) // out.itemsize)
+            for b in range(blocks):
+                upper = top + b * line * si
+                lower = corner + b * 64
+                at = first + b * line * cols
+                j = head
+                while j + line <= cols:
+                    _stream_block_and_mirror_at(out, upper + j * sj, lower + (j0 + j) * si, si, flat, at + j, cols)
+                    j += line
+                for r in range(line):  # the partial lines of the upper part
+                    stream_segment(out, upper + r * si, sj, flat, at + r * cols, 1, head)
+                    stream_segment(out, upper + r * si + j * sj, sj, flat, at + r * cols + j, 1, cols - j)
+                for c in range(head):  # the mirror image of the columns left out
+                    stream_segment(out, lower + (j0 + c) * si, sj, flat, at + c, cols, line)
+                for c in range(j, cols):
+                    stream_segment(out, lower + (j0 + c) * si, sj, flat, at + c, cols, line)
+            # the rest, line by line where whole (strips not aligned to lines, no mirror image)
+            done = blocks * line
+            for r in range(done, rows):
+                stream_segment(out, top + r * si, sj, flat, first + r * cols, 1, cols)
+            for c in range(cols if mirror and done < rows else 0):
+                stream_segment(out, corner + done * sj + (j0 + c) * si, sj, flat, first + done * cols + c, cols,
+                               rows - done)  # fmt: skip
+        return
     for k in range(n_out):
         dst = out[k]
         src = strip[k]
         for r in range(rows):
             row = dst[i0 + r]
             vals = src[r]
-            if stream:
-                for j in range(cols):
-                    _stream_store(row, j0 + j, vals[j])
-            else:
-                for j in range(cols):
-                    row[j0 + j] = vals[j]
+            for j in range(cols):
+                row[j0 + j] = vals[j]
         if mirror:
             for j in range(cols):
                 row = dst[j0 + j]
-                if stream:
-                    for r in range(rows):
-                        _stream_store(row, i0 + r, src[r, j])
-                else:
-                    for r in range(rows):
-                        row[i0 + r] = src[r, j]
+                for r in range(rows):
+                    row[i0 + r] = src[r, j]
 
 
 @jit
