@@ -291,18 +291,21 @@ def _coefficients(activation, s: np.ndarray, nmax: int):
     O(n degree).  Else (few rows, or the interpolants disagree) directly, and the rows themselves
     are the samples.
 
-    Returns ``(rows, samples)``, each a tuple ``(c, d, e2, e2d)`` as from
-    :func:`hermite_coefficients`.
+    Returns ``(rows, samples, interp)``: ``samples`` a tuple ``(c, d, e2, e2d)`` as from
+    :func:`hermite_coefficients`, ``rows`` the same for the rows except that, where ``interp``
+    (n, points) is not None, ``c`` and ``d`` are still at the Chebyshev points (the rows' are
+    ``interp @ c``, formed only for the level and degrees that are kept, straight into their
+    packed place: :meth:`LayerSeries.write`); the energies are always the rows'.
     """
     n = s.shape[0]
     if n < _INTERP_MIN_ROWS:
         vals = hermite_coefficients(activation, s, nmax)
-        return vals, vals
+        return vals, vals, None
     sigma = np.sqrt(s)
     lo, hi = float(sigma.min()), float(sigma.max())
     if hi == lo:
         one = hermite_coefficients(activation, s[:1], nmax)
-        return tuple(np.repeat(v, n, 0) for v in one), one
+        return (one[0], one[1], np.repeat(one[2], n), np.repeat(one[3], n)), one, np.ones((n, 1))
     t = np.clip((2.0 * sigma - (lo + hi)) / (hi - lo), -1.0, 1.0)
     for m in _INTERP_POINTS:
         if 2 * m - 1 > n // 4:
@@ -322,10 +325,10 @@ def _coefficients(activation, s: np.ndarray, nmax: int):
             samples.append(np.concatenate([v2, exact[: mid.size]]))
         else:
             fine = _chebyshev_matrix(t, nodes)
-            rows = tuple(fine @ v for v in vals)
-            return rows, tuple(x if v.ndim == 2 else x[:, 0] for x, v in zip(samples, vals))
+            rows = (vals[0], vals[1], fine @ vals[2], fine @ vals[3])
+            return rows, tuple(x if v.ndim == 2 else x[:, 0] for x, v in zip(samples, vals)), fine
     vals = hermite_coefficients(activation, s, nmax)
-    return vals, vals
+    return vals, vals, None
 
 
 @functools.cache
@@ -370,19 +373,39 @@ class LayerSeries:
     ``profile[N]`` is the relative truncation bound at degree ``N`` for ``|rho| = 1``; a pair with
     smaller ``|rho|`` is within ``|rho|^(N+1) profile[N]`` (see :func:`degree_table`).
 
-    ``c`` and ``d`` have shape (degree + 1, n) (``c[k, i]`` = c_k of row i): transposed views of
-    row-major arrays, so that :func:`_pack` copies each row's coefficients in one piece (no
-    C-contiguous transposed copy).  ``bound`` is the truncation bound reached, relative to the
-    diagonal (max over rows and over K, Kdot).
+    :attr:`c` and :attr:`d` have shape (degree + 1, n) (``c[k, i]`` = c_k of row i): transposed
+    views of row-major arrays.  With many rows they are interpolated from the Chebyshev points
+    (``values_c``, ``values_d`` (points, degree + 1) and ``interp`` (n, points)) only when asked
+    for; :func:`_pack` has :meth:`write` form them straight into the packed arrays instead (one
+    product per layer and no (n, degree + 1) temporaries: most of the per-row time of ELU, whose
+    degree is the cap, went to those copies and their fresh pages).  ``bound`` is the truncation
+    bound reached, relative to the diagonal (max over rows and over K, Kdot).
     """
 
     degree: int
-    c: np.ndarray
-    d: np.ndarray
     e2: np.ndarray
     e2d: np.ndarray
     bound: float
-    profile: np.ndarray = None  # (degree + 1,): max over rows and (K, Kdot) of tail_N / energy
+    profile: np.ndarray  # (degree + 1,): max over rows and (K, Kdot) of tail_N / energy
+    values_c: np.ndarray  # (n or points, degree + 1), row-major
+    values_d: np.ndarray
+    interp: np.ndarray | None = None  # (n, points): the rows' coefficients are interp @ values
+
+    @functools.cached_property
+    def c(self) -> np.ndarray:
+        return (self.values_c if self.interp is None else self.interp @ self.values_c).T
+
+    @functools.cached_property
+    def d(self) -> np.ndarray:
+        return (self.values_d if self.interp is None else self.interp @ self.values_d).T
+
+    def write(self, c_out: np.ndarray, d_out: np.ndarray) -> None:
+        """Write the rows' coefficients into ``c_out``, ``d_out`` (n, degree + 1) (views)."""
+        for values, out in ((self.values_c, c_out), (self.values_d, d_out)):
+            if self.interp is None:
+                out[...] = values
+            else:
+                np.matmul(self.interp, values, out=out)
 
 
 def _next_level(profile: np.ndarray, level: int, tol: float) -> int:
@@ -418,9 +441,9 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
         config.check_fits(5 * 8 * s.shape[0] * (level + 1),
                           f"the Hermite coefficients of {s.shape[0]} rows to degree {level} ({_name(activation)})",
                           "Raise NTKFAST_MEMORY_BUDGET or pass fewer rows per call.")  # fmt: skip
-        (c, d, e2, e2d), samples = _coefficients(activation, s, level)
+        (c, d, e2, e2d), samples, interp = _coefficients(activation, s, level)
         full = _profile(*samples)  # max over the rows (their samples) of tail_N / energy, N = 0..level
-        if samples[0] is not c:
+        if samples[0] is not c or interp is not None:
             # the max over the rows can lie between two samples: 4e-7 above the sampled max at
             # worst in the tests (gelu_tanh, sigma from 0.05 to 2.1); 1% covers it many times
             full = full * _SAMPLED_PROFILE_MARGIN
@@ -440,15 +463,7 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
             SeriesAccuracyWarning,
             stacklevel=3,
         )
-    return LayerSeries(
-        degree,
-        c[:, : degree + 1].T,
-        d[:, : degree + 1].T,
-        e2,
-        e2d,
-        bound_reached,
-        profile,
-    )
+    return LayerSeries(degree, e2, e2d, bound_reached, profile, c[:, : degree + 1], d[:, : degree + 1], interp)
 
 
 # ELU/SELU: pairs too close to rho = +-1 for the series get the closed form of bivariate.elu_dual,
@@ -600,8 +615,7 @@ def _pack(sig, nngp, ntk, series) -> SeriesRows:
     d = np.empty((n, n_steps, top + 1))
     profiles = np.zeros((n_steps, top + 1))
     for layer, ls in enumerate(series):
-        c[:, layer, : ls.degree + 1] = ls.c.T  # row-major source: one contiguous piece per row
-        d[:, layer, : ls.degree + 1] = ls.d.T
+        ls.write(c[:, layer, : ls.degree + 1], d[:, layer, : ls.degree + 1])
         c[:, layer, ls.degree + 1 :] = 0.0
         d[:, layer, ls.degree + 1 :] = 0.0
         profiles[layer, : ls.degree + 1] = ls.profile
