@@ -423,19 +423,24 @@ def _next_level(profile: np.ndarray, level: int, tol: float) -> int:
 
 
 def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree: int = 0,
-                 warn: bool = True) -> LayerSeries:
+                 warn: bool = True, closed_form: bool = False) -> LayerSeries:
     """The truncated series of ``activation`` at the variances ``s`` (one layer, one set of rows).
 
     The degree is the smallest that meets ``tol`` (default ``config.SERIES_TOL``) for every row
     (at least ``min_degree``, so two sets of rows can be brought to a common degree), up to
     ``config.SERIES_MAX_DEGREE``; when the cap binds and the bound reached is above
-    ``config.SERIES_WARN_BOUND``, a :class:`SeriesAccuracyWarning` states it.
+    ``config.SERIES_WARN_BOUND``, a :class:`SeriesAccuracyWarning` states it.  With
+    ``closed_form``, where ELU's closed form takes the pairs near rho = +-1 (:func:`exact_args`),
+    the smallest degree that meets ``tol`` for ``|rho| <= ELU_SERIES_RHO`` instead (the pairs
+    above it get the closed form).
     """  # fmt: skip
     tol = config.SERIES_TOL if tol is None else tol
     levels = _levels()
     s = np.asarray(s, dtype=np.float64)
     min_degree = min(int(min_degree), levels[-1])
     level = next(v for v in levels if v >= min_degree)
+    covered = _exact_covers(activation, s)  # ELU/SELU: the closed form takes the pairs near rho = +-1
+    reach_rho = _series_rho() if closed_form and covered else 1.0
     while True:
         # c, d and three (n, level + 1) temporaries of the tails
         config.check_fits(5 * 8 * s.shape[0] * (level + 1),
@@ -447,6 +452,14 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
             # the max over the rows can lie between two samples: 4e-7 above the sampled max at
             # worst in the tests (gelu_tanh, sigma from 0.05 to 2.1); 1% covers it many times
             full = full * _SAMPLED_PROFILE_MARGIN
+        if reach_rho < 1.0:
+            need = _degree_at(full, reach_rho, tol)
+            if need <= level or level == levels[-1]:
+                break
+            # full[N] <= full[level] for N > level: this degree is enough (the next level at least)
+            enough = math.ceil(math.log(tol / full[level]) / math.log(reach_rho))
+            level = next((v for v in levels if v > level and v >= enough), levels[-1])
+            continue
         need = int(np.argmax(full <= tol)) if full[-1] <= tol else level + 1
         if need <= level or level == levels[-1]:
             break
@@ -454,7 +467,6 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
     degree = max(min(need, level), min_degree)
     profile = full[: degree + 1]
     bound_reached = float(profile[-1])
-    covered = _exact_covers(activation, s)  # ELU/SELU: the closed form takes the pairs near rho = +-1
     if need > level and warn and bound_reached > max(tol, config.SERIES_WARN_BOUND) and not covered:
         warnings.warn(
             f"activation {_name(activation)}: the Hermite series reached its degree cap {level} with a "
@@ -466,11 +478,31 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
     return LayerSeries(degree, e2, e2d, bound_reached, profile, c[:, : degree + 1], d[:, : degree + 1], interp)
 
 
+def _degree_at(profile: np.ndarray, r: float, tol: float) -> int:
+    """The smallest N with r^(N+1) profile[N] <= tol (as :func:`_table_bins` tests it), or
+    len(profile) when none."""
+    N = np.arange(profile.size)
+    ok = (N + 1) * math.log(r) + np.log(np.maximum(profile, 1e-300)) <= math.log(tol) + 1e-12
+    return int(np.argmax(ok)) if ok.any() else profile.size
+
+
 # ELU/SELU: pairs too close to rho = +-1 for the series get the closed form of bivariate.elu_dual,
 # for pre-activation variances in this range (measured to 1e-10 against quadrature; outside it
 # the tilted orthant terms cancel: e^(t'St/2) times a tail probability at large variances,
 # differences of O(1) terms for O(s) results at small ones), else the series to its cap
 ELU_EXACT_VARIANCES = (1e-4, 40.0)
+# ... and the series part of ELU/SELU is computed to the degree that meets SERIES_TOL for |rho| up to
+# the upper edge of the |rho| bin holding this value (1 - 2^(-27/8) = 0.904), about 220 instead of
+# the cap 512 (what |rho| <= 0.966 needed): the per-row time and the coefficients' memory are
+# proportional to it, a row of a tile runs at the degree of its largest |rho| up to the cut, and a
+# pair above the cut costs about what the series to degree ~400 does (bivariate.elu_dual_row)
+ELU_SERIES_RHO = 0.9
+
+
+def _series_rho() -> float:
+    """The upper edge of the degree table's |rho| bin that holds ELU_SERIES_RHO."""
+    b = math.ceil(-RHO_STEPS * math.log2(1.0 - ELU_SERIES_RHO))
+    return 1.0 - 2.0 ** (-b / RHO_STEPS)
 
 
 def exact_params(activation):
@@ -491,7 +523,7 @@ def _exact_covers(activation, s) -> bool:
 
 
 def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.ndarray,
-                   tol: float | None = None, min_degrees=None, warn: bool = True):
+                   tol: float | None = None, min_degrees=None, warn: bool = True, closed_form: bool = True):
     """The diagonal recursion with the series of every layer.
 
     Parameters
@@ -505,6 +537,8 @@ def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.
         Requested truncation bound relative to the diagonal (default ``config.SERIES_TOL``).
     min_degrees : sequence of int, optional
         Lowest degree per layer (to match the rows of the other side of a Gram).
+    closed_form : bool
+        For ELU/SELU, the degrees for the series part of the CPU's hybrid (see :func:`layer_series`).
 
     Returns
     -------
@@ -516,7 +550,8 @@ def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.
         One per step.
     """  # fmt: skip
     with _one_blas_thread():
-        return _diag_recursion(activation, first, steps, np.asarray(sqnorm, dtype=np.float64), tol, min_degrees, warn)
+        return _diag_recursion(activation, first, steps, np.asarray(sqnorm, dtype=np.float64), tol, min_degrees, warn,
+                               closed_form)
 
 
 @functools.cache
@@ -534,7 +569,7 @@ def _one_blas_thread():
     return _blas().limit(limits=1, user_api="blas")
 
 
-def _diag_recursion(activation, first, steps, sqnorm, tol, min_degrees, warn):
+def _diag_recursion(activation, first, steps, sqnorm, tol, min_degrees, warn, closed_form):
     n_steps = steps.shape[0]
     s = first[0] * sqnorm + first[1]
     t = first[2] * sqnorm + first[3]
@@ -543,7 +578,7 @@ def _diag_recursion(activation, first, steps, sqnorm, tol, min_degrees, warn):
     for layer in range(n_steps):
         sig[layer] = s
         lo = 0 if min_degrees is None else min_degrees[layer]
-        ls = layer_series(activation, np.maximum(s, 0.0), tol, lo, warn)
+        ls = layer_series(activation, np.maximum(s, 0.0), tol, lo, warn, closed_form)
         series.append(ls)
         res, w2, b2, alpha, beta = steps[layer]
         s, t = res * s + w2 * ls.e2 + b2, res * t + alpha * ls.e2 + beta + w2 * ls.e2d * t
