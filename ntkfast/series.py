@@ -492,11 +492,12 @@ def _degree_at(profile: np.ndarray, r: float, tol: float) -> int:
 # differences of O(1) terms for O(s) results at small ones), else the series to its cap
 ELU_EXACT_VARIANCES = (1e-4, 40.0)
 # ... and the series part of ELU/SELU is computed to the degree that meets SERIES_TOL for |rho| up to
-# the upper edge of the |rho| bin holding this value (1 - 2^(-27/8) = 0.904), about 220 instead of
-# the cap 512 (what |rho| <= 0.966 needed): the per-row time and the coefficients' memory are
-# proportional to it, a row of a tile runs at the degree of its largest |rho| up to the cut, and a
-# pair above the cut costs about what the series to degree ~400 does (bivariate.elu_dual_row)
-ELU_SERIES_RHO = 0.9
+# the upper edge of the |rho| bin holding this value (1 - 2^(-30/8) = 0.9257), about 210-260 instead
+# of the cap 512 (what |rho| <= 0.966 needed): the per-row time and the coefficients' memory are
+# proportional to it, and a row of a tile runs at the degree of its largest |rho| up to the cut.
+# The pairs above get bivariate.elu_dual_row, whose vectorised path needs |rho| >= 0.925 (Genz's
+# branch in sqrt(1 - rho^2)): ~0.34 us per pair and layer, what the series costs at degree ~450
+ELU_SERIES_RHO = 0.925
 
 
 def _series_rho() -> float:
