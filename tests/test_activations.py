@@ -449,6 +449,12 @@ def test_bench_activation_times_smoke(capsys):
     for r in rows:
         assert r["kernel"] > 0 and r["relu"] > 0 and r["rows"] > 0
         assert r["ratio"] == pytest.approx(r["kernel"] / r["relu"])
+        assert r["pair_ratio"] == pytest.approx(max(r["kernel"] - r["rows"], 0.0) / r["relu"])
+    X = bench.correlated_rows(40, 6)
+    R = np.corrcoef(X)
+    assert np.median(R[np.triu_indices(40, 1)]) > 0.9  # strongly correlated, as its docstring says
+    rows = bench.activation_times(names=("elu",), repeat=1, X=X)
+    assert rows[0]["kernel"] > 0 and rows[0]["rows"] > 0
 
 
 
