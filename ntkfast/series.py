@@ -45,10 +45,12 @@ every row.
 
 Non-smooth activations converge slowly: ELU (``alpha != 1``) and SELU have a jump in ``phi'``,
 so the ``d_k`` decay like ``k^(-3/4)`` and no feasible degree reaches 1e-12 near ``rho = +-1``.
-On the CPU their pairs beyond the series' reach get a closed form instead (:func:`exact_args`,
-``bivariate.elu_dual``, ``config.ELU_EXACT``) for variances in ``ELU_EXACT_VARIANCES``, and no
-warning; elsewhere (other variances, the GPU) the degree cap and the warning with the bound (far
-from ``rho = +-1`` the series is much more accurate than the bound: the terms carry ``|rho|^k``).
+On the CPU their pairs above ``|rho|`` ~0.926 get a closed form instead (:func:`exact_args`,
+``bivariate.elu_dual_row``, ``config.ELU_EXACT``) for variances in ``ELU_EXACT_VARIANCES``, and no
+warning, and the series is computed only to the degree that meets the bound up to there
+(``ELU_SERIES_RHO``: ~220 instead of the cap); elsewhere (other variances) the degree cap and the
+warning with the bound, and the GPU (no closed form) warns with the bound reached (far from
+``rho = +-1`` the series is much more accurate than the bound: the terms carry ``|rho|^k``).
 """
 
 from __future__ import annotations
@@ -650,8 +652,9 @@ def _pack(sig, nngp, ntk, series) -> SeriesRows:
     c = np.empty((n, n_steps, top + 1))
     d = np.empty((n, n_steps, top + 1))
     profiles = np.zeros((n_steps, top + 1))
-    for layer, ls in enumerate(series):
-        ls.write(c[:, layer, : ls.degree + 1], d[:, layer, : ls.degree + 1])
+    with _one_blas_thread():  # (n, points) x (points, degree): small products, see _one_blas_thread
+        for layer, ls in enumerate(series):
+            ls.write(c[:, layer, : ls.degree + 1], d[:, layer, : ls.degree + 1])
         c[:, layer, ls.degree + 1 :] = 0.0
         d[:, layer, ls.degree + 1 :] = 0.0
         profiles[layer, : ls.degree + 1] = ls.profile
@@ -696,7 +699,7 @@ def _table_bins(rows_x, rows_y, tol, exact):
 def exact_args(activation, rows_x: SeriesRows, rows_y: SeriesRows | None, tol, dtype):
     """``(cut, exact)`` for ``backends.cpu_series.tile``: per layer the |rho| above which a pair
     leaves its row's degree (the closed form's threshold for ELU/SELU: the largest |rho| bin the
-    series meets ``tol`` in below the degree cap, at most 0.984), and ``[flag, alpha, scale, vmin,
+    series meets ``tol`` in, 0.9257 with ``ELU_SERIES_RHO``, at most 0.984), and ``[flag, alpha, scale, vmin,
     vmax]`` of the closed form (flag 0: none)."""
     n_steps = rows_x.degrees.shape[0]
     high = 1.0 - 2.0 ** (-6.0)  # backends.cpu_series.HIGH_BIN / RHO_STEPS
