@@ -454,19 +454,15 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
             # the max over the rows can lie between two samples: 4e-7 above the sampled max at
             # worst in the tests (gelu_tanh, sigma from 0.05 to 2.1); 1% covers it many times
             full = full * _SAMPLED_PROFILE_MARGIN
-        if reach_rho < 1.0:
-            need = _degree_at(full, reach_rho, tol)
-            if need <= level or level == levels[-1]:
-                break
-            # full[N] <= full[level] for N > level: this degree is enough (the next level at least)
-            enough = math.ceil(math.log(tol / full[level]) / math.log(reach_rho))
-            level = next((v for v in levels if v > level and v >= enough), levels[-1])
-            continue
         need = int(np.argmax(full <= tol)) if full[-1] <= tol else level + 1
         if need <= level or level == levels[-1]:
             break
         level = _next_level(full, level, tol)
     degree = max(min(need, level), min_degree)
+    if reach_rho < 1.0:
+        # the same level (so the same energies, the exact diagonal, as without closed_form), fewer
+        # degrees kept: the interpolation to the rows and their packed coefficients are the cost
+        degree = max(min(degree, _degree_at(full, reach_rho, tol)), min_degree)
     profile = full[: degree + 1]
     bound_reached = float(profile[-1])
     if need > level and warn and bound_reached > max(tol, config.SERIES_WARN_BOUND) and not covered:
@@ -655,10 +651,10 @@ def _pack(sig, nngp, ntk, series) -> SeriesRows:
     with _one_blas_thread():  # (n, points) x (points, degree): small products, see _one_blas_thread
         for layer, ls in enumerate(series):
             ls.write(c[:, layer, : ls.degree + 1], d[:, layer, : ls.degree + 1])
-        c[:, layer, ls.degree + 1 :] = 0.0
-        d[:, layer, ls.degree + 1 :] = 0.0
-        profiles[layer, : ls.degree + 1] = ls.profile
-        profiles[layer, ls.degree + 1 :] = ls.profile[-1]
+            c[:, layer, ls.degree + 1 :] = 0.0
+            d[:, layer, ls.degree + 1 :] = 0.0
+            profiles[layer, : ls.degree + 1] = ls.profile
+            profiles[layer, ls.degree + 1 :] = ls.profile[-1]
     bound = max((ls.bound for ls in series), default=0.0)
     return SeriesRows(sig, nngp, ntk, degrees, c, d, inverse_sqrt(sig), bound, profiles)
 
