@@ -48,7 +48,7 @@ so the ``d_k`` decay like ``k^(-3/4)`` and no feasible degree reaches 1e-12 near
 On the CPU their pairs above ``|rho|`` ~0.926 get a closed form instead (:func:`exact_args`,
 ``bivariate.elu_dual_row``, ``config.ELU_EXACT``) for variances in ``ELU_EXACT_VARIANCES``, and no
 warning, and the series is computed only to the degree that meets the bound up to there
-(``ELU_SERIES_RHO``: ~220 instead of the cap); elsewhere (other variances) the degree cap and the
+(``ELU_SERIES_RHO``: ~230-290 instead of the cap); elsewhere (other variances) the degree cap and the
 warning with the bound, and the GPU (no closed form) warns with the bound reached (far from
 ``rho = +-1`` the series is much more accurate than the bound: the terms carry ``|rho|^k``).
 """
@@ -490,7 +490,7 @@ def _degree_at(profile: np.ndarray, r: float, tol: float) -> int:
 # differences of O(1) terms for O(s) results at small ones), else the series to its cap
 ELU_EXACT_VARIANCES = (1e-4, 40.0)
 # ... and the series part of ELU/SELU is computed to the degree that meets SERIES_TOL for |rho| up to
-# the upper edge of the |rho| bin holding this value (1 - 2^(-30/8) = 0.9257), about 210-260 instead
+# the upper edge of the |rho| bin holding this value (1 - 2^(-30/8) = 0.9257), about 230-290 instead
 # of the cap 512 (what |rho| <= 0.966 needed): the per-row time and the coefficients' memory are
 # proportional to it, and a row of a tile runs at the degree of its largest |rho| up to the cut.
 # The pairs above get bivariate.elu_dual_row, whose vectorised path needs |rho| >= 0.925 (Genz's
