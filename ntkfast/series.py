@@ -756,7 +756,8 @@ class SeriesSide:
 
     def compute(self, min_degrees, warn: bool) -> None:
         p = self.plan
-        sig, nngp, ntk, layers = diag_recursion(p.activation, p.first, p.steps, self.sqnorm, p.tol, min_degrees, warn)
+        sig, nngp, ntk, layers = diag_recursion(p.activation, p.first, p.steps, self.sqnorm, p.tol, min_degrees, warn,
+                                                p.closed_form)  # fmt: skip
         self.rows = _pack(sig, nngp, ntk, layers)
         self._cast = {}
 
@@ -792,6 +793,9 @@ class SeriesPlan:
         self._exact: dict = {}
         self._lock = threading.Lock()
         self._warned = False
+        # ELU/SELU: the rows' series only to the closed form's cut (the CPU tile); a backend without
+        # the closed form (the GPU) sets this False before its sides are added, for the cap's degree
+        self.closed_form = True
 
     def add_side(self, sqnorm: np.ndarray) -> SeriesSide:
         side = SeriesSide(self, sqnorm)

@@ -280,3 +280,27 @@ def test_kernel_of_correlated_rows_against_quadrature_recursion():
     for got, want in ((nngp, want_nngp), (ntk, want_ntk)):
         scale = np.sqrt(np.outer(np.diag(want), np.diag(want)))
         assert np.abs(got - want).max() <= 1e-10 * scale.min(), np.abs(got - want) / scale
+
+
+def test_series_part_stops_at_the_cut_and_a_plan_can_keep_the_cap():
+    """With the closed form the rows' series stops at the degree that meets the bound up to the cut
+    (the quadrature level, so the energies and the diagonal, unchanged); a plan for a backend
+    without it (``closed_form = False``: the GPU) keeps the cap's degree."""
+    first, steps = nf.MLP(depth=2, activation="elu").layer_coefficients(3)
+    sq = np.array([1.0, 2.0, 3.0])
+    sides = {}
+    for flag in (True, False):
+        plan = series.SeriesPlan(spec.ELU(0.5), first, steps)
+        plan.closed_form = flag
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", series.SeriesAccuracyWarning)
+            sides[flag] = plan.add_side(sq).rows
+        cut, _ = plan.exact_args(np.float64)
+        if flag:
+            assert np.all(cut >= 0.925)  # every closed-form pair in elu_dual_row's vectorised branch
+    assert np.all(sides[False].degrees == config.SERIES_MAX_DEGREE)
+    assert np.all(sides[True].degrees < sides[False].degrees // 1.5)
+    np.testing.assert_array_equal(sides[True].nngp, sides[False].nngp)
+    np.testing.assert_array_equal(sides[True].ntk, sides[False].ntk)
+    low = sides[True].degrees[0] + 1
+    np.testing.assert_array_equal(sides[True].c[:, 0, :low], sides[False].c[:, 0, :low])
