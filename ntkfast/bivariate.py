@@ -24,9 +24,9 @@ import math
 
 import numpy as np
 
-from ._jit import jit
+from ._jit import exp, jit, jit_inline
 
-__all__ = ["bvnu", "elu_dual"]
+__all__ = ["bvnu", "elu_dual", "elu_dual_row", "WORK_ROWS"]
 
 _TWO_PI = 2.0 * math.pi
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -94,37 +94,57 @@ def bvnu(h, k, r, one_minus_r2):
             k = -k
             hk = -hk
         if one_minus_r2 > 0.0:
-            a_s = one_minus_r2
-            a = math.sqrt(a_s)
-            bs = (h - k) * (h - k)
-            c = (4.0 - hk) / 8.0
-            d = (12.0 - hk) / 80.0
-            asr = -0.5 * (bs / a_s + hk)
-            bvn = a * math.exp(asr) * (1.0 - c * (bs - a_s) * (1.0 - d * bs) / 3.0 + c * d * a_s * a_s)
-            if hk > -100.0:
-                b = math.sqrt(bs)
-                sp = math.sqrt(_TWO_PI) * _q(b / a)  # sqrt(2 pi) Phi(-b/a)
-                bvn -= math.exp(-0.5 * hk) * sp * b * (1.0 - c * bs * (1.0 - d * bs) / 3.0)
-            a *= 0.5
+            bs, a, c, d, lead = _near_setup(h, k, hk, one_minus_r2)
             acc = 0.0
             for i in range(w.shape[0]):
                 for sgn in (-1.0, 1.0):
-                    xs = (a * (1.0 + sgn * x[i])) ** 2
-                    asr = -0.5 * (bs / xs + hk)
-                    rs = math.sqrt(1.0 - xs)
-                    sp = 1.0 + c * xs * (1.0 + 5.0 * d * xs)
-                    ep = math.exp(-0.5 * hk * xs / ((1.0 + rs) * (1.0 + rs))) / rs
-                    acc += w[i] * math.exp(asr) * (sp - ep)
-            bvn = (a * acc - bvn) / _TWO_PI
-        if r > 0.0:
-            bvn += _q(max(h, k))
-        elif h >= k:
-            bvn = -bvn
-        else:
-            # P(h < x < k) (k flipped above) = Phi(k) - Phi(h), from the smaller tails
-            band = _q(-k) - _q(-h) if h < 0.0 else _q(h) - _q(k)
-            bvn = band - bvn
+                    acc += w[i] * _node_term(a * (1.0 + sgn * x[i]), bs, hk, c, d)
+            bvn = (a * acc - lead) / _TWO_PI
+        bvn = _near_finish(h, k, r, bvn)
     return min(1.0, max(0.0, bvn))
+
+
+@jit
+def _near_setup(h, k, hk, one_minus_r2):
+    """Genz's |r| >= 0.925 branch, r > 0 (k, hk already flipped for r < 0), 1 - r^2 > 0: (bs, a, c,
+    d, lead), ``a`` the half-width of the Gauss-Legendre rule in sqrt(1 - r^2) and ``lead`` the
+    closed-form part that the node sum is taken from."""
+    a_s = one_minus_r2
+    a = math.sqrt(a_s)
+    bs = (h - k) * (h - k)
+    c = (4.0 - hk) / 8.0
+    d = (12.0 - hk) / 80.0
+    asr = -0.5 * (bs / a_s + hk)
+    lead = a * math.exp(asr) * (1.0 - c * (bs - a_s) * (1.0 - d * bs) / 3.0 + c * d * a_s * a_s)
+    if hk > -100.0:
+        b = math.sqrt(bs)
+        sp = math.sqrt(_TWO_PI) * _q(b / a)  # sqrt(2 pi) Phi(-b/a)
+        lead -= math.exp(-0.5 * hk) * sp * b * (1.0 - c * bs * (1.0 - d * bs) / 3.0)
+    return bs, 0.5 * a, c, d, lead
+
+
+@jit_inline
+def _node_term(t, bs, hk, c, d):
+    """One node's term of the |r| >= 0.925 integral at t = a (1 +- x_i); ``_jit.exp`` (within an
+    ulp of libm's, and vectorisable: :func:`elu_dual_row` runs it over many pairs at once)."""
+    xs = t * t
+    asr = -0.5 * (bs / xs + hk)
+    rs = math.sqrt(1.0 - xs)
+    sp = 1.0 + c * xs * (1.0 + 5.0 * d * xs)
+    ep = exp(-0.5 * hk * xs / ((1.0 + rs) * (1.0 + rs))) / rs
+    return exp(asr) * (sp - ep)
+
+
+@jit
+def _near_finish(h, k, r, bvn):
+    """The end of Genz's |r| >= 0.925 branch (k flipped for r < 0), unclipped."""
+    if r > 0.0:
+        return bvn + _q(max(h, k))
+    if h >= k:
+        return -bvn
+    # P(h < x < k) (k flipped above) = Phi(k) - Phi(h), from the smaller tails
+    band = _q(-k) - _q(-h) if h < 0.0 else _q(h) - _q(k)
+    return band - bvn
 
 
 @jit
@@ -139,19 +159,34 @@ def _moment(h, k, r, s):
 
 
 @jit
-def _orthant(e1, e2, t1, t2, sxx, syy, sxy, s1, s2, r, omr2, s):
-    """(E[e^(t1 u + t2 v) 1[e1 u > 0, e2 v > 0]], the same times u, the same times v).
-
-    Tilt: the mean moves to m = S t and the mass is scaled by e^(t' S t / 2)."""
+def _geometry(e1, e2, t1, t2, sxx, syy, sxy, s1, s2, r):
+    """The tilted orthant {e1 u > 0, e2 v > 0} under e^(t1 u + t2 v): the mean m = S t, the log
+    mass factor q = t' S t / 2, bvnu's limits (h, k) and correlation rr."""
     m1 = t1 * sxx + t2 * sxy
     m2 = t1 * sxy + t2 * syy
     q = 0.5 * (t1 * t1 * sxx + 2.0 * t1 * t2 * sxy + t2 * t2 * syy)
-    h = -e1 * m1 / s1
-    k = -e2 * m2 / s2
-    rr = e1 * e2 * r
-    p = bvnu(h, k, rr, omr2)
+    return m1, m2, q, -e1 * m1 / s1, -e2 * m2 / s2, e1 * e2 * r
+
+
+@jit
+def _tilted(p, m1, m2, q, h, k, rr, e1, e2, s1, s2, s, which):
+    """(mass, moment) of the tilted orthant from its probability p = bvnu(h, k, rr): the moment
+    is of u (``which`` 1), of v (2), or not wanted (0; its normal tails are not computed)."""
     g = math.exp(q)
-    return (g * p, g * (m1 * p + s1 * e1 * _moment(h, k, rr, s)), g * (m2 * p + s2 * e2 * _moment(k, h, rr, s)))
+    if which == 1:
+        return g * p, g * (m1 * p + s1 * e1 * _moment(h, k, rr, s))
+    if which == 2:
+        return g * p, g * (m2 * p + s2 * e2 * _moment(k, h, rr, s))
+    return g * p, 0.0
+
+
+@jit
+def _orthant(e1, e2, t1, t2, sxx, syy, sxy, s1, s2, r, omr2, s, which):
+    """(E[e^(t1 u + t2 v) 1[e1 u > 0, e2 v > 0]], the same times u (``which`` 1) or v (2)).
+
+    Tilt: the mean moves to m = S t and the mass is scaled by e^(t' S t / 2)."""
+    m1, m2, q, h, k, rr = _geometry(e1, e2, t1, t2, sxx, syy, sxy, s1, s2, r)
+    return _tilted(bvnu(h, k, rr, omr2), m1, m2, q, h, k, rr, e1, e2, s1, s2, s, which)
 
 
 # 1 - rho^2 below this is rounding noise of the inner products: the pair is taken as parallel
@@ -163,11 +198,8 @@ PARALLEL_TOL32 = 1e-5
 
 
 @jit
-def elu_dual(sxx, syy, sxy, alpha, parallel_tol):
-    """(K, Kdot) of ELU(alpha) for pre-activation covariances (sxx, syy, sxy), both variances > 0.
-
-    Float64 throughout; ``sxy`` is clipped to the Cauchy-Schwarz range, and a pair with
-    ``1 - rho^2 < parallel_tol`` is taken as parallel."""
+def _pair(sxx, syy, sxy, parallel_tol):
+    """(s1, s2, r, 1 - r^2, sxy, sqrt(1 - r^2)): sxy clipped to Cauchy-Schwarz, parallel below the tolerance."""
     s1 = math.sqrt(sxx)
     s2 = math.sqrt(syy)
     r = min(1.0, max(-1.0, sxy / math.sqrt(sxx * syy)))  # exactly 1 for sxy = sqrt(sxx syy)
@@ -175,19 +207,19 @@ def elu_dual(sxx, syy, sxy, alpha, parallel_tol):
     if omr2 < parallel_tol:
         r = 1.0 if r > 0.0 else -1.0
         omr2 = 0.0
-    sxy = r * s1 * s2
-    s = math.sqrt(omr2)
+    return s1, s2, r, omr2, r * s1 * s2, math.sqrt(omr2)
+
+
+@jit
+def _combine(sxx, syy, s1, s2, r, s, alpha, a_pn, u_pn, a_np, v_np, a_uv):
+    """(K, Kdot) from the three tilted orthants (see :func:`elu_dual`)."""
     # E[u+ v+] (arc-cosine) and P(u > 0, v > 0)
     theta = math.atan2(s, r)
     kpp = s1 * s2 * (s + (math.pi - theta) * r) / _TWO_PI
     ppp = (math.pi - theta) / _TWO_PI
-    # e^v on {u > 0, v < 0}: (mass, u-moment); without the tilt: the u-moment
-    a_pn, u_pn, _ = _orthant(1.0, -1.0, 0.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s)
-    a_np, _, v_np = _orthant(-1.0, 1.0, 1.0, 0.0, sxx, syy, sxy, s1, s2, r, omr2, s)
     # untilted: E[u 1[u > 0, v < 0]] = s1 phi(0) (1 - r) / 2 (Rosenbaum at h = k = 0), and mirrored
     u_pn0 = s1 * _INV_SQRT_2PI * 0.5 * (1.0 - r)
     v_np0 = s2 * _INV_SQRT_2PI * 0.5 * (1.0 - r)
-    a_uv, _, _ = _orthant(-1.0, -1.0, 1.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s)
     # E[e^u 1[u < 0, v < 0]] = E[e^u 1[u < 0]] - E[e^u 1[u < 0, v > 0]], the first univariate
     # (e^(sxx/2) Phi(-s1)): two orthant calls fewer (no cancellation that matters: the absolute
     # error is eps e^(sxx/2) Phi(-s1) <= eps, next to K's O(1) terms)
@@ -197,3 +229,100 @@ def elu_dual(sxx, syy, sxy, alpha, parallel_tol):
     k = kpp + alpha * ((u_pn - u_pn0) + (v_np - v_np0)) + alpha * alpha * ((a_uv - a_u) - a_v + p_nn)
     kd = ppp + alpha * (a_pn + a_np) + alpha * alpha * a_uv
     return k, kd
+
+
+@jit
+def elu_dual(sxx, syy, sxy, alpha, parallel_tol):
+    """(K, Kdot) of ELU(alpha) for pre-activation covariances (sxx, syy, sxy), both variances > 0.
+
+    Float64 throughout; ``sxy`` is clipped to the Cauchy-Schwarz range, and a pair with
+    ``1 - rho^2 < parallel_tol`` is taken as parallel."""
+    s1, s2, r, omr2, sxy, s = _pair(sxx, syy, sxy, parallel_tol)
+    # e^v on {u > 0, v < 0}: (mass, u-moment); e^u on {u < 0, v > 0}: (mass, v-moment); e^(u + v)
+    # on {u < 0, v < 0}: the mass
+    a_pn, u_pn = _orthant(1.0, -1.0, 0.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s, 1)
+    a_np, v_np = _orthant(-1.0, 1.0, 1.0, 0.0, sxx, syy, sxy, s1, s2, r, omr2, s, 2)
+    a_uv, _ = _orthant(-1.0, -1.0, 1.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s, 0)
+    return _combine(sxx, syy, s1, s2, r, s, alpha, a_pn, u_pn, a_np, v_np, a_uv)
+
+
+# the three tilted orthants of elu_dual: (e1, e2, t1, t2)
+_ORTHANTS = ((1.0, -1.0, 0.0, 1.0), (-1.0, 1.0, 1.0, 0.0), (-1.0, -1.0, 1.0, 1.0))
+_MOMENT = (1, 2, 0)  # the moment each one's term needs (u, v, none)
+# the 40 nodes of the |r| >= 0.925 rule in bvnu's order (i, then the sign): 1 +- x_i and w_i
+_NODE_T = np.array([1.0 + sgn * x for x in _X20 for sgn in (-1.0, 1.0)])
+_NODE_W = np.array([w for w in _W20 for sgn in (-1.0, 1.0)])
+# rows of elu_dual_row's work array per orthant: h, k (bvnu's, flipped for rr < 0), bs, a, c, d, lead, acc
+_FIELDS = 8
+WORK_ROWS = 3 * _FIELDS
+
+
+@jit
+def _node_sums(a, bs, hk, c, d, acc, n):
+    """acc[q] = sum_i w_i term_i(q) for q < n: bvnu's node loop, vectorised over the pairs (node
+    loop outside, the same order of the terms as bvnu's)."""
+    for q in range(n):
+        acc[q] = 0.0
+    for i in range(_NODE_T.shape[0]):
+        t = _NODE_T[i]
+        w = _NODE_W[i]
+        for q in range(n):
+            acc[q] += w * _node_term(a[q] * t, bs[q], hk[q], c[q], d[q])
+
+
+@jit
+def elu_dual_row(sxx, syy, sxy, alpha, parallel_tol, k_out, kd_out, n, work):
+    """:func:`elu_dual` for the pairs (sxx, syy[q], sxy[q]), q < n, into k_out, kd_out.
+
+    The pairs with 1 - r^2 > 0 and |r| >= 0.925 (Genz's branch in sqrt(1 - r^2), where the
+    series' cut puts nearly all pairs that come here) have the 40-node sums of their three bvnu
+    vectorised over the pairs (``_node_sums``: one exp pair per node and pair, ~2/3 of the time
+    per pair when scalar); the rest of each pair (limits, the normal tails, the moments) runs per
+    pair, and the other pairs are :func:`elu_dual` itself.  ``work`` (WORK_ROWS + 1, >= n)
+    float64 scratch (its last row holds hk)."""
+    hk_row = work[WORK_ROWS]
+    for o in range(3):
+        e1, e2, t1, t2 = _ORTHANTS[o]
+        base = o * _FIELDS
+        for q in range(n):
+            s1, s2, r, omr2, sxy_q, s = _pair(sxx, syy[q], sxy[q], parallel_tol)
+            if omr2 > 0.0 and abs(r) >= 0.925:
+                _, _, _, h, k, rr = _geometry(e1, e2, t1, t2, sxx, syy[q], sxy_q, s1, s2, r)
+                hk = h * k
+                if rr < 0.0:
+                    k = -k
+                    hk = -hk
+                bs, a, c, d, lead = _near_setup(h, k, hk, omr2)
+            else:  # harmless values: the pair is elu_dual's
+                h = k = hk = bs = c = d = lead = 0.0
+                a = 0.5
+            work[base, q] = h
+            work[base + 1, q] = k
+            work[base + 2, q] = bs
+            work[base + 3, q] = a
+            work[base + 4, q] = c
+            work[base + 5, q] = d
+            work[base + 6, q] = lead
+            hk_row[q] = hk
+        _node_sums(work[base + 3], work[base + 2], hk_row, work[base + 4], work[base + 5], work[base + 7], n)
+        for q in range(n):  # bvnu's hk is h k (flipped), not kept: the node sum is all that needs it
+            work[base + 6, q] = (work[base + 3, q] * work[base + 7, q] - work[base + 6, q]) / _TWO_PI
+    for q in range(n):
+        s1, s2, r, omr2, sxy_q, s = _pair(sxx, syy[q], sxy[q], parallel_tol)
+        if not (omr2 > 0.0 and abs(r) >= 0.925):
+            k_out[q], kd_out[q] = elu_dual(sxx, syy[q], sxy[q], alpha, parallel_tol)
+            continue
+        a_pn, u_pn = _finish_orthant(0, work, q, sxx, syy[q], sxy_q, s1, s2, r, s)
+        a_np, v_np = _finish_orthant(1, work, q, sxx, syy[q], sxy_q, s1, s2, r, s)
+        a_uv, _ = _finish_orthant(2, work, q, sxx, syy[q], sxy_q, s1, s2, r, s)
+        k_out[q], kd_out[q] = _combine(sxx, syy[q], s1, s2, r, s, alpha, a_pn, u_pn, a_np, v_np, a_uv)
+
+
+@jit
+def _finish_orthant(o, work, q, sxx, syy, sxy, s1, s2, r, s):
+    """(mass, moment) of orthant ``o`` of pair ``q`` from its node sum (:func:`elu_dual_row`)."""
+    e1, e2, t1, t2 = _ORTHANTS[o]
+    base = o * _FIELDS
+    m1, m2, qq, h, k, rr = _geometry(e1, e2, t1, t2, sxx, syy, sxy, s1, s2, r)
+    p = min(1.0, max(0.0, _near_finish(h, work[base + 1, q], rr, work[base + 6, q])))
+    return _tilted(p, m1, m2, qq, h, k, rr, e1, e2, s1, s2, s, _MOMENT[o])

@@ -45,10 +45,12 @@ every row.
 
 Non-smooth activations converge slowly: ELU (``alpha != 1``) and SELU have a jump in ``phi'``,
 so the ``d_k`` decay like ``k^(-3/4)`` and no feasible degree reaches 1e-12 near ``rho = +-1``.
-On the CPU their pairs beyond the series' reach get a closed form instead (:func:`exact_args`,
-``bivariate.elu_dual``, ``config.ELU_EXACT``) for variances in ``ELU_EXACT_VARIANCES``, and no
-warning; elsewhere (other variances, the GPU) the degree cap and the warning with the bound (far
-from ``rho = +-1`` the series is much more accurate than the bound: the terms carry ``|rho|^k``).
+On the CPU their pairs above ``|rho|`` ~0.926 get a closed form instead (:func:`exact_args`,
+``bivariate.elu_dual_row``, ``config.ELU_EXACT``) for variances in ``ELU_EXACT_VARIANCES``, and no
+warning, and the series is computed only to the degree that meets the bound up to there
+(``ELU_SERIES_RHO``: ~230-290 instead of the cap); elsewhere (other variances) the degree cap and the
+warning with the bound, and the GPU (no closed form) warns with the bound reached (far from
+``rho = +-1`` the series is much more accurate than the bound: the terms carry ``|rho|^k``).
 """
 
 from __future__ import annotations
@@ -291,18 +293,21 @@ def _coefficients(activation, s: np.ndarray, nmax: int):
     O(n degree).  Else (few rows, or the interpolants disagree) directly, and the rows themselves
     are the samples.
 
-    Returns ``(rows, samples)``, each a tuple ``(c, d, e2, e2d)`` as from
-    :func:`hermite_coefficients`.
+    Returns ``(rows, samples, interp)``: ``samples`` a tuple ``(c, d, e2, e2d)`` as from
+    :func:`hermite_coefficients`, ``rows`` the same for the rows except that, where ``interp``
+    (n, points) is not None, ``c`` and ``d`` are still at the Chebyshev points (the rows' are
+    ``interp @ c``, formed only for the level and degrees that are kept, straight into their
+    packed place: :meth:`LayerSeries.write`); the energies are always the rows'.
     """
     n = s.shape[0]
     if n < _INTERP_MIN_ROWS:
         vals = hermite_coefficients(activation, s, nmax)
-        return vals, vals
+        return vals, vals, None
     sigma = np.sqrt(s)
     lo, hi = float(sigma.min()), float(sigma.max())
     if hi == lo:
         one = hermite_coefficients(activation, s[:1], nmax)
-        return tuple(np.repeat(v, n, 0) for v in one), one
+        return (one[0], one[1], np.repeat(one[2], n), np.repeat(one[3], n)), one, np.ones((n, 1))
     t = np.clip((2.0 * sigma - (lo + hi)) / (hi - lo), -1.0, 1.0)
     for m in _INTERP_POINTS:
         if 2 * m - 1 > n // 4:
@@ -322,10 +327,10 @@ def _coefficients(activation, s: np.ndarray, nmax: int):
             samples.append(np.concatenate([v2, exact[: mid.size]]))
         else:
             fine = _chebyshev_matrix(t, nodes)
-            rows = tuple(fine @ v for v in vals)
-            return rows, tuple(x if v.ndim == 2 else x[:, 0] for x, v in zip(samples, vals))
+            rows = (vals[0], vals[1], fine @ vals[2], fine @ vals[3])
+            return rows, tuple(x if v.ndim == 2 else x[:, 0] for x, v in zip(samples, vals)), fine
     vals = hermite_coefficients(activation, s, nmax)
-    return vals, vals
+    return vals, vals, None
 
 
 @functools.cache
@@ -370,19 +375,39 @@ class LayerSeries:
     ``profile[N]`` is the relative truncation bound at degree ``N`` for ``|rho| = 1``; a pair with
     smaller ``|rho|`` is within ``|rho|^(N+1) profile[N]`` (see :func:`degree_table`).
 
-    ``c`` and ``d`` have shape (degree + 1, n) (``c[k, i]`` = c_k of row i): transposed views of
-    row-major arrays, so that :func:`_pack` copies each row's coefficients in one piece (no
-    C-contiguous transposed copy).  ``bound`` is the truncation bound reached, relative to the
-    diagonal (max over rows and over K, Kdot).
+    :attr:`c` and :attr:`d` have shape (degree + 1, n) (``c[k, i]`` = c_k of row i): transposed
+    views of row-major arrays.  With many rows they are interpolated from the Chebyshev points
+    (``values_c``, ``values_d`` (points, degree + 1) and ``interp`` (n, points)) only when asked
+    for; :func:`_pack` has :meth:`write` form them straight into the packed arrays instead (one
+    product per layer and no (n, degree + 1) temporaries: most of the per-row time of ELU, whose
+    degree is the cap, went to those copies and their fresh pages).  ``bound`` is the truncation
+    bound reached, relative to the diagonal (max over rows and over K, Kdot).
     """
 
     degree: int
-    c: np.ndarray
-    d: np.ndarray
     e2: np.ndarray
     e2d: np.ndarray
     bound: float
-    profile: np.ndarray = None  # (degree + 1,): max over rows and (K, Kdot) of tail_N / energy
+    profile: np.ndarray  # (degree + 1,): max over rows and (K, Kdot) of tail_N / energy
+    values_c: np.ndarray  # (n or points, degree + 1), row-major
+    values_d: np.ndarray
+    interp: np.ndarray | None = None  # (n, points): the rows' coefficients are interp @ values
+
+    @functools.cached_property
+    def c(self) -> np.ndarray:
+        return (self.values_c if self.interp is None else self.interp @ self.values_c).T
+
+    @functools.cached_property
+    def d(self) -> np.ndarray:
+        return (self.values_d if self.interp is None else self.interp @ self.values_d).T
+
+    def write(self, c_out: np.ndarray, d_out: np.ndarray) -> None:
+        """Write the rows' coefficients into ``c_out``, ``d_out`` (n, degree + 1) (views)."""
+        for values, out in ((self.values_c, c_out), (self.values_d, d_out)):
+            if self.interp is None:
+                out[...] = values
+            else:
+                np.matmul(self.interp, values, out=out)
 
 
 def _next_level(profile: np.ndarray, level: int, tol: float) -> int:
@@ -400,27 +425,32 @@ def _next_level(profile: np.ndarray, level: int, tol: float) -> int:
 
 
 def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree: int = 0,
-                 warn: bool = True) -> LayerSeries:
+                 warn: bool = True, closed_form: bool = False) -> LayerSeries:
     """The truncated series of ``activation`` at the variances ``s`` (one layer, one set of rows).
 
     The degree is the smallest that meets ``tol`` (default ``config.SERIES_TOL``) for every row
     (at least ``min_degree``, so two sets of rows can be brought to a common degree), up to
     ``config.SERIES_MAX_DEGREE``; when the cap binds and the bound reached is above
-    ``config.SERIES_WARN_BOUND``, a :class:`SeriesAccuracyWarning` states it.
+    ``config.SERIES_WARN_BOUND``, a :class:`SeriesAccuracyWarning` states it.  With
+    ``closed_form``, where ELU's closed form takes the pairs near rho = +-1 (:func:`exact_args`),
+    the smallest degree that meets ``tol`` for ``|rho| <= ELU_SERIES_RHO`` instead (the pairs
+    above it get the closed form).
     """  # fmt: skip
     tol = config.SERIES_TOL if tol is None else tol
     levels = _levels()
     s = np.asarray(s, dtype=np.float64)
     min_degree = min(int(min_degree), levels[-1])
     level = next(v for v in levels if v >= min_degree)
+    covered = _exact_covers(activation, s)  # ELU/SELU: the closed form takes the pairs near rho = +-1
+    reach_rho = _series_rho() if closed_form and covered else 1.0
     while True:
         # c, d and three (n, level + 1) temporaries of the tails
         config.check_fits(5 * 8 * s.shape[0] * (level + 1),
                           f"the Hermite coefficients of {s.shape[0]} rows to degree {level} ({_name(activation)})",
                           "Raise NTKFAST_MEMORY_BUDGET or pass fewer rows per call.")  # fmt: skip
-        (c, d, e2, e2d), samples = _coefficients(activation, s, level)
+        (c, d, e2, e2d), samples, interp = _coefficients(activation, s, level)
         full = _profile(*samples)  # max over the rows (their samples) of tail_N / energy, N = 0..level
-        if samples[0] is not c:
+        if samples[0] is not c or interp is not None:
             # the max over the rows can lie between two samples: 4e-7 above the sampled max at
             # worst in the tests (gelu_tanh, sigma from 0.05 to 2.1); 1% covers it many times
             full = full * _SAMPLED_PROFILE_MARGIN
@@ -429,9 +459,12 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
             break
         level = _next_level(full, level, tol)
     degree = max(min(need, level), min_degree)
+    if reach_rho < 1.0:
+        # the same level (so the same energies, the exact diagonal, as without closed_form), fewer
+        # degrees kept: the interpolation to the rows and their packed coefficients are the cost
+        degree = max(min(degree, _degree_at(full, reach_rho, tol)), min_degree)
     profile = full[: degree + 1]
     bound_reached = float(profile[-1])
-    covered = _exact_covers(activation, s)  # ELU/SELU: the closed form takes the pairs near rho = +-1
     if need > level and warn and bound_reached > max(tol, config.SERIES_WARN_BOUND) and not covered:
         warnings.warn(
             f"activation {_name(activation)}: the Hermite series reached its degree cap {level} with a "
@@ -440,15 +473,15 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
             SeriesAccuracyWarning,
             stacklevel=3,
         )
-    return LayerSeries(
-        degree,
-        c[:, : degree + 1].T,
-        d[:, : degree + 1].T,
-        e2,
-        e2d,
-        bound_reached,
-        profile,
-    )
+    return LayerSeries(degree, e2, e2d, bound_reached, profile, c[:, : degree + 1], d[:, : degree + 1], interp)
+
+
+def _degree_at(profile: np.ndarray, r: float, tol: float) -> int:
+    """The smallest N with r^(N+1) profile[N] <= tol (as :func:`_table_bins` tests it), or
+    len(profile) when none."""
+    N = np.arange(profile.size)
+    ok = (N + 1) * math.log(r) + np.log(np.maximum(profile, 1e-300)) <= math.log(tol) + 1e-12
+    return int(np.argmax(ok)) if ok.any() else profile.size
 
 
 # ELU/SELU: pairs too close to rho = +-1 for the series get the closed form of bivariate.elu_dual,
@@ -456,6 +489,19 @@ def layer_series(activation, s: np.ndarray, tol: float | None = None, min_degree
 # the tilted orthant terms cancel: e^(t'St/2) times a tail probability at large variances,
 # differences of O(1) terms for O(s) results at small ones), else the series to its cap
 ELU_EXACT_VARIANCES = (1e-4, 40.0)
+# ... and the series part of ELU/SELU is computed to the degree that meets SERIES_TOL for |rho| up to
+# the upper edge of the |rho| bin holding this value (1 - 2^(-30/8) = 0.9257), about 230-290 instead
+# of the cap 512 (what |rho| <= 0.966 needed): the per-row time and the coefficients' memory are
+# proportional to it, and a row of a tile runs at the degree of its largest |rho| up to the cut.
+# The pairs above get bivariate.elu_dual_row, whose vectorised path needs |rho| >= 0.925 (Genz's
+# branch in sqrt(1 - rho^2)): ~0.34 us per pair and layer, what the series costs at degree ~450
+ELU_SERIES_RHO = 0.925
+
+
+def _series_rho() -> float:
+    """The upper edge of the degree table's |rho| bin that holds ELU_SERIES_RHO."""
+    b = math.ceil(-RHO_STEPS * math.log2(1.0 - ELU_SERIES_RHO))
+    return 1.0 - 2.0 ** (-b / RHO_STEPS)
 
 
 def exact_params(activation):
@@ -476,7 +522,7 @@ def _exact_covers(activation, s) -> bool:
 
 
 def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.ndarray,
-                   tol: float | None = None, min_degrees=None, warn: bool = True):
+                   tol: float | None = None, min_degrees=None, warn: bool = True, closed_form: bool = True):
     """The diagonal recursion with the series of every layer.
 
     Parameters
@@ -490,6 +536,8 @@ def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.
         Requested truncation bound relative to the diagonal (default ``config.SERIES_TOL``).
     min_degrees : sequence of int, optional
         Lowest degree per layer (to match the rows of the other side of a Gram).
+    closed_form : bool
+        For ELU/SELU, the degrees for the series part of the CPU's hybrid (see :func:`layer_series`).
 
     Returns
     -------
@@ -501,7 +549,8 @@ def diag_recursion(activation, first: np.ndarray, steps: np.ndarray, sqnorm: np.
         One per step.
     """  # fmt: skip
     with _one_blas_thread():
-        return _diag_recursion(activation, first, steps, np.asarray(sqnorm, dtype=np.float64), tol, min_degrees, warn)
+        return _diag_recursion(activation, first, steps, np.asarray(sqnorm, dtype=np.float64), tol, min_degrees, warn,
+                               closed_form)
 
 
 @functools.cache
@@ -519,7 +568,7 @@ def _one_blas_thread():
     return _blas().limit(limits=1, user_api="blas")
 
 
-def _diag_recursion(activation, first, steps, sqnorm, tol, min_degrees, warn):
+def _diag_recursion(activation, first, steps, sqnorm, tol, min_degrees, warn, closed_form):
     n_steps = steps.shape[0]
     s = first[0] * sqnorm + first[1]
     t = first[2] * sqnorm + first[3]
@@ -528,7 +577,7 @@ def _diag_recursion(activation, first, steps, sqnorm, tol, min_degrees, warn):
     for layer in range(n_steps):
         sig[layer] = s
         lo = 0 if min_degrees is None else min_degrees[layer]
-        ls = layer_series(activation, np.maximum(s, 0.0), tol, lo, warn)
+        ls = layer_series(activation, np.maximum(s, 0.0), tol, lo, warn, closed_form)
         series.append(ls)
         res, w2, b2, alpha, beta = steps[layer]
         s, t = res * s + w2 * ls.e2 + b2, res * t + alpha * ls.e2 + beta + w2 * ls.e2d * t
@@ -599,13 +648,13 @@ def _pack(sig, nngp, ntk, series) -> SeriesRows:
     c = np.empty((n, n_steps, top + 1))
     d = np.empty((n, n_steps, top + 1))
     profiles = np.zeros((n_steps, top + 1))
-    for layer, ls in enumerate(series):
-        c[:, layer, : ls.degree + 1] = ls.c.T  # row-major source: one contiguous piece per row
-        d[:, layer, : ls.degree + 1] = ls.d.T
-        c[:, layer, ls.degree + 1 :] = 0.0
-        d[:, layer, ls.degree + 1 :] = 0.0
-        profiles[layer, : ls.degree + 1] = ls.profile
-        profiles[layer, ls.degree + 1 :] = ls.profile[-1]
+    with _one_blas_thread():  # (n, points) x (points, degree): small products, see _one_blas_thread
+        for layer, ls in enumerate(series):
+            ls.write(c[:, layer, : ls.degree + 1], d[:, layer, : ls.degree + 1])
+            c[:, layer, ls.degree + 1 :] = 0.0
+            d[:, layer, ls.degree + 1 :] = 0.0
+            profiles[layer, : ls.degree + 1] = ls.profile
+            profiles[layer, ls.degree + 1 :] = ls.profile[-1]
     bound = max((ls.bound for ls in series), default=0.0)
     return SeriesRows(sig, nngp, ntk, degrees, c, d, inverse_sqrt(sig), bound, profiles)
 
@@ -646,7 +695,7 @@ def _table_bins(rows_x, rows_y, tol, exact):
 def exact_args(activation, rows_x: SeriesRows, rows_y: SeriesRows | None, tol, dtype):
     """``(cut, exact)`` for ``backends.cpu_series.tile``: per layer the |rho| above which a pair
     leaves its row's degree (the closed form's threshold for ELU/SELU: the largest |rho| bin the
-    series meets ``tol`` in below the degree cap, at most 0.984), and ``[flag, alpha, scale, vmin,
+    series meets ``tol`` in, 0.9257 with ``ELU_SERIES_RHO``, at most 0.984), and ``[flag, alpha, scale, vmin,
     vmax]`` of the closed form (flag 0: none)."""
     n_steps = rows_x.degrees.shape[0]
     high = 1.0 - 2.0 ** (-6.0)  # backends.cpu_series.HIGH_BIN / RHO_STEPS
@@ -707,7 +756,8 @@ class SeriesSide:
 
     def compute(self, min_degrees, warn: bool) -> None:
         p = self.plan
-        sig, nngp, ntk, layers = diag_recursion(p.activation, p.first, p.steps, self.sqnorm, p.tol, min_degrees, warn)
+        sig, nngp, ntk, layers = diag_recursion(p.activation, p.first, p.steps, self.sqnorm, p.tol, min_degrees, warn,
+                                                p.closed_form)  # fmt: skip
         self.rows = _pack(sig, nngp, ntk, layers)
         self._cast = {}
 
@@ -743,6 +793,9 @@ class SeriesPlan:
         self._exact: dict = {}
         self._lock = threading.Lock()
         self._warned = False
+        # ELU/SELU: the rows' series only to the closed form's cut (the CPU tile); a backend without
+        # the closed form (the GPU) sets this False before its sides are added, for the cap's degree
+        self.closed_form = True
 
     def add_side(self, sqnorm: np.ndarray) -> SeriesSide:
         side = SeriesSide(self, sqnorm)

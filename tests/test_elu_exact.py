@@ -242,3 +242,65 @@ def test_plan_warns_for_a_backend_without_the_closed_form():
         plan.add_side(np.array([1.0, 2.0]))  # the CPU: no warning
     with pytest.warns(series.SeriesAccuracyWarning, match="selu.*no closed form"):
         plan.warn_without_exact()
+
+
+def test_elu_dual_row_equals_elu_dual():
+    """The gathered, vectorised closed form (the tile's path) against elu_dual pair by pair: the
+    vectorised pairs (|rho| >= 0.925) and those it hands to elu_dual (parallel, |rho| < 0.925),
+    both signs, the ends of the variance range."""
+    from ntkfast.bivariate import PARALLEL_TOL64, WORK_ROWS, elu_dual_row
+
+    rng = np.random.default_rng(3)
+    lo, hi = series.ELU_EXACT_VARIANCES
+    rho = np.concatenate([rng.uniform(0.925, 1.0, 40), -rng.uniform(0.925, 1.0, 40), [1.0, -1.0, 1 - 1e-13, 0.93],
+                          rng.uniform(-0.925, 0.925, 8), [0.9249, -0.9251, 1 - 1e-9, -(1 - 1e-9)]])  # fmt: skip
+    syy = np.exp(rng.uniform(math.log(lo), math.log(hi), rho.size))
+    syy[:4] = (lo, hi, lo, hi)
+    for sxx, alpha in ((1.7, 1.0), (lo, 0.5), (hi, 2.0), (0.3, spec.SELU_ALPHA)):
+        sxy = rho * np.sqrt(sxx * syy)
+        k = np.empty(rho.size)
+        kd = np.empty(rho.size)
+        elu_dual_row(sxx, syy, sxy, alpha, PARALLEL_TOL64, k, kd, rho.size, np.empty((WORK_ROWS + 1, rho.size)))
+        for q in range(rho.size):
+            want_k, want_kd = elu_dual(sxx, syy[q], sxy[q], alpha, PARALLEL_TOL64)
+            assert k[q] == pytest.approx(want_k, rel=1e-14, abs=1e-300)
+            assert kd[q] == pytest.approx(want_kd, rel=1e-14, abs=1e-300)
+
+
+def test_kernel_of_correlated_rows_against_quadrature_recursion():
+    """Rows whose correlations lie between the cut (0.926) and 1 in every layer, where each tile row
+    gathers several closed-form pairs (bivariate.elu_dual_row), and one far row."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal(5) / math.sqrt(5.0)
+    X = np.stack([base + eps * rng.standard_normal(5) / math.sqrt(5.0) for eps in (0.0, 0.08, 0.15, 0.25, 0.35)]
+                 + [rng.standard_normal(5) / math.sqrt(5.0)])  # fmt: skip
+    arch = nf.MLP(depth=2, activation=spec.SELU(), W_std=1.3, b_std=0.2)
+    nngp, ntk = nf.kernel(arch, X, get=("nngp", "ntk"))
+    want_nngp, want_ntk = _recursion_truth(arch, X)
+    for got, want in ((nngp, want_nngp), (ntk, want_ntk)):
+        scale = np.sqrt(np.outer(np.diag(want), np.diag(want)))
+        assert np.abs(got - want).max() <= 1e-10 * scale.min(), np.abs(got - want) / scale
+
+
+def test_series_part_stops_at_the_cut_and_a_plan_can_keep_the_cap():
+    """With the closed form the rows' series stops at the degree that meets the bound up to the cut
+    (the quadrature level, so the energies and the diagonal, unchanged); a plan for a backend
+    without it (``closed_form = False``: the GPU) keeps the cap's degree."""
+    first, steps = nf.MLP(depth=2, activation="elu").layer_coefficients(3)
+    sq = np.array([1.0, 2.0, 3.0])
+    sides = {}
+    for flag in (True, False):
+        plan = series.SeriesPlan(spec.ELU(0.5), first, steps)
+        plan.closed_form = flag
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", series.SeriesAccuracyWarning)
+            sides[flag] = plan.add_side(sq).rows
+        cut, _ = plan.exact_args(np.float64)
+        if flag:
+            assert np.all(cut >= 0.925)  # every closed-form pair in elu_dual_row's vectorised branch
+    assert np.all(sides[False].degrees == config.SERIES_MAX_DEGREE)
+    assert np.all(sides[True].degrees < sides[False].degrees // 1.5)
+    np.testing.assert_array_equal(sides[True].nngp, sides[False].nngp)
+    np.testing.assert_array_equal(sides[True].ntk, sides[False].ntk)
+    low = sides[True].degrees[0] + 1
+    np.testing.assert_array_equal(sides[True].c[:, 0, :low], sides[False].c[:, 0, :low])

@@ -6,6 +6,11 @@ tanh, SiLU, ELU and an ``Elementwise`` callable).  ``time_rows`` is the one-time
 alone (the diagonal recursion with every layer's Hermite coefficients, ``engine.prepare_rows``),
 ``time_kernel`` the whole call.  Inputs are unit-variance Gaussian rows, the network
 ``W_std = 1.4, b_std = 0.1``, so the first-layer variances are about 2.
+
+``TimeCorrelatedRows``: the same on strongly correlated rows (as ``bench.correlated_rows``, written
+out here so that older commits run it too: n = 1500, d = 50, input correlations about 0.98), where
+ELU/SELU's pairs nearly all take the closed form (``bivariate.elu_dual_row``) and the series
+activations their full degrees.
 """
 
 import warnings
@@ -44,6 +49,32 @@ class TimeSeriesActivations:
         engine.prepare_rows(self.arch, self.X)
 
     def track_ratio_to_relu(self, n, activation):
+        series = best_time(lambda: nf.kernel(self.arch, self.X, out=self.out))
+        relu = best_time(lambda: nf.kernel(self.relu, self.X, out=self.out))
+        return series / relu
+
+    track_ratio_to_relu.unit = "ratio"
+
+
+class TimeCorrelatedRows:
+    params = (["elu", "selu", "tanh"],)
+    param_names = ["activation"]
+    timeout = 600
+
+    def setup(self, activation):
+        rng = np.random.default_rng(0)
+        self.X = rng.standard_normal((1, 50)) + 0.15 * rng.standard_normal((1500, 50))
+        self.arch = nf.MLP(depth=3, activation=activation, W_std=1.4, b_std=0.1)
+        self.relu = nf.MLP(depth=3, activation="relu", W_std=1.4, b_std=0.1)
+        warnings.simplefilter("ignore", nf.SeriesAccuracyWarning)
+        nf.kernel(self.arch, self.X[:64])
+        nf.kernel(self.relu, self.X[:64])
+        self.out = np.ones((self.X.shape[0],) * 2)
+
+    def time_kernel(self, activation):
+        nf.kernel(self.arch, self.X, out=self.out)
+
+    def track_ratio_to_relu(self, activation):
         series = best_time(lambda: nf.kernel(self.arch, self.X, out=self.out))
         relu = best_time(lambda: nf.kernel(self.relu, self.X, out=self.out))
         return series / relu

@@ -11,13 +11,16 @@ vectorises them.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 
 from .. import config
 from .._jit import is_single, jit
-from ..bivariate import PARALLEL_TOL32, PARALLEL_TOL64, elu_dual
+from ..bivariate import PARALLEL_TOL32, PARALLEL_TOL64, WORK_ROWS, elu_dual_row
 from ..recursion import step
 from ..series import RHO_STEPS
 
@@ -86,136 +89,175 @@ def _terms(k, kd, p, rho, bc, bd, cx, dx, ii, layer, lo, hi, a, b):
         m += 1
 
 
-@jit
-def tile(first, steps, tables, G, cx, dx, inv_x, r0, cy, dy, inv_y, c0, nngp, ntk, o0, p0, get_nngp, get_ntk,
-         write_at, readout, with_readout, cut, exact):
-    """Kernel(s) of a tile of pairs (rows r0 + i of X, c0 + j of Y) from their inner products G (bi, bj).
+@functools.cache
+def _math_fingerprint() -> int:
+    """A hash of the files whose functions ``tile`` inlines (``bivariate``'s closed form, ``_jit``,
+    ``recursion.step``, ``series``' constants): Numba's cache checks only this file, so ``tile``
+    holds the number as a closure constant (part of its cache key) and editing them recompiles it
+    (as ``backends.cpu``'s kernels)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name in ("bivariate.py", "_jit.py", "recursion.py", "series.py"):
+        digest.update((root / name).read_bytes())
+    return int.from_bytes(digest.digest()[:7], "little")
 
-    ``cx``/``dx`` (n_x, L, Dmax + 1) hold the coefficients of X's rows for K and Kdot (row-major:
-    one row's coefficients are contiguous), ``inv_x`` (L, n_x) 1/sqrt(Sigma_xx) (0 for a zero
-    variance), the same for Y; ``tables`` (L, RHO_BINS + 1) the degree per layer and |rho| bin
-    (``series.degree_table``).  Outputs as in ``backends.cpu``'s tile: ``nngp[k, o0 + i, p0 + j]``
-    and/or ``ntk[...]`` after ``write_at[k]`` steps, through the ``readout`` step where
-    ``with_readout[k]`` (a residual network cut there); they may alias G with zero offsets (each
-    row of G is read before anything is written to it).
 
-    ``cut`` (L,): per layer, the |rho| above which a pair leaves its row's degree (at most
-    ``1 - 2^(-HIGH_BIN / RHO_STEPS)``; ``series.SeriesPlan.exact_args``).  ``exact`` (5,) float64
-    ``[flag, alpha, scale, vmin, vmax]``: with flag 1 (ELU/SELU, ``bivariate.elu_dual``) such a
-    pair whose two variances lie in ``[vmin, vmax]`` gets the closed form ``scale^2 (K, Kdot)``
-    of ELU(alpha) instead of further series terms (the series' degree table then meets the
-    requested bound for every |rho| up to ``cut``).
+def _make_tile():
+    fingerprint = _math_fingerprint()
 
-    One row of the tile at a time, every loop over its bj columns (long unit-stride loops, as the
-    closed forms'; per-chunk degrees measured 4x slower, their short loops cost more than the terms
-    they save): per layer, rho; the row's degree from its largest |rho| with the pairs above bin
-    HIGH_BIN left out; the terms up to it for the whole row, four at a time, in ascending order
-    (``p`` carries rho^m); then each left-out pair's further terms to its own degree.  The Y
-    coefficients are read from a coefficient-major copy of the tile's columns (``bc``, ``bd``),
-    filled lazily to the highest degree a row needed so far.
-    """  # fmt: skip
-    bi, bj = G.shape
-    n_steps = steps.shape[0]
-    n_out = write_at.shape[0]
-    dmax = cy.shape[2]
-    f0, f1, f2, f3 = first[0], first[1], first[2], first[3]
-    dt = G.dtype.type
-    one = dt(1.0)
-    zero = dt(0.0)
-    s = np.empty(bj, G.dtype)
-    t = np.empty(bj, G.dtype)
-    s2 = np.empty(bj, G.dtype)
-    t2 = np.empty(bj, G.dtype)
-    rho = np.empty(bj, G.dtype)
-    ar = np.empty(bj, G.dtype)
-    p = np.empty(bj, G.dtype)
-    k = np.empty(bj, G.dtype)
-    kd = np.empty(bj, G.dtype)
-    # a row's degree is that of a |rho| <= r_high: at most the table's up to bin HIGH_BIN
-    dbuf = 1
-    for layer in range(n_steps):
-        for b in range(min(HIGH_BIN, tables.shape[1] - 1) + 1):
-            dbuf = max(dbuf, min(dmax, tables[layer, b] + 1))
-    bc = np.empty((n_steps, dbuf, bj), G.dtype)
-    bd = np.empty((n_steps, dbuf, bj), G.dtype)
-    have = np.zeros(n_steps, np.int64)  # degrees 0..have - 1 of each layer are in bc, bd
-    binv = np.empty((n_steps, bj), G.dtype)
-    for layer in range(n_steps):
-        for j in range(bj):
-            binv[layer, j] = inv_y[layer, c0 + j]
-    use_exact = exact[0] == 1.0
-    parallel_tol = PARALLEL_TOL32 if is_single(one) else PARALLEL_TOL64
-    e_alpha, e_scale2, vmin, vmax = exact[1], exact[2] * exact[2], exact[3], exact[4]
-    for i in range(bi):
-        ii = r0 + i
-        for j in range(bj):
-            g = G[i, j]
-            s[j] = f0 * g + f1
-            t[j] = f2 * g + f3
-        slot = 0
-        for layer in range(n_steps + 1):
-            while slot < n_out and write_at[slot] == layer and not with_readout[slot]:
-                if get_nngp:
-                    _put(nngp, slot, o0 + i, p0, s, bj)
-                if get_ntk:
-                    _put(ntk, slot, o0 + i, p0, t, bj)
-                slot += 1
-            if layer == n_steps:
-                break
-            inv_i = inv_x[layer, ii]
-            r_high = cut[layer]
+    @jit
+    def tile(first, steps, tables, G, cx, dx, inv_x, r0, cy, dy, inv_y, c0, nngp, ntk, o0, p0, get_nngp, get_ntk,
+             write_at, readout, with_readout, cut, exact):
+        """Kernel(s) of a tile of pairs (rows r0 + i of X, c0 + j of Y) from their inner products G (bi, bj).
+
+        ``cx``/``dx`` (n_x, L, Dmax + 1) hold the coefficients of X's rows for K and Kdot (row-major:
+        one row's coefficients are contiguous), ``inv_x`` (L, n_x) 1/sqrt(Sigma_xx) (0 for a zero
+        variance), the same for Y; ``tables`` (L, RHO_BINS + 1) the degree per layer and |rho| bin
+        (``series.degree_table``).  Outputs as in ``backends.cpu``'s tile: ``nngp[k, o0 + i, p0 + j]``
+        and/or ``ntk[...]`` after ``write_at[k]`` steps, through the ``readout`` step where
+        ``with_readout[k]`` (a residual network cut there); they may alias G with zero offsets (each
+        row of G is read before anything is written to it).
+
+        ``cut`` (L,): per layer, the |rho| above which a pair leaves its row's degree (at most
+        ``1 - 2^(-HIGH_BIN / RHO_STEPS)``; ``series.SeriesPlan.exact_args``).  ``exact`` (5,) float64
+        ``[flag, alpha, scale, vmin, vmax]``: with flag 1 (ELU/SELU, ``bivariate.elu_dual``) such a
+        pair whose two variances lie in ``[vmin, vmax]`` gets the closed form ``scale^2 (K, Kdot)``
+        of ELU(alpha) instead of further series terms (the series' degree table then meets the
+        requested bound for every |rho| up to ``cut``); a row's such pairs are gathered and computed
+        together (``bivariate.elu_dual_row``: vectorised over them, 3x faster than one at a time).
+
+        One row of the tile at a time, every loop over its bj columns (long unit-stride loops, as the
+        closed forms'; per-chunk degrees measured 4x slower, their short loops cost more than the terms
+        they save): per layer, rho; the row's degree from its largest |rho| with the pairs above bin
+        HIGH_BIN left out; the terms up to it for the whole row, four at a time, in ascending order
+        (``p`` carries rho^m); then each left-out pair's further terms to its own degree.  The Y
+        coefficients are read from a coefficient-major copy of the tile's columns (``bc``, ``bd``),
+        filled lazily to the highest degree a row needed so far.
+        """  # fmt: skip
+        if fingerprint < 0:  # never true; ties the cache entry to the inlined math's source
+            return
+        bi, bj = G.shape
+        n_steps = steps.shape[0]
+        n_out = write_at.shape[0]
+        dmax = cy.shape[2]
+        f0, f1, f2, f3 = first[0], first[1], first[2], first[3]
+        dt = G.dtype.type
+        one = dt(1.0)
+        zero = dt(0.0)
+        s = np.empty(bj, G.dtype)
+        t = np.empty(bj, G.dtype)
+        s2 = np.empty(bj, G.dtype)
+        t2 = np.empty(bj, G.dtype)
+        rho = np.empty(bj, G.dtype)
+        ar = np.empty(bj, G.dtype)
+        p = np.empty(bj, G.dtype)
+        k = np.empty(bj, G.dtype)
+        kd = np.empty(bj, G.dtype)
+        # a row's degree is that of a |rho| <= r_high: at most the table's up to bin HIGH_BIN
+        dbuf = 1
+        for layer in range(n_steps):
+            for b in range(min(HIGH_BIN, tables.shape[1] - 1) + 1):
+                dbuf = max(dbuf, min(dmax, tables[layer, b] + 1))
+        bc = np.empty((n_steps, dbuf, bj), G.dtype)
+        bd = np.empty((n_steps, dbuf, bj), G.dtype)
+        have = np.zeros(n_steps, np.int64)  # degrees 0..have - 1 of each layer are in bc, bd
+        binv = np.empty((n_steps, bj), G.dtype)
+        for layer in range(n_steps):
             for j in range(bj):
-                r = min(max(s[j] * inv_i * binv[layer, j], -one), one)
-                rho[j] = r
-                ar[j] = abs(r)
-                p[j] = one
-                k[j] = zero
-                kd[j] = zero
-            top = zero  # largest |rho| at most r_high
-            top_all = zero
+                binv[layer, j] = inv_y[layer, c0 + j]
+        use_exact = exact[0] == 1.0
+        parallel_tol = PARALLEL_TOL32 if is_single(one) else PARALLEL_TOL64
+        e_alpha, e_scale2, vmin, vmax = exact[1], exact[2] * exact[2], exact[3], exact[4]
+        nb = bj if use_exact else 1  # a row's closed-form pairs, gathered (bivariate.elu_dual_row)
+        q_idx = np.empty(nb, np.int64)
+        q_syy = np.empty(nb)
+        q_sxy = np.empty(nb)
+        q_k = np.empty(nb)
+        q_kd = np.empty(nb)
+        work = np.empty((WORK_ROWS + 1, nb))
+        for i in range(bi):
+            ii = r0 + i
             for j in range(bj):
-                a = ar[j]
-                top_all = max(top_all, a)
-                top = max(top, a if a <= r_high else zero)
-            degree = _degree(tables, layer, top)
-            if degree + 1 > have[layer]:
-                _fill(bc, bd, cy, dy, c0, layer, have[layer], degree + 1, bj)
-                have[layer] = degree + 1
-            _terms(k, kd, p, rho, bc, bd, cx, dx, ii, layer, 0, degree, 0, bj)
-            if top_all > r_high:
-                sxx = 1.0 / (float(inv_i) * float(inv_i)) if inv_i > zero else 0.0
+                g = G[i, j]
+                s[j] = f0 * g + f1
+                t[j] = f2 * g + f3
+            slot = 0
+            for layer in range(n_steps + 1):
+                while slot < n_out and write_at[slot] == layer and not with_readout[slot]:
+                    if get_nngp:
+                        _put(nngp, slot, o0 + i, p0, s, bj)
+                    if get_ntk:
+                        _put(ntk, slot, o0 + i, p0, t, bj)
+                    slot += 1
+                if layer == n_steps:
+                    break
+                inv_i = inv_x[layer, ii]
+                r_high = cut[layer]
                 for j in range(bj):
-                    if ar[j] > r_high:
-                        if use_exact and vmin <= sxx <= vmax:
-                            bv = float(binv[layer, j])
-                            syy = 1.0 / (bv * bv) if bv > 0.0 else 0.0
-                            if vmin <= syy <= vmax:
-                                ke, kde = elu_dual(sxx, syy, float(s[j]), e_alpha, parallel_tol)
-                                k[j] = dt(e_scale2 * ke)
-                                kd[j] = dt(e_scale2 * kde)
-                                continue
-                        full = _degree(tables, layer, ar[j])
-                        kj, kdj, pj, rj = k[j], kd[j], p[j], rho[j]
-                        for m in range(degree + 1, full + 1):
-                            kj += (cx[ii, layer, m] * cy[c0 + j, layer, m]) * pj
-                            kdj += (dx[ii, layer, m] * dy[c0 + j, layer, m]) * pj
-                            pj *= rj
-                        k[j] = kj
-                        kd[j] = kdj
-            while slot < n_out and write_at[slot] == layer and with_readout[slot]:
+                    r = min(max(s[j] * inv_i * binv[layer, j], -one), one)
+                    rho[j] = r
+                    ar[j] = abs(r)
+                    p[j] = one
+                    k[j] = zero
+                    kd[j] = zero
+                top = zero  # largest |rho| at most r_high
+                top_all = zero
                 for j in range(bj):
-                    s2[j], t2[j] = step(k[j], kd[j], s[j], t[j], readout[0], readout[1], readout[2], readout[3],
-                                        readout[4])  # fmt: skip
-                if get_nngp:
-                    _put(nngp, slot, o0 + i, p0, s2, bj)
-                if get_ntk:
-                    _put(ntk, slot, o0 + i, p0, t2, bj)
-                slot += 1
-            res, w2, b2 = steps[layer, 0], steps[layer, 1], steps[layer, 2]
-            alpha, beta = steps[layer, 3], steps[layer, 4]
-            for j in range(bj):
-                s[j], t[j] = step(k[j], kd[j], s[j], t[j], res, w2, b2, alpha, beta)
+                    a = ar[j]
+                    top_all = max(top_all, a)
+                    top = max(top, a if a <= r_high else zero)
+                degree = _degree(tables, layer, top)
+                if degree + 1 > have[layer]:
+                    _fill(bc, bd, cy, dy, c0, layer, have[layer], degree + 1, bj)
+                    have[layer] = degree + 1
+                _terms(k, kd, p, rho, bc, bd, cx, dx, ii, layer, 0, degree, 0, bj)
+                if top_all > r_high:
+                    sxx = 1.0 / (float(inv_i) * float(inv_i)) if inv_i > zero else 0.0
+                    row_exact = use_exact and vmin <= sxx <= vmax
+                    nq = 0
+                    for j in range(bj):
+                        if ar[j] > r_high:
+                            if row_exact:
+                                bv = float(binv[layer, j])
+                                syy = 1.0 / (bv * bv) if bv > 0.0 else 0.0
+                                if vmin <= syy <= vmax:  # the closed form, below for all of them at once
+                                    q_idx[nq] = j
+                                    q_syy[nq] = syy
+                                    q_sxy[nq] = float(s[j])
+                                    nq += 1
+                                    continue
+                            full = _degree(tables, layer, ar[j])
+                            kj, kdj, pj, rj = k[j], kd[j], p[j], rho[j]
+                            for m in range(degree + 1, full + 1):
+                                kj += (cx[ii, layer, m] * cy[c0 + j, layer, m]) * pj
+                                kdj += (dx[ii, layer, m] * dy[c0 + j, layer, m]) * pj
+                                pj *= rj
+                            k[j] = kj
+                            kd[j] = kdj
+                    if nq > 0:
+                        elu_dual_row(sxx, q_syy, q_sxy, e_alpha, parallel_tol, q_k, q_kd, nq, work)
+                        for q in range(nq):
+                            k[q_idx[q]] = dt(e_scale2 * q_k[q])
+                            kd[q_idx[q]] = dt(e_scale2 * q_kd[q])
+                while slot < n_out and write_at[slot] == layer and with_readout[slot]:
+                    for j in range(bj):
+                        s2[j], t2[j] = step(k[j], kd[j], s[j], t[j], readout[0], readout[1], readout[2], readout[3],
+                                            readout[4])  # fmt: skip
+                    if get_nngp:
+                        _put(nngp, slot, o0 + i, p0, s2, bj)
+                    if get_ntk:
+                        _put(ntk, slot, o0 + i, p0, t2, bj)
+                    slot += 1
+                res, w2, b2 = steps[layer, 0], steps[layer, 1], steps[layer, 2]
+                alpha, beta = steps[layer, 3], steps[layer, 4]
+                for j in range(bj):
+                    s[j], t[j] = step(k[j], kd[j], s[j], t[j], res, w2, b2, alpha, beta)
 
+
+    return tile
+
+
+tile = _make_tile()
 
 _PLAIN = np.zeros(1, np.bool_)
 
