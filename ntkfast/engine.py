@@ -89,13 +89,14 @@ class Coefficients:
     series: series.SeriesPlan | None = None
 
 
-def coefficients(arch: MLP, d_in: int, dtype) -> Coefficients:
+def coefficients(arch: MLP, d_in: int, dtype, closed_form: bool = True) -> Coefficients:
     """The :class:`Coefficients` of ``arch`` for ``d_in`` input features (after the input map).
 
     For a series activation (code ``SERIES``) they carry a fresh :class:`series.SeriesPlan`: the
     rows prepared with them are brought to common degrees (prepare every side of one Gram with
     the same coefficients, as ``prepare_rows(arch, Y, coef)`` does).  Series kernels need no
-    float64 refinement (no angle: the polynomial in rho is smooth at rho = 1).
+    float64 refinement (no angle: the polynomial in rho is smooth at rho = 1).  ``closed_form``
+    False (a backend without ELU's closed form: the GPU) keeps ELU/SELU's series to the cap's degree.
     """
     dtype = np.dtype(dtype)
     first, steps = arch.layer_coefficients(d_in)
@@ -106,7 +107,9 @@ def coefficients(arch: MLP, d_in: int, dtype) -> Coefficients:
         np.ascontiguousarray(steps, dtype=dtype),
     )
     if arch.activation.code == SERIES:
-        return dataclasses.replace(coef, series=series.SeriesPlan(arch.activation, first, steps))
+        plan = series.SeriesPlan(arch.activation, first, steps)
+        plan.closed_form = closed_form
+        return dataclasses.replace(coef, series=plan)
     if dtype == np.float32 and steps.shape[0] > 0:
         return dataclasses.replace(coef, float64=coefficients(arch, d_in, np.float64))
     return coef
@@ -133,15 +136,18 @@ def diagonal_recursion(coef: Coefficients, feats: np.ndarray):
     return sig, nngp, ntk
 
 
-def prepare_rows(arch: MLP, X: np.ndarray, coef: Coefficients | None = None) -> tuple[Rows, Coefficients]:
+def prepare_rows(
+    arch: MLP, X: np.ndarray, coef: Coefficients | None = None, closed_form: bool = True
+) -> tuple[Rows, Coefficients]:
     """Apply the input map and run the diagonal recursion for the rows of X.
 
     ``X`` is a validated C-contiguous float32/float64 array; ``coef`` (from the other side of
-    the Gram) is computed when not given.  Raises ValueError when the kernel diverges.
+    the Gram) is computed when not given, with ``closed_form`` (see :func:`coefficients`).
+    Raises ValueError when the kernel diverges.
     """
     feats = input_features(arch, X)
     if coef is None:
-        coef = coefficients(arch, feats.shape[1], X.dtype)
+        coef = coefficients(arch, feats.shape[1], X.dtype, closed_form)
     side = None
     if coef.code == SERIES:
         side = coef.series.add_side(np.einsum("ij,ij->i", feats, feats, dtype=np.float64))

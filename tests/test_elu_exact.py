@@ -304,3 +304,20 @@ def test_series_part_stops_at_the_cut_and_a_plan_can_keep_the_cap():
     np.testing.assert_array_equal(sides[True].ntk, sides[False].ntk)
     low = sides[True].degrees[0] + 1
     np.testing.assert_array_equal(sides[True].c[:, 0, :low], sides[False].c[:, 0, :low])
+
+
+def test_backends_without_the_closed_form_prepare_rows_to_the_cap():
+    """The GPU paths (``gpu.run`` and ``GramOperator(backend="gpu")``) prepare their rows with
+    ``closed_form=False``: ELU's series then runs to the cap's degree, the CPU's stops at the cut."""
+    from ntkfast import engine
+
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    arch = nf.MLP(depth=2, activation="elu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", series.SeriesAccuracyWarning)
+        cpu_rows, cpu_coef = engine.prepare_rows(arch, X)
+        gpu_rows, gpu_coef = engine.prepare_rows(arch, X, closed_form=False)
+    assert cpu_coef.series.closed_form and not gpu_coef.series.closed_form
+    assert np.all(gpu_rows.series.rows.degrees == config.SERIES_MAX_DEGREE)
+    assert np.all(cpu_rows.series.rows.degrees < gpu_rows.series.rows.degrees)
+    np.testing.assert_array_equal(cpu_rows.ntk, gpu_rows.ntk)

@@ -227,7 +227,7 @@ def kernel(arch, X, Y=None, get="ntk", *, dtype=None, out=None, progress=False, 
     Xh = check_array(Xh, "X", dtype)
     Yh = None if Yh is None else check_array(Yh, "Y", dtype, n_features=Xh.shape[1])
     symmetric = Yh is None
-    rx, coef = engine.prepare_rows(arch, Xh)
+    rx, coef = engine.prepare_rows(arch, Xh, closed_form=False)  # the device has no ELU closed form
     ry = rx if symmetric else engine.prepare_rows(arch, Yh, coef)[0]
     shape = (Xh.shape[0], Xh.shape[0] if symmetric else Yh.shape[0])
     P = make_problem(cupy, coef, rx, ry, dtype)
