@@ -309,3 +309,25 @@ def test_eigh_inplace_is_lapacks_dsyevd():
     frozen.flags.writeable = False
     with pytest.raises(ArgumentError):
         eigh_inplace(frozen)
+
+
+def test_a_failing_decomposition_stops_the_search(monkeypatch):
+    """An error in one depth's decomposition (running on a worker thread) reaches the caller as
+    itself, and the BLAS thread count the search lowered is restored."""
+    from threadpoolctl import threadpool_info
+
+    from ntkfast.sklearn import _cv
+
+    before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
+    calls = []
+
+    def broken(K, Y, labels, diag_regs, n_jobs):
+        calls.append(K.shape)
+        raise np.linalg.LinAlgError("dsyevd: info = 7")
+
+    monkeypatch.setattr(_cv, "_score_gram", broken)
+    X, _ = _data(n=20)
+    with pytest.raises(np.linalg.LinAlgError, match="info = 7"):
+        NTKRegressorCV(depths=(1, 2, 3), n_jobs=2).fit(X, X[:, 0])
+    assert 1 <= len(calls) <= 3
+    assert [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"] == before

@@ -10,6 +10,7 @@ picked depth and regularisation per data set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import numbers
@@ -64,6 +65,27 @@ def _score_gram(K, Y, labels, diag_regs, n_jobs: int):
     for _, pred in loo.iter_predictions(diag_regs, n_jobs):  # the ridges in one pass over V
         scores.append(regression_score(Y, pred) if labels is None else classification_score(pred, labels))
     return loo, scores
+
+
+def _decompose_and_score(grams: list, Y, labels, diag_regs, workers: int, blas_threads: int, score_jobs: int):
+    """``(index, EigenLOO, scores)`` for each Gram of ``grams`` (emptied: the Grams become the
+    eigenvectors), in the order they finish, ``workers`` at once on ``blas_threads`` BLAS threads
+    each.  An exception or Ctrl-C cancels the decompositions not yet started (a running LAPACK call
+    cannot be stopped: it finishes first)."""
+    with threadpool_limits(limits=blas_threads, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(_score_gram, K, Y, labels, diag_regs, score_jobs): g for g, K in enumerate(grams)}
+        grams.clear()
+        try:
+            for future in as_completed(futures):
+                g = futures.pop(future)
+                loo, scores = future.result()
+                del future  # holds the result: the caller decides what lives on
+                yield g, loo, scores
+                del loo
+        finally:
+            for future in futures:
+                future.cancel()
+            futures.clear()
 
 
 def _refit_from_eigenpairs(est, X, y, Y, loo: EigenLOO, diag_reg: float, classification: bool) -> None:
@@ -324,15 +346,11 @@ class _CVBase(BaseEstimator):
                     arch, X, None, chunk, self.kernel, dtype=self.dtype, backend=self.backend, n_jobs=self.n_jobs,
                     progress=progress.bar,
                 ))  # fmt: skip
-                with threadpool_limits(limits=blas_threads, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-                    futures = {}
-                    for g in range(len(chunk)):
-                        # the Gram is this search's own: the eigenvectors overwrite it (no second n^2 buffer)
-                        futures[pool.submit(_score_gram, grams[g], Y, labels, diag_regs, score_jobs)] = g
-                    del grams
-                    for future in as_completed(futures):
-                        g = futures[future]
-                        loo, scores = future.result()
+                # each Gram is the search's scratch: its eigenvectors overwrite it
+                scored = _decompose_and_score(grams, Y, labels, diag_regs, workers, blas_threads, score_jobs)
+                del grams
+                with contextlib.closing(scored):  # stops the decompositions at once if this loop raises
+                    for g, loo, scores in scored:
                         depth = chunk[g]
                         position = (c * len(depths) + start + g) * n_ridges
                         by_position[position] = [
@@ -345,7 +363,6 @@ class _CVBase(BaseEstimator):
                             kept, kept_key = loo, key
                         del loo
                         progress.say(f"W_std={W_std:g}, b_std={b_std}, depth {depth}: scored {n_ridges} ridges")
-                    del futures
                 last = c == len(structures) - 1 and start + group >= len(depths)
                 if kept is not None and not last and not kept.V.flags.owndata:
                     # the Grams of a group are slices of one array: keep a copy of the best's
@@ -449,10 +466,15 @@ class NTKRegressorCV(RegressorMixin, _CVBase):
     relative ridge recomputed, as a refit does), see ``ntkfast.sklearn._loo``.
 
     Cost: the Grams of every depth from one tile pass, one eigendecomposition per depth (LAPACK's
-    divide-and-conquer, in the Gram's own memory), then one pass over the eigenvectors scores
-    every ridge (O(n^2 k) per ridge, no n x n temporaries: ``ntkfast.sklearn._loo_sums``).  The
-    eigendecompositions dominate.  ``benchmarks/cv_speed.py`` times it against
-    ``GridSearchCV(NTKRegressor(), same grid, cv=5)`` (375 Cholesky fits for 5 x 15 candidates).
+    divide-and-conquer, in the Gram's own memory; ``min(n_jobs, depths)`` of them at once, each on
+    ``n_jobs // that`` BLAS threads, as the memory budget allows), then one pass over the
+    eigenvectors scores every ridge (O(n^2 k) per ridge, no n x n temporaries:
+    ``ntkfast.sklearn._loo_sums``).  The eigendecompositions dominate.  The refit reuses the chosen
+    depth's eigenpairs (no new Gram, no factorisation; ``best_estimator_.solver_ == "eigh"``) unless
+    ``solver`` asks for another solver.  Memory: the Grams of the depths held at once, 2 n^2
+    doubles of LAPACK workspace per running decomposition, and the best depth's eigenvectors so far.
+    ``benchmarks/cv_speed.py`` times it against ``GridSearchCV(NTKRegressor(), same grid, cv=5)``
+    (375 Cholesky fits for 5 x 15 candidates).
 
     Examples
     --------
