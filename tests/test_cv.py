@@ -331,3 +331,26 @@ def test_a_failing_decomposition_stops_the_search(monkeypatch):
         NTKRegressorCV(depths=(1, 2, 3), n_jobs=2).fit(X, X[:, 0])
     assert 1 <= len(calls) <= 3
     assert [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+
+def test_decompositions_run_on_the_blas_threads_the_caller_allows(monkeypatch):
+    """Each decomposition runs on n_jobs // workers BLAS threads, never more than a limit the caller set."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from ntkfast.sklearn import _cv
+
+    seen = []
+    real = _cv._score_gram
+
+    def spy(*args):
+        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        return real(*args)
+
+    monkeypatch.setattr(_cv, "_score_gram", spy)
+    X, _ = _data(n=20)
+    NTKRegressorCV(depths=(1, 2), n_jobs=2).fit(X, X[:, 0])  # two workers
+    assert seen == [{1}, {1}]
+    seen.clear()
+    with threadpool_limits(limits=1, user_api="blas"):
+        NTKRegressorCV(depths=(1,), n_jobs=4).fit(X, X[:, 0])  # one worker, the caller's one thread
+    assert seen == [{1}]

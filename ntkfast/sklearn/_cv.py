@@ -23,7 +23,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, check_cv
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from .. import config, tiling
 from .._validation import check_backend, check_choice, check_nonnegative_int, check_positive_float, check_positive_int
@@ -67,12 +67,13 @@ def _score_gram(K, Y, labels, diag_regs, n_jobs: int):
     return loo, scores
 
 
-def _decompose_and_score(grams: list, Y, labels, diag_regs, workers: int, blas_threads: int, score_jobs: int):
+def _decompose_and_score(grams: list, Y, labels, diag_regs, workers: int, blas, blas_threads: int, score_jobs: int):
     """``(index, EigenLOO, scores)`` for each Gram of ``grams`` (emptied: the Grams become the
-    eigenvectors), in the order they finish, ``workers`` at once on ``blas_threads`` BLAS threads
-    each.  An exception or Ctrl-C cancels the decompositions not yet started (a running LAPACK call
-    cannot be stopped: it finishes first)."""
-    with threadpool_limits(limits=blas_threads, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    eigenvectors), in the order they finish, ``workers`` at once with the BLAS libraries of the
+    threadpoolctl controller ``blas`` limited to ``blas_threads`` threads meanwhile.  An exception
+    or Ctrl-C cancels the decompositions not yet started (a running LAPACK call cannot be stopped:
+    it finishes first)."""
+    with blas.limit(limits=blas_threads), ThreadPoolExecutor(workers) as pool:
         futures = {pool.submit(_score_gram, K, Y, labels, diag_regs, score_jobs): g for g, K in enumerate(grams)}
         grams.clear()
         try:
@@ -333,7 +334,9 @@ class _CVBase(BaseEstimator):
         """
         n_ridges = len(diag_regs)
         jobs = tiling.default_n_jobs() if self.n_jobs is None else self.n_jobs
-        blas_threads = max(1, jobs // workers)
+        blas = ThreadpoolController().select(user_api="blas")
+        # never more BLAS threads than the caller allows now (a threadpool_limits around fit, OPENBLAS_NUM_THREADS)
+        blas_threads = max(1, min([jobs // workers] + [lib["num_threads"] for lib in blas.info()]))
         score_jobs = max(1, jobs // workers)
         by_position = {}
         kept, kept_key = None, None
@@ -347,7 +350,7 @@ class _CVBase(BaseEstimator):
                     progress=progress.bar,
                 ))  # fmt: skip
                 # each Gram is the search's scratch: its eigenvectors overwrite it
-                scored = _decompose_and_score(grams, Y, labels, diag_regs, workers, blas_threads, score_jobs)
+                scored = _decompose_and_score(grams, Y, labels, diag_regs, workers, blas, blas_threads, score_jobs)
                 del grams
                 with contextlib.closing(scored):  # stops the decompositions at once if this loop raises
                     for g, loo, scores in scored:
