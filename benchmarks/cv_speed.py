@@ -9,7 +9,8 @@ its ridge: the same Gram and Cholesky per fold; pass ``--regs 15`` for the full 
 Times are wall-clock and CPU seconds of this process (the CPU figures are steadier on a shared
 machine).  ``--parts`` also times the parts of the closed-form search, old against new: the five
 eigendecompositions one after the other with BLAS on every core (SciPy's ``eigh`` holds the GIL)
-against several at once on one BLAS thread each (``ntkfast.sklearn._loo_eigh``), the left-out
+against several at once on one BLAS thread each (``ntkfast.sklearn._loo_eigh``: whole, and with the
+back-transformations shared by the threads), the left-out
 predictions of the 15 ridges, and the refit (a plain fit against one from the chosen depth's
 eigenpairs).  On a loaded machine a threaded OpenBLAS decomposition can take ten times its
 single-threaded CPU time (its threads spin while they wait for a core).
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sklearn.metrics import r2_score
@@ -87,20 +87,22 @@ def parts(n: int = 2000, old: bool = True) -> dict:
 
     Old: each eigendecomposition in turn (``scipy.linalg.eigh(driver="evd")`` in place, BLAS on
     every core; SciPy holds the GIL, so they cannot overlap), and the refit as a plain
-    ``NTKRegressor.fit`` (a new Gram and its Cholesky factorisation).  New: as the search runs them,
-    ``workers`` decompositions at once (``_loo_eigh``, GIL released, ``n_jobs // workers`` BLAS
-    threads each), and the refit from the chosen depth's eigenpairs.
+    ``NTKRegressor.fit`` (a new Gram and its Cholesky factorisation).  Mid: whole ``dsyevd`` calls,
+    ``workers`` at once (GIL released) on ``n_jobs // workers`` BLAS threads each (5 on 2 threads
+    take 3 rounds).  New: as the search runs them (``eigh_inplace_many``: each tridiagonalised on
+    one thread, back-transformed in column blocks any thread takes), and the refit from the chosen
+    depth's eigenpairs.
     """
     import scipy.linalg
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
 
-    from ntkfast.sklearn._cv import _refit_from_eigenpairs, _score_gram
+    from ntkfast.sklearn._cv import _decompose_and_score, _refit_from_eigenpairs
 
     X, y, _, _ = data(n)
     Y = y[:, None]
     EigenLOO(np.eye(3) + 1.0, np.ones((3, 1))).predictions_all(DIAG_REGS)  # compile
     est = NTKRegressorCV()
-    _, _, _, workers = est._dense_fits(n, len(DEPTHS))
+    workers = est._dense_fits(n, len(DEPTHS))[3]
     jobs = default_n_jobs()
     out = {}
     t0 = _clock()
@@ -113,10 +115,17 @@ def parts(n: int = 2000, old: bool = True) -> dict:
             scipy.linalg.eigh(K.T, driver="evd", overwrite_a=True, check_finite=False)
         out["old: 5 eigh in turn, BLAS on every core"] = _since(t0)
         del copies
+    threads = max(1, jobs // workers)
+    blas = ThreadpoolController().select(user_api="blas")
     t0 = _clock()
-    with threadpool_limits(limits=max(1, jobs // workers), user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        scored = list(pool.map(lambda K: _score_gram(K, Y, None, DIAG_REGS, max(1, jobs // workers)), grams))
-    out[f"new: 5 eigh + LOO sums, {workers} at once, {max(1, jobs // workers)} BLAS thread(s) each"] = _since(t0)
+    list(_decompose_and_score([K.copy() for K in grams], Y, None, DIAG_REGS, workers, blas, threads, 1, False))
+    out[f"mid: 5 whole dsyevd + LOO sums, {workers} at once, {threads} BLAS thread(s) each"] = _since(t0)
+    t0 = _clock()
+    scored = list(_decompose_and_score(grams, Y, None, DIAG_REGS, workers, blas, threads, 1, True))
+    scored = [(loo, scores) for _, loo, scores in sorted(scored, key=lambda item: item[0])]
+    out[f"new: 5 shared (dormtr in column blocks) + LOO sums, {workers} threads, {threads} BLAS thread(s)"] = (
+        _since(t0)
+    )
     t0 = _clock()
     for loo, _ in scored:
         loo.predictions_all(DIAG_REGS, jobs)

@@ -266,14 +266,19 @@ def test_search_does_not_depend_on_threads_or_memory(monkeypatch):
     y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(40)
     grid = dict(depths=(1, 2, 3, 4), diag_regs=(1e-3, 1e-1, 10.0), W_std=[1.0, 1.6])
     ref = NTKRegressorCV(**grid, n_jobs=1).fit(X, y)
-    assert ref._dense_fits(40, 4)[2:] == (4, 1)
-    runs = [NTKRegressorCV(**grid, n_jobs=jobs).fit(X, y) for jobs in (2, 3)]
+    assert ref._dense_fits(40, 4)[2:] == (4, 1, False)
+    runs = [NTKRegressorCV(**grid, n_jobs=jobs).fit(X, y) for jobs in (2, 3)]  # back-transforms shared
     monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", str(int(4.5 * 8 * 40 * 40)))
     small = NTKRegressorCV(**grid, n_jobs=3)
-    assert small._dense_fits(40, 4)[2:] == (1, 1)
+    assert small._dense_fits(40, 4)[2:] == (1, 1, False)
     runs.append(small.fit(X, y))
     monkeypatch.setenv("NTKFAST_MEMORY_BUDGET", str(int(8.5 * 8 * 40 * 40)))
-    assert small._dense_fits(40, 4)[2:] == (3, 2)
+    assert small._dense_fits(40, 4)[2:] == (2, 2, True)
+    runs.append(small.fit(X, y))
+    from ntkfast.sklearn import _cv
+
+    monkeypatch.setattr(_cv, "blocks_are_safe", lambda: False)  # a LAPACK other than reference: whole dsyevd
+    assert small._dense_fits(40, 4)[2:] == (3, 2, False)
     runs.append(small.fit(X, y))
     for cv in runs:
         assert cv.best_params_ == ref.best_params_ and cv.cv_results_["params"] == ref.cv_results_["params"]
@@ -312,24 +317,28 @@ def test_eigh_inplace_is_lapacks_dsyevd():
 
 
 def test_a_failing_decomposition_stops_the_search(monkeypatch):
-    """An error in one depth's decomposition (running on a worker thread) reaches the caller as
-    itself, and the BLAS thread count the search lowered is restored."""
+    """An error in one depth's decomposition (on a worker thread) reaches the caller as itself, the
+    other threads stop, and the BLAS thread count the search lowered is restored."""
+    import threading
+
     from threadpoolctl import threadpool_info
 
-    from ntkfast.sklearn import _cv
+    from ntkfast.sklearn import _loo_eigh
 
     before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
     calls = []
 
-    def broken(K, Y, labels, diag_regs, n_jobs):
-        calls.append(K.shape)
+    def broken(self):
+        calls.append(self.n)
         raise np.linalg.LinAlgError("dsyevd: info = 7")
 
-    monkeypatch.setattr(_cv, "_score_gram", broken)
+    monkeypatch.setattr(_loo_eigh._Phased, "tridiagonalize", broken)
     X, _ = _data(n=20)
-    with pytest.raises(np.linalg.LinAlgError, match="info = 7"):
-        NTKRegressorCV(depths=(1, 2, 3), n_jobs=2).fit(X, X[:, 0])
-    assert 1 <= len(calls) <= 3
+    for jobs in (1, 2):
+        with pytest.raises(np.linalg.LinAlgError, match="info = 7"):
+            NTKRegressorCV(depths=(1, 2, 3), n_jobs=jobs).fit(X, X[:, 0])
+    assert 2 <= len(calls) <= 4  # one, then the ones already running when the first failed
+    assert not [t for t in threading.enumerate() if t.name.startswith("ntkfast-eigh")]
     assert [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"] == before
 
 
@@ -337,16 +346,16 @@ def test_decompositions_run_on_the_blas_threads_the_caller_allows(monkeypatch):
     """Each decomposition runs on n_jobs // workers BLAS threads, never more than a limit the caller set."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from ntkfast.sklearn import _cv
+    from ntkfast.sklearn import _loo_eigh
 
     seen = []
-    real = _cv._score_gram
+    real = _loo_eigh._Phased.tridiagonalize
 
-    def spy(*args):
+    def spy(self):
         seen.append({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
-        return real(*args)
+        return real(self)
 
-    monkeypatch.setattr(_cv, "_score_gram", spy)
+    monkeypatch.setattr(_loo_eigh._Phased, "tridiagonalize", spy)
     X, _ = _data(n=20)
     NTKRegressorCV(depths=(1, 2), n_jobs=2).fit(X, X[:, 0])  # two workers
     assert seen == [{1}, {1}]
@@ -354,3 +363,33 @@ def test_decompositions_run_on_the_blas_threads_the_caller_allows(monkeypatch):
     with threadpool_limits(limits=1, user_api="blas"):
         NTKRegressorCV(depths=(1,), n_jobs=4).fit(X, X[:, 0])  # one worker, the caller's one thread
     assert seen == [{1}]
+
+
+def test_eigh_inplace_many_is_dsyevd_on_threads():
+    """The phased decomposition (dsytrd + dstedc, then dormtr in column blocks on any thread) equals
+    dsyevd to round-off for every matrix, thread count, memory order and scale (dsyevd's scaling
+    near overflow and underflow reproduced), each matrix's memory holding its eigenvectors."""
+    from ntkfast.sklearn._loo_eigh import eigh_inplace, eigh_inplace_many
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 3, 40, 131):
+        for scale in (1.0, 1e-200, 1e200):
+            mats = []
+            for _ in range(5):
+                B = rng.standard_normal((n, n))
+                mats.append((B @ B.T) * scale)
+            ref = [eigh_inplace(M.copy()) for M in mats]
+            for workers in (1, 2, 3):
+                copies = [np.array(M, order="CF"[k % 2]) for k, M in enumerate(mats)]
+                held = list(copies)
+                got = {i: (w, V) for i, w, V in eigh_inplace_many(copies, workers)}
+                assert copies == [] and sorted(got) == list(range(5))
+                for i, (w, V) in got.items():
+                    if n == 0:
+                        assert w.shape == (0,) and V.shape == (0, 0)
+                        continue
+                    assert np.shares_memory(V, held[i])
+                    top = np.abs(ref[i][0]).max()
+                    np.testing.assert_allclose(w, ref[i][0], rtol=0, atol=1e-13 * top)
+                    np.testing.assert_allclose((V * w) @ V.T, mats[i], rtol=0, atol=1e-12 * np.abs(mats[i]).max())
+                    np.testing.assert_allclose(V.T @ V, np.eye(n), rtol=0, atol=1e-12)

@@ -85,8 +85,8 @@ class TimeLOOParts:
 
 class TimeSearchEigendecompositions:
     """The five depths' eigendecompositions at n = 2000: one after the other with BLAS on every core
-    (SciPy's eigh, which holds the GIL) against as the search runs them, several at once on one
-    BLAS thread each (``_loo_eigh``, GIL released), scoring included."""
+    (SciPy's eigh, which holds the GIL) against as the search runs them on threads, one BLAS
+    thread each (``_loo_eigh.eigh_inplace_many``, GIL released), scoring included."""
 
     timeout = 600
 
@@ -107,13 +107,12 @@ class TimeSearchEigendecompositions:
             scipy.linalg.eigh(K.copy().T, driver="evd", overwrite_a=True, check_finite=False)
 
     def time_parallel_as_the_search(self):
-        from concurrent.futures import ThreadPoolExecutor
+        from threadpoolctl import ThreadpoolController
 
-        from threadpoolctl import threadpool_limits
-
-        from ntkfast.sklearn._cv import _score_gram
+        from ntkfast.sklearn._cv import _decompose_and_score
         from ntkfast.tiling import default_n_jobs
 
         threads = max(1, default_n_jobs() // self.workers)
-        with threadpool_limits(limits=threads, user_api="blas"), ThreadPoolExecutor(self.workers) as pool:
-            list(pool.map(lambda K: _score_gram(K.copy(), self.Y, None, self.regs, threads), self.grams))
+        blas = ThreadpoolController().select(user_api="blas")
+        list(_decompose_and_score([K.copy() for K in self.grams], self.Y, None, self.regs, self.workers, blas,
+                                  threads, 1))  # fmt: skip

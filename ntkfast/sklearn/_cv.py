@@ -15,7 +15,6 @@ import dataclasses
 import itertools
 import numbers
 import warnings
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -34,6 +33,7 @@ from ..spec import MLP
 from ._common import DIAG_REGS, Progress, check_verbose
 from ._estimators import RUNTIME_DOC, SOLVERS, STRUCTURE_DOC, NTKClassifier, NTKRegressor
 from ._loo import EigenLOO, best_index, classification_score, regression_score
+from ._loo_eigh import blocks_are_safe, eigh_inplace_many
 
 __all__ = ["NTKRegressorCV", "NTKClassifierCV", "DEPTHS"]
 
@@ -58,35 +58,31 @@ def _grams_by_depth(arch: MLP, X, Y, depths, get: str, *, dtype, backend, n_jobs
     return tuple(np.asarray(K, dtype=np.float64) for K in grams)
 
 
-def _score_gram(K, Y, labels, diag_regs, n_jobs: int):
-    """Decompose ``K`` in place and score every ridge: (the :class:`EigenLOO`, one score dict per ridge)."""
-    loo = EigenLOO(K, Y, overwrite_k=True)
+def _score(loo: EigenLOO, Y, labels, diag_regs, n_jobs: int) -> list[dict]:
+    """One score dict per ridge of ``diag_regs`` from the eigenpairs in ``loo``."""
     scores = []
     for _, pred in loo.iter_predictions(diag_regs, n_jobs):  # the ridges in one pass over V
         scores.append(regression_score(Y, pred) if labels is None else classification_score(pred, labels))
-    return loo, scores
+    return scores
 
 
-def _decompose_and_score(grams: list, Y, labels, diag_regs, workers: int, blas, blas_threads: int, score_jobs: int):
-    """``(index, EigenLOO, scores)`` for each Gram of ``grams`` (emptied: the Grams become the
-    eigenvectors), in the order they finish, ``workers`` at once with the BLAS libraries of the
-    threadpoolctl controller ``blas`` limited to ``blas_threads`` threads meanwhile.  An exception
-    or Ctrl-C cancels the decompositions not yet started (a running LAPACK call cannot be stopped:
-    it finishes first)."""
-    with blas.limit(limits=blas_threads), ThreadPoolExecutor(workers) as pool:
-        futures = {pool.submit(_score_gram, K, Y, labels, diag_regs, score_jobs): g for g, K in enumerate(grams)}
-        grams.clear()
-        try:
-            for future in as_completed(futures):
-                g = futures.pop(future)
-                loo, scores = future.result()
-                del future  # holds the result: the caller decides what lives on
-                yield g, loo, scores
+def _decompose_and_score(
+    grams: list, Y, labels, diag_regs, workers: int, blas, blas_threads: int, score_jobs: int, split: bool | None = None
+):
+    """``(index, EigenLOO, scores)`` for each Gram of ``grams`` (emptied: each Gram's memory becomes
+    its eigenvectors), in the order they finish: ``workers`` threads decompose them
+    (``eigh_inplace_many``) with the BLAS libraries of the threadpoolctl controller ``blas`` limited
+    to ``blas_threads`` threads meanwhile, and this thread scores each one as it comes.  An
+    exception or Ctrl-C stops the decompositions (a running LAPACK call finishes first)."""
+    diags = [np.diag(K).copy() for K in grams]
+    with blas.limit(limits=blas_threads):
+        decompositions = eigh_inplace_many(grams, workers, split)
+        with contextlib.closing(decompositions):
+            for g, eigenvalues, V in decompositions:
+                loo = EigenLOO.from_eigenpairs(eigenvalues, V, diags[g], Y)
+                del eigenvalues, V
+                yield g, loo, _score(loo, Y, labels, diag_regs, score_jobs)
                 del loo
-        finally:
-            for future in futures:
-                future.cancel()
-            futures.clear()
 
 
 def _refit_from_eigenpairs(est, X, y, Y, loo: EigenLOO, diag_reg: float, classification: bool) -> None:
@@ -226,26 +222,33 @@ class _CVBase(BaseEstimator):
         params = {name: getattr(self, name) for name in _STRUCTURE + _RUNTIME}
         return {**params, "depth": depth, "W_std": W_std, "b_std": b_std, "diag_reg": diag_reg, "verbose": self.verbose}
 
-    def _dense_fits(self, n: int, n_depths: int) -> tuple[bool, str, int, int]:
+    def _dense_fits(self, n: int, n_depths: int) -> tuple[bool, str, int, int, bool]:
         """Whether the closed-form search fits (dense eigendecomposition), why not, how many depths'
-        Grams to hold at once and how many eigendecompositions to run at once.
+        Grams to hold at once, how many eigendecompositions to run at once, and whether they share
+        their back-transformations (``eigh_inplace_many(split=...)``).
 
         Memory in units of one n x n float64 matrix (8 n^2 bytes): the Grams of a group of depths
-        (each overwritten by its eigenvectors), LAPACK's workspace of each running decomposition
-        (2 n^2), and the eigenpairs of the best depth so far, kept for the refit (1).
+        (each overwritten by its eigenvectors) and the eigenpairs of the best depth so far, kept
+        for the refit (1); whole decompositions add LAPACK's 2 n^2 workspace each, shared ones an
+        n^2 scratch per depth of the group and an n^2 workspace per thread.
         """
         if n > config.dense_max_n():
-            return False, f"n = {n} is above the dense eigendecomposition limit {config.dense_max_n()}", 0, 0
+            return False, f"n = {n} is above the dense eigendecomposition limit {config.dense_max_n()}", 0, 0, False
         per = 8 * n * n
         slots = config.memory_budget() // per
         if slots < 4:
-            return False, f"the eigendecomposition needs {config.format_bytes(4 * per)}, above the memory budget", 0, 0
+            why = f"the eigendecomposition needs {config.format_bytes(4 * per)}, above the memory budget"
+            return False, why, 0, 0, False
         jobs = tiling.default_n_jobs() if self.n_jobs is None else self.n_jobs
+        split_ok = blocks_are_safe()
         for workers in range(max(1, min(jobs, n_depths)), 0, -1):
+            group = min(n_depths, (slots - 1 - workers) // 2)
+            if workers > 1 and split_ok and group >= workers:
+                return True, "", group, workers, True
             group = min(n_depths, slots - 1 - 2 * workers)
             if group >= workers:
-                return True, "", group, workers
-        return True, "", 1, 1  # slots >= 4: one Gram, its workspace and the kept eigenpairs
+                return True, "", group, workers, False
+        return True, "", 1, 1, False  # slots >= 4: one Gram, its workspace and the kept eigenpairs
 
     def search_plan(self, n_samples: int) -> tuple[str, str]:
         """How :meth:`fit` on ``n_samples`` rows will score the candidates, before any work.
@@ -265,7 +268,7 @@ class _CVBase(BaseEstimator):
             except (TypeError, ValueError):  # a splitter that needs the data to count its folds
                 return "k-fold", f"cv={self.cv!r}"
             return f"{k}-fold", f"cv={self.cv!r}"
-        dense, why, _, _ = self._dense_fits(n, 1)
+        dense, why, *_ = self._dense_fits(n, 1)
         return ("loo", "") if dense else ("5-fold", why)
 
     # ------------------------------------------------------------------------------ search
@@ -275,7 +278,7 @@ class _CVBase(BaseEstimator):
         if n < 2:
             raise ArgumentError(f"X: leave-one-out needs at least 2 samples, got n_samples = {n}")
         progress = Progress(check_verbose(self.verbose), type(self).__name__)
-        dense, why, group, workers = self._dense_fits(n, len(depths))
+        dense, why, group, workers, split = self._dense_fits(n, len(depths))
         n_cand = len(W_grid) * len(b_grid) * len(depths) * len(diag_regs)
         if self.cv is None and dense:
             self.cv_method_ = "loo"
@@ -284,7 +287,7 @@ class _CVBase(BaseEstimator):
                 f"({len(depths)} depths x {len(W_grid) * len(b_grid)} (W_std, b_std))"
             )
             results, kept = self._loo_search(
-                X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, workers, progress
+                X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, workers, split, progress
             )
         else:
             if self.cv is None:
@@ -323,7 +326,7 @@ class _CVBase(BaseEstimator):
         self.n_iter_ = self.best_estimator_.n_iter_
         return r
 
-    def _loo_search(self, X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, workers, progress):
+    def _loo_search(self, X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, workers, split, progress):
         """Every candidate's leave-one-out score (in the order of ``cv_results_``) and the
         :class:`EigenLOO` of the best one's Gram (its eigenpairs, for the refit).
 
@@ -337,7 +340,7 @@ class _CVBase(BaseEstimator):
         blas = ThreadpoolController().select(user_api="blas")
         # never more BLAS threads than the caller allows now (a threadpool_limits around fit, OPENBLAS_NUM_THREADS)
         blas_threads = max(1, min([jobs // workers] + [lib["num_threads"] for lib in blas.info()]))
-        score_jobs = max(1, jobs // workers)
+        score_jobs = 1 if workers > 1 else jobs  # the scoring runs while the other decompositions do
         by_position = {}
         kept, kept_key = None, None
         structures = list(itertools.product(W_grid, b_grid))
@@ -350,7 +353,9 @@ class _CVBase(BaseEstimator):
                     progress=progress.bar,
                 ))  # fmt: skip
                 # each Gram is the search's scratch: its eigenvectors overwrite it
-                scored = _decompose_and_score(grams, Y, labels, diag_regs, workers, blas, blas_threads, score_jobs)
+                scored = _decompose_and_score(
+                    grams, Y, labels, diag_regs, workers, blas, blas_threads, score_jobs, split
+                )
                 del grams
                 with contextlib.closing(scored):  # stops the decompositions at once if this loop raises
                     for g, loo, scores in scored:
@@ -469,13 +474,14 @@ class NTKRegressorCV(RegressorMixin, _CVBase):
     relative ridge recomputed, as a refit does), see ``ntkfast.sklearn._loo``.
 
     Cost: the Grams of every depth from one tile pass, one eigendecomposition per depth (LAPACK's
-    divide-and-conquer, in the Gram's own memory; ``min(n_jobs, depths)`` of them at once, each on
-    ``n_jobs // that`` BLAS threads, as the memory budget allows), then one pass over the
-    eigenvectors scores every ridge (O(n^2 k) per ridge, no n x n temporaries:
+    divide-and-conquer, in the Gram's own memory; ``min(n_jobs, depths)`` threads share them, each
+    on ``n_jobs // that`` BLAS threads, as the memory budget allows: ``_loo_eigh``), then one pass
+    over the eigenvectors scores every ridge (O(n^2 k) per ridge, no n x n temporaries:
     ``ntkfast.sklearn._loo_sums``).  The eigendecompositions dominate.  The refit reuses the chosen
     depth's eigenpairs (no new Gram, no factorisation; ``best_estimator_.solver_ == "eigh"``) unless
-    ``solver`` asks for another solver.  Memory: the Grams of the depths held at once, 2 n^2
-    doubles of LAPACK workspace per running decomposition, and the best depth's eigenvectors so far.
+    ``solver`` asks for another solver.  Memory: the Grams of the depths held at once, the best
+    depth's eigenvectors, and up to one n^2 scratch per depth and one n^2 workspace per thread while
+    they are decomposed (about 11 x 8 n^2 bytes for 5 depths on 2 threads).
     ``benchmarks/cv_speed.py`` times it against ``GridSearchCV(NTKRegressor(), same grid, cv=5)``
     (375 Cholesky fits for 5 x 15 candidates).
 

@@ -41,20 +41,32 @@ class EigenLOO:
     """
 
     def __init__(self, K: np.ndarray, Y: np.ndarray, overwrite_k: bool = False):
-        n = len(K)
-        self.diag = np.diag(K).copy()
+        diag = np.diag(K).copy()
         # with overwrite the eigenvectors are written over K (in place, no second n^2 buffer);
         # either way the LAPACK call lets other threads run (``_loo_eigh``)
         own = overwrite_k and K.dtype == np.float64 and (K.flags.c_contiguous or K.flags.f_contiguous)
         own = own and K.flags.writeable
         eigenvalues, V = eigh_inplace(K if own else np.array(K, dtype=np.float64, order="F"))
+        self._setup(eigenvalues, V, diag, Y)
+
+    @classmethod
+    def from_eigenpairs(cls, eigenvalues: np.ndarray, V: np.ndarray, diag: np.ndarray, Y: np.ndarray) -> EigenLOO:
+        """From K's eigenpairs (``K = V diag(eigenvalues) V^T``, as ``eigh_inplace`` gives them) and
+        its diagonal (taken before the decomposition overwrote K)."""
+        loo = cls.__new__(cls)
+        loo._setup(eigenvalues, V, np.asarray(diag, dtype=np.float64), Y)
+        return loo
+
+    def _setup(self, eigenvalues, V, diag, Y):
+        n = len(diag)
+        self.diag = diag
         self.eigenvalues = eigenvalues  # as LAPACK gave them (the refit's K + reg I has them + reg)
         self.lam = np.clip(eigenvalues, 0.0, None)  # round-off negatives of a PSD Gram
         self.V = V
         self.Y = Y
         self.PQ = np.hstack([V.T @ Y, V.sum(axis=0)[:, None]])  # V^T [Y, 1], shared by every ridge
         self.m = (Y.sum(axis=0)[None, :] - Y) / (n - 1)  # the left-out target means, (n, k)
-        self.scale = (self.diag.sum() - self.diag) / (n - 1)  # lam_i = diag_reg * scale_i
+        self.scale = (diag.sum() - diag) / (n - 1)  # lam_i = diag_reg * scale_i
 
     def predictions(self, diag_reg: float) -> np.ndarray:
         """``f_{-i}(x_i)`` for every i, shape (n, k) (NumPy, n x n temporaries: the reference for
