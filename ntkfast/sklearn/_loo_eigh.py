@@ -116,7 +116,8 @@ def _ints(*values):
 
 
 def _ref(x):
-    return ctypes.addressof(x) if isinstance(x, ctypes._SimpleCData) else x.ctypes.data
+    """The address LAPACK gets: of a ctypes integer, or of an array's data."""
+    return ctypes.addressof(x) if isinstance(x, ctypes.c_int) else x.ctypes.data
 
 
 def _check_info(name: str, info: ctypes.c_int) -> None:
