@@ -7,10 +7,13 @@ over all 75 candidates means 375 fits; to stay short the script times it on ``--
 its ridge: the same Gram and Cholesky per fold; pass ``--regs 15`` for the full run).
 
 Times are wall-clock and CPU seconds of this process (the CPU figures are steadier on a shared
-machine).  ``--parts`` also times the parts of the closed-form search per depth, old against new:
-the eigendecomposition (NumPy's ``eigh`` on a copy against LAPACK's divide-and-conquer in the
-Gram's own memory) and the left-out predictions of the 15 ridges (the NumPy formula per ridge,
-n x n temporaries each, against the one pass over the eigenvectors).
+machine).  ``--parts`` also times the parts of the closed-form search, old against new: the five
+eigendecompositions one after the other with BLAS on every core (SciPy's ``eigh`` holds the GIL)
+against several at once on one BLAS thread each (``ntkfast.sklearn._loo_eigh``: whole, and with the
+back-transformations shared by the threads), the left-out
+predictions of the 15 ridges, and the refit (a plain fit against one from the chosen depth's
+eigenpairs).  On a loaded machine a threaded OpenBLAS decomposition can take ten times its
+single-threaded CPU time (its threads spin while they wait for a core).
 
     python benchmarks/cv_speed.py [--n 2000] [--regs 3] [--parts]
 """
@@ -27,6 +30,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 import ntkfast as nf
 from ntkfast.sklearn import DEPTHS, DIAG_REGS, NTKRegressor, NTKRegressorCV
 from ntkfast.sklearn._loo import EigenLOO
+from ntkfast.tiling import default_n_jobs
 
 
 def data(n: int, n_test: int = 1000, d: int = 8, seed: int = 0):
@@ -69,29 +73,71 @@ def main(n: int = 2000, regs: int = 3) -> dict:
     }
 
 
-def parts(n: int = 2000) -> dict:
-    """CPU seconds of the closed-form search's parts over the 5 depths, old way against new."""
+def _clock():
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t0) -> tuple[float, float]:
+    t1 = _clock()
+    return t1[0] - t0[0], t1[1] - t0[1]
+
+
+def parts(n: int = 2000, old: bool = True) -> dict:
+    """(wall, CPU) seconds of the closed-form search's parts over the 5 depths, old way against new.
+
+    Old: each eigendecomposition in turn (``scipy.linalg.eigh(driver="evd")`` in place, BLAS on
+    every core; SciPy holds the GIL, so they cannot overlap), and the refit as a plain
+    ``NTKRegressor.fit`` (a new Gram and its Cholesky factorisation).  Mid: whole ``dsyevd`` calls,
+    ``workers`` at once (GIL released) on ``n_jobs // workers`` BLAS threads each (5 on 2 threads
+    take 3 rounds).  New: as the search runs them (``eigh_inplace_many``: each tridiagonalised on
+    one thread, back-transformed in column blocks any thread takes), and the refit from the chosen
+    depth's eigenpairs.
+    """
+    import scipy.linalg
+    from threadpoolctl import ThreadpoolController
+
+    from ntkfast.sklearn._cv import _decompose_and_score, _refit_from_eigenpairs
+
     X, y, _, _ = data(n)
     Y = y[:, None]
     EigenLOO(np.eye(3) + 1.0, np.ones((3, 1))).predictions_all(DIAG_REGS)  # compile
-    c0 = time.process_time()
+    est = NTKRegressorCV()
+    workers = est._dense_fits(n, len(DEPTHS))[3]
+    jobs = default_n_jobs()
+    out = {}
+    t0 = _clock()
     grams = [np.asarray(K) for K in nf.kernel(nf.MLP(), X, depths=DEPTHS)]
-    out = {"kernel": time.process_time() - c0, "eigh_numpy": 0.0, "eigh_evd_inplace": 0.0, "predictions_numpy": 0.0,
-           "predictions_one_pass": 0.0}  # fmt: skip
-    for K in grams:
-        c0 = time.process_time()
-        np.linalg.eigh(K)
-        out["eigh_numpy"] += time.process_time() - c0
-        c0 = time.process_time()
-        loo = EigenLOO(K, Y, overwrite_k=True)
-        out["eigh_evd_inplace"] += time.process_time() - c0
-        c0 = time.process_time()
-        old = np.stack([loo.predictions(r) for r in DIAG_REGS])
-        out["predictions_numpy"] += time.process_time() - c0
-        c0 = time.process_time()
-        new = loo.predictions_all(DIAG_REGS)
-        out["predictions_one_pass"] += time.process_time() - c0
-        assert np.allclose(old, new, rtol=0, atol=1e-10 * np.abs(y).max())
+    out["kernel, 5 depths in one pass"] = _since(t0)
+    if old:  # on a loaded machine this one can take a minute or two
+        copies = [K.copy() for K in grams]
+        t0 = _clock()
+        for K in copies:
+            scipy.linalg.eigh(K.T, driver="evd", overwrite_a=True, check_finite=False)
+        out["old: 5 eigh in turn, BLAS on every core"] = _since(t0)
+        del copies
+    threads = max(1, jobs // workers)
+    blas = ThreadpoolController().select(user_api="blas")
+    t0 = _clock()
+    list(_decompose_and_score([K.copy() for K in grams], Y, None, DIAG_REGS, workers, blas, threads, 1, False))
+    out[f"mid: 5 whole dsyevd + LOO sums, {workers} at once, {threads} BLAS thread(s) each"] = _since(t0)
+    t0 = _clock()
+    scored = list(_decompose_and_score(grams, Y, None, DIAG_REGS, workers, blas, threads, 1, True))
+    scored = [(loo, scores) for _, loo, scores in sorted(scored, key=lambda item: item[0])]
+    out[f"new: 5 shared (dormtr in column blocks) + LOO sums, {workers} threads, {threads} BLAS thread(s)"] = (
+        _since(t0)
+    )
+    t0 = _clock()
+    for loo, _ in scored:
+        loo.predictions_all(DIAG_REGS, jobs)
+    out["(of which, timed alone) LOO sums of 15 ridges x 5 depths"] = _since(t0)
+    depth, diag_reg = 2, 0.3
+    t0 = _clock()
+    NTKRegressor(depth=depth, diag_reg=diag_reg).fit(X, y)
+    out["old refit: plain fit (Gram + Cholesky)"] = _since(t0)
+    t0 = _clock()
+    _refit_from_eigenpairs(NTKRegressor(depth=depth, diag_reg=diag_reg), X, y, Y, scored[DEPTHS.index(depth)][0],
+                           diag_reg, False)  # fmt: skip
+    out["new refit: from the eigenpairs"] = _since(t0)
     return out
 
 
@@ -99,11 +145,12 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--regs", type=int, default=3)
-    p.add_argument("--parts", action="store_true", help="also the CPU seconds of the search's parts, old vs new")
+    p.add_argument("--parts", action="store_true", help="also the seconds of the search's parts, old vs new")
     a = p.parse_args()
     if a.parts:
-        cpu = parts(a.n)
-        print(f"n = {a.n}, 5 depths x 15 ridges, CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+        print(f"n = {a.n}, 5 depths x 15 ridges, seconds (wall, CPU):")
+        for what, (wall, cpu) in parts(a.n).items():
+            print(f"  {what}: {wall:.2f} wall, {cpu:.2f} CPU")
     r = main(a.n, a.regs)
     print(f"n = {r['n']}: NTKRegressorCV (5 depths x 15 diag_regs, closed-form LOO) {r['cv_seconds']:.1f} s")
     print(

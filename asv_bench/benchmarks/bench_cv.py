@@ -81,3 +81,38 @@ class TimeLOOParts:
 
     def time_predictions_one_pass(self):
         self.loo.predictions_all(self.regs)
+
+
+class TimeSearchEigendecompositions:
+    """The five depths' eigendecompositions at n = 2000: one after the other with BLAS on every core
+    (SciPy's eigh, which holds the GIL) against as the search runs them on threads, one BLAS
+    thread each (``_loo_eigh.eigh_inplace_many``, GIL released), scoring included."""
+
+    timeout = 600
+
+    def setup(self):
+        import ntkfast as nf
+        from ntkfast.sklearn import DIAG_REGS
+
+        X, y = _data(2000)
+        self.grams = [np.asarray(K) for K in nf.kernel(nf.MLP(), X, depths=DEPTHS)]
+        self.Y = y[:, None]
+        self.regs = DIAG_REGS
+        self.workers = NTKRegressorCV()._dense_fits(2000, len(DEPTHS))[3]
+
+    def time_in_turn_scipy(self):
+        import scipy.linalg
+
+        for K in self.grams:
+            scipy.linalg.eigh(K.copy().T, driver="evd", overwrite_a=True, check_finite=False)
+
+    def time_parallel_as_the_search(self):
+        from threadpoolctl import ThreadpoolController
+
+        from ntkfast.sklearn._cv import _decompose_and_score
+        from ntkfast.tiling import default_n_jobs
+
+        threads = max(1, default_n_jobs() // self.workers)
+        blas = ThreadpoolController().select(user_api="blas")
+        list(_decompose_and_score([K.copy() for K in self.grams], self.Y, None, self.regs, self.workers, blas,
+                                  threads, 1))  # fmt: skip

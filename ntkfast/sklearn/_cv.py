@@ -10,6 +10,7 @@ picked depth and regularisation per data set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import numbers
@@ -21,16 +22,18 @@ from sklearn.model_selection import KFold, StratifiedKFold, check_cv
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import ThreadpoolController
 
-from .. import config
+from .. import config, tiling
 from .._validation import check_backend, check_choice, check_nonnegative_int, check_positive_float, check_positive_int
 from ..errors import ArgumentError, ArgumentTypeError
 from ..gram import kernel
+from ..solvers.dense import diag_regularizer
 from ..spec import MLP
-from ..tiling import default_n_jobs
 from ._common import Progress, check_verbose
 from ._estimators import RUNTIME_DOC, SOLVERS, STRUCTURE_DOC, NTKClassifier, NTKRegressor
 from ._loo import EigenLOO, best_index, classification_score, regression_score
+from ._loo_eigh import blocks_are_safe, eigh_inplace_many
 
 __all__ = ["NTKRegressorCV", "NTKClassifierCV", "DEPTHS", "CV_DIAG_REGS", "CV_B_STD"]
 
@@ -64,6 +67,70 @@ def _grams_by_depth(arch: MLP, X, Y, depths, get: str, *, dtype, backend, n_jobs
         grams = kernel(arch, X, Y, get=get, depths=tuple(depths), dtype=dtype, backend=backend, n_jobs=n_jobs,
                        progress=progress)  # fmt: skip
     return tuple(np.asarray(K, dtype=np.float64) for K in grams)
+
+
+def _score(loo: EigenLOO, Y, labels, diag_regs, n_jobs: int) -> list[dict]:
+    """One score dict per ridge of ``diag_regs`` from the eigenpairs in ``loo``."""
+    scores = []
+    for _, pred in loo.iter_predictions(diag_regs, n_jobs):  # the ridges in one pass over V
+        scores.append(regression_score(Y, pred) if labels is None else classification_score(pred, labels))
+    return scores
+
+
+def _decompose_and_score(
+    grams: list, Y, labels, diag_regs, workers: int, blas, blas_threads: int, score_jobs: int, split: bool | None = None
+):
+    """``(index, EigenLOO, scores)`` for each Gram of ``grams`` (emptied: each Gram's memory becomes
+    its eigenvectors), in the order they finish: ``workers`` threads decompose them
+    (``eigh_inplace_many``) with the BLAS libraries of the threadpoolctl controller ``blas`` limited
+    to ``blas_threads`` threads meanwhile, and this thread scores each one as it comes.  An
+    exception or Ctrl-C stops the decompositions (a running LAPACK call finishes first)."""
+    diags = [np.diag(K).copy() for K in grams]
+    with blas.limit(limits=blas_threads):
+        decompositions = eigh_inplace_many(grams, workers, split)
+        with contextlib.closing(decompositions):
+            for g, eigenvalues, V in decompositions:
+                loo = EigenLOO.from_eigenpairs(eigenvalues, V, diags[g], Y)
+                del eigenvalues, V
+                yield g, loo, _score(loo, Y, labels, diag_regs, score_jobs)
+                del loo
+
+
+def _refit_from_eigenpairs(est, X, y, Y, loo: EigenLOO, diag_reg: float, classification: bool) -> None:
+    """Fit the plain estimator ``est`` on (X, y) from the eigenpairs of its Gram, ``loo``, as its own
+    ``fit`` with ``solver="eigh"`` would (the same attributes, to round-off), without computing the
+    Gram or factorising it again.  ``Y`` is the (n, k) target matrix the search scored (one-hot,
+    two columns when binary, for a classifier).  A classifier's ``temperature_`` is set by the caller
+    (fitted on the search's leave-one-out values)."""
+    if classification:
+        X, y = validate_data(est, X, y, dtype=[np.float64, np.float32])
+        est._binarizer = LabelBinarizer().fit(y)
+        est.classes_ = est._binarizer.classes_
+    else:
+        X, y = validate_data(est, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32])
+        est._single_output = np.ndim(y) == 1
+    est.arch_ = MLP.from_params(est)
+    Progress(check_verbose(est.verbose), type(est).__name__).say(
+        f"n = {X.shape[0]}, d = {X.shape[1]}, {Y.shape[1]} output(s): solver 'eigh' (the eigendecomposition of "
+        "the chosen Gram that scored it)"
+    )
+    est.X_fit_ = X
+    est.n_iter_ = 1
+    est.solver_ = "eigh"
+    est._large = None
+    est._posterior = None
+    est.y_mean_ = Y.mean(axis=0)
+    Yc = Y - est.y_mean_
+    est.diag_reg_ = float(diag_reg)
+    est._reg = diag_regularizer(loo.diag, est.diag_reg_)
+    posterior = not classification and est.kernel == "nngp"  # the NNGP regressor's predictive std
+    est.dual_coef_, gain, loo_c = loo.ridge_fit(est._reg, Yc, loo=classification)
+    if posterior:
+        V = loo.V if loo.V.flags.owndata else loo.V.copy(order="F")  # not a view of the search's Grams
+        est._posterior = ("eigh", gain, V)
+        est.kernel_scale_ = np.sum(Yc * est.dual_coef_, axis=0) / len(X)
+    if classification:
+        est.loo_ = loo_c + est.y_mean_
 
 
 def _grid(value, name: str, allow_none: bool) -> tuple:
@@ -149,6 +216,7 @@ class _CVBase(BaseEstimator):
         check_choice(self.kernel, "kernel", ("ntk", "nngp"))
         check_choice(self.solver, "solver", SOLVERS)
         check_positive_int(self.n_centers, "n_centers")
+        check_positive_int(self.n_jobs, "n_jobs", maximum=tiling.max_n_jobs())
         check_verbose(self.verbose)
         W_grid = _grid(self.W_std, "W_std", allow_none=False)
         b_grid = _grid(self.b_std, "b_std", allow_none=True)
@@ -165,16 +233,33 @@ class _CVBase(BaseEstimator):
         params = {name: getattr(self, name) for name in _STRUCTURE + _RUNTIME}
         return {**params, "depth": depth, "W_std": W_std, "b_std": b_std, "diag_reg": diag_reg, "verbose": self.verbose}
 
-    def _dense_fits(self, n: int, n_depths: int) -> tuple[bool, str, int]:
-        """Whether the closed-form search fits (dense eigendecomposition), why not, and how many
-        depths' Grams to hold at once (each 8 n^2 bytes, plus 3 n^2 for the eigendecomposition)."""
+    def _dense_fits(self, n: int, n_depths: int) -> tuple[bool, str, int, int, bool]:
+        """Whether the closed-form search fits (dense eigendecomposition), why not, how many depths'
+        Grams to hold at once, how many eigendecompositions to run at once, and whether they share
+        their back-transformations (``eigh_inplace_many(split=...)``).
+
+        Memory in units of one n x n float64 matrix (8 n^2 bytes): the Grams of a group of depths
+        (each overwritten by its eigenvectors) and the eigenpairs of the best depth so far, kept
+        for the refit (1); whole decompositions add LAPACK's 2 n^2 workspace each, shared ones an
+        n^2 scratch per depth of the group and an n^2 workspace per thread.
+        """
         if n > config.dense_max_n():
-            return False, f"n = {n} is above the dense eigendecomposition limit {config.dense_max_n()}", 0
+            return False, f"n = {n} is above the dense eigendecomposition limit {config.dense_max_n()}", 0, 0, False
         per = 8 * n * n
-        budget = config.memory_budget()
-        if 4 * per > budget:
-            return False, f"the eigendecomposition needs {config.format_bytes(4 * per)}, above the memory budget", 0
-        return True, "", max(1, min(n_depths, budget // per - 3))
+        slots = config.memory_budget() // per
+        if slots < 4:
+            why = f"the eigendecomposition needs {config.format_bytes(4 * per)}, above the memory budget"
+            return False, why, 0, 0, False
+        jobs = tiling.default_n_jobs() if self.n_jobs is None else self.n_jobs
+        split_ok = blocks_are_safe()
+        for workers in range(max(1, min(jobs, n_depths)), 0, -1):
+            group = min(n_depths, (slots - 1 - workers) // 2)
+            if workers > 1 and split_ok and group >= workers:
+                return True, "", group, workers, True
+            group = min(n_depths, slots - 1 - 2 * workers)
+            if group >= workers:
+                return True, "", group, workers, False
+        return True, "", 1, 1, False  # slots >= 4: one Gram, its workspace and the kept eigenpairs
 
     def search_plan(self, n_samples: int) -> tuple[str, str]:
         """How :meth:`fit` on ``n_samples`` rows will score the candidates, before any work.
@@ -194,7 +279,7 @@ class _CVBase(BaseEstimator):
             except (TypeError, ValueError):  # a splitter that needs the data to count its folds
                 return "k-fold", f"cv={self.cv!r}"
             return f"{k}-fold", f"cv={self.cv!r}"
-        dense, why, _ = self._dense_fits(n, 1)
+        dense, why, *_ = self._dense_fits(n, 1)
         return ("loo", "") if dense else ("5-fold", why)
 
     # ------------------------------------------------------------------------------ search
@@ -204,7 +289,7 @@ class _CVBase(BaseEstimator):
         if n < 2:
             raise ArgumentError(f"X: leave-one-out needs at least 2 samples, got n_samples = {n}")
         progress = Progress(check_verbose(self.verbose), type(self).__name__)
-        dense, why, group = self._dense_fits(n, len(depths))
+        dense, why, group, workers, split = self._dense_fits(n, len(depths))
         n_cand = len(W_grid) * len(b_grid) * len(depths) * len(diag_regs)
         if self.cv is None and dense:
             self.cv_method_ = "loo"
@@ -212,7 +297,9 @@ class _CVBase(BaseEstimator):
                 f"n = {n}: {n_cand} candidates by exact leave-one-out, one eigendecomposition per depth "
                 f"({len(depths)} depths x {len(W_grid) * len(b_grid)} (W_std, b_std))"
             )
-            results = self._loo_search(X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, progress)
+            results, kept = self._loo_search(
+                X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, workers, split, progress
+            )
         else:
             if self.cv is None:
                 splitter = (StratifiedKFold if labels is not None else KFold)(5, shuffle=True, random_state=0)
@@ -227,6 +314,7 @@ class _CVBase(BaseEstimator):
             self.cv_method_ = f"{splitter.get_n_splits(X, y)}-fold"
             progress.say(f"n = {n}: {n_cand} candidates by {self.cv_method_} cross-validation")
             results = self._kfold_search(X, y, Y, labels, splitter, depths, diag_regs, W_grid, b_grid, progress)
+            kept = None
         best = best_index(results)
         self._set_results(results, labels is not None)
         r = results[best]
@@ -240,33 +328,67 @@ class _CVBase(BaseEstimator):
         }
         progress.say(f"best: {self.best_params_}, score {self.best_score_:.6g}; refitting")
         self.best_estimator_ = self._plain(**self._plain_params(self.depth_, self.W_std_, self.b_std_, self.diag_reg_))
-        self.best_estimator_.fit(X, y)
+        if kept is not None and self.solver in ("auto", "eigh"):
+            # the chosen Gram's eigenpairs are at hand: the refit is two products with V, no new
+            # Gram and no factorisation (``solver_ == "eigh"``; predictions equal a plain fit's to round-off)
+            _refit_from_eigenpairs(self.best_estimator_, X, y, Y, kept, self.diag_reg_, labels is not None)
+        else:
+            self.best_estimator_.fit(X, y)
         self.n_iter_ = self.best_estimator_.n_iter_
         return r
 
-    def _loo_search(self, X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, progress):
-        results = []
-        n_jobs = default_n_jobs() if self.n_jobs is None else self.n_jobs
-        for W_std, b_std in itertools.product(W_grid, b_grid):
+    def _loo_search(self, X, Y, labels, base, depths, diag_regs, W_grid, b_grid, group, workers, split, progress):
+        """Every candidate's leave-one-out score (in the order of ``cv_results_``) and the
+        :class:`EigenLOO` of the best one's Gram (its eigenpairs, for the refit).
+
+        The Grams of ``group`` depths come from one tile pass; ``workers`` of them are decomposed
+        and scored at once on as many threads (LAPACK's ``dsyevd`` on ``n_jobs // workers`` BLAS
+        threads each: on a few cores it gains little from its own threads, and a decomposition per
+        thread keeps every core busy).  Only the best depth's eigenvectors outlive its scoring.
+        """
+        n_ridges = len(diag_regs)
+        jobs = tiling.default_n_jobs() if self.n_jobs is None else self.n_jobs
+        blas = ThreadpoolController().select(user_api="blas")
+        # never more BLAS threads than the caller allows now (a threadpool_limits around fit, OPENBLAS_NUM_THREADS)
+        blas_threads = max(1, min([jobs // workers] + [lib["num_threads"] for lib in blas.info()]))
+        score_jobs = 1 if workers > 1 else jobs  # the scoring runs while the other decompositions do
+        by_position = {}
+        kept, kept_key = None, None
+        structures = list(itertools.product(W_grid, b_grid))
+        for c, (W_std, b_std) in enumerate(structures):
             arch = dataclasses.replace(base, W_std=W_std, b_std=b_std)
             for start in range(0, len(depths), group):
                 chunk = depths[start : start + group]
-                grams = _grams_by_depth(
+                grams = list(_grams_by_depth(
                     arch, X, None, chunk, self.kernel, dtype=self.dtype, backend=self.backend, n_jobs=self.n_jobs,
                     progress=progress.bar,
-                )  # fmt: skip
-                grams = list(grams)
-                for g, depth in enumerate(chunk):
-                    # the Gram is this search's own: the eigenvectors overwrite it (no second n^2 buffer)
-                    loo = EigenLOO(grams[g], Y, overwrite_k=True)
-                    grams[g] = None
-                    for r, pred in loo.iter_predictions(diag_regs, n_jobs):  # the ridges in one pass over V
-                        score = regression_score(Y, pred) if labels is None else classification_score(pred, labels)
-                        results.append({"depth": depth, "diag_reg": r, "W_std": W_std, "b_std": b_std, **score})
-                    del loo
-                    progress.say(f"W_std={W_std:g}, b_std={b_std}, depth {depth}: scored {len(diag_regs)} ridges")
+                ))  # fmt: skip
+                # each Gram is the search's scratch: its eigenvectors overwrite it
+                scored = _decompose_and_score(
+                    grams, Y, labels, diag_regs, workers, blas, blas_threads, score_jobs, split
+                )
                 del grams
-        return results
+                with contextlib.closing(scored):  # stops the decompositions at once if this loop raises
+                    for g, loo, scores in scored:
+                        depth = chunk[g]
+                        position = (c * len(depths) + start + g) * n_ridges
+                        by_position[position] = [
+                            {"depth": depth, "diag_reg": r, "W_std": W_std, "b_std": b_std, **score}
+                            for r, score in zip(diag_regs, scores)
+                        ]
+                        local = best_index(scores)
+                        key = (-scores[local]["score"], scores[local].get("log_loss", 0.0), position + local)
+                        if kept_key is None or key < kept_key:
+                            kept, kept_key = loo, key
+                        del loo
+                        progress.say(f"W_std={W_std:g}, b_std={b_std}, depth {depth}: scored {n_ridges} ridges")
+                last = c == len(structures) - 1 and start + group >= len(depths)
+                if kept is not None and not last and not kept.V.flags.owndata:
+                    # the Grams of a group are slices of one array: keep a copy of the best's
+                    # eigenvectors so that the group's memory goes before the next group's comes
+                    kept.V = kept.V.copy(order="F")
+        results = [r for position in sorted(by_position) for r in by_position[position]]
+        return results, kept
 
     def _kfold_search(self, X, y, Y, labels, splitter, depths, diag_regs, W_grid, b_grid, progress):
         folds = list(splitter.split(X, y))
@@ -367,10 +489,16 @@ class NTKRegressorCV(RegressorMixin, _CVBase):
     relative ridge recomputed, as a refit does), see ``ntkfast.sklearn._loo``.
 
     Cost: the Grams of every depth from one tile pass, one eigendecomposition per depth (LAPACK's
-    divide-and-conquer, in the Gram's own memory), then one pass over the eigenvectors scores
-    every ridge (O(n^2 k) per ridge, no n x n temporaries: ``ntkfast.sklearn._loo_sums``).  The
-    eigendecompositions dominate.  ``benchmarks/cv_speed.py`` times it against
-    ``GridSearchCV(NTKRegressor(), same grid, cv=5)`` (375 Cholesky fits for 5 x 15 candidates).
+    divide-and-conquer, in the Gram's own memory; ``min(n_jobs, depths)`` threads share them, each
+    on ``n_jobs // that`` BLAS threads, as the memory budget allows: ``_loo_eigh``), then one pass
+    over the eigenvectors scores every ridge (O(n^2 k) per ridge, no n x n temporaries:
+    ``ntkfast.sklearn._loo_sums``).  The eigendecompositions dominate.  The refit reuses the chosen
+    depth's eigenpairs (no new Gram, no factorisation; ``best_estimator_.solver_ == "eigh"``) unless
+    ``solver`` asks for another solver.  Memory: the Grams of the depths held at once, the best
+    depth's eigenvectors, and up to one n^2 scratch per depth and one n^2 workspace per thread while
+    they are decomposed (about 11 x 8 n^2 bytes for 5 depths on 2 threads).
+    ``benchmarks/cv_speed.py`` times it against ``GridSearchCV(NTKRegressor(), same grid, cv=5)``
+    (375 Cholesky fits for 5 x 15 candidates).
 
     Examples
     --------

@@ -16,10 +16,11 @@ ridges of a grid share it.  The result equals n explicit refits of the estimator
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import scipy.optimize
 import scipy.special
 
+from ..solvers.dense import flow_gain
+from ._loo_eigh import eigh_inplace
 from ._loo_sums import loo_sums
 
 __all__ = ["EigenLOO", "fit_temperature", "regression_score", "classification_score", "best_index"]
@@ -40,18 +41,32 @@ class EigenLOO:
     """
 
     def __init__(self, K: np.ndarray, Y: np.ndarray, overwrite_k: bool = False):
-        n = len(K)
-        self.diag = np.diag(K).copy()
-        # a symmetric C-ordered K is, transposed, the same matrix in the Fortran order LAPACK
-        # works in: with overwrite it is factorised in place, otherwise SciPy copies it once
-        own = overwrite_k and K.dtype == np.float64 and K.flags.c_contiguous and K.flags.writeable
-        lam, V = scipy.linalg.eigh(K.T if own else K, driver="evd", overwrite_a=own, check_finite=False)
-        self.lam = np.clip(lam, 0.0, None)  # round-off negatives of a PSD Gram
+        diag = np.diag(K).copy()
+        # with overwrite the eigenvectors are written over K (in place, no second n^2 buffer);
+        # either way the LAPACK call lets other threads run (``_loo_eigh``)
+        own = overwrite_k and K.dtype == np.float64 and (K.flags.c_contiguous or K.flags.f_contiguous)
+        own = own and K.flags.writeable
+        eigenvalues, V = eigh_inplace(K if own else np.array(K, dtype=np.float64, order="F"))
+        self._setup(eigenvalues, V, diag, Y)
+
+    @classmethod
+    def from_eigenpairs(cls, eigenvalues: np.ndarray, V: np.ndarray, diag: np.ndarray, Y: np.ndarray) -> EigenLOO:
+        """From K's eigenpairs (``K = V diag(eigenvalues) V^T``, as ``eigh_inplace`` gives them) and
+        its diagonal (taken before the decomposition overwrote K)."""
+        loo = cls.__new__(cls)
+        loo._setup(eigenvalues, V, np.asarray(diag, dtype=np.float64), Y)
+        return loo
+
+    def _setup(self, eigenvalues, V, diag, Y):
+        n = len(diag)
+        self.diag = diag
+        self.eigenvalues = eigenvalues  # as LAPACK gave them (the refit's K + reg I has them + reg)
+        self.lam = np.clip(eigenvalues, 0.0, None)  # round-off negatives of a PSD Gram
         self.V = V
         self.Y = Y
         self.PQ = np.hstack([V.T @ Y, V.sum(axis=0)[:, None]])  # V^T [Y, 1], shared by every ridge
         self.m = (Y.sum(axis=0)[None, :] - Y) / (n - 1)  # the left-out target means, (n, k)
-        self.scale = (self.diag.sum() - self.diag) / (n - 1)  # lam_i = diag_reg * scale_i
+        self.scale = (diag.sum() - diag) / (n - 1)  # lam_i = diag_reg * scale_i
 
     def predictions(self, diag_reg: float) -> np.ndarray:
         """``f_{-i}(x_i)`` for every i, shape (n, k) (NumPy, n x n temporaries: the reference for
@@ -72,6 +87,41 @@ class EigenLOO:
         G1 = GZ[:, -1, :, None]
         return self.Y[None] - (GY - self.m[None] * G1) / G[:, :, None]
 
+    def ridge_fit(self, reg: float, Yc: np.ndarray, loo: bool = False):
+        """Kernel ridge on all n points with the absolute ridge ``reg``, from these eigenpairs, as the
+        estimators' "eigh" solver computes it from the eigendecomposition of ``K + reg I`` (whose
+        eigenpairs are these, shifted by ``reg``): the pseudo-inverse with round-off modes left out.
+
+        Parameters
+        ----------
+        reg : float
+            The ridge added to the diagonal (``diag_reg * mean(diag K)``).
+        Yc : ndarray of shape (n, k)
+            Centred targets.
+        loo : bool, default=False
+            Also the leave-one-out values of that fit (full-data mean and ridge, the linear-smoother
+            formula ``(f_i - H_ii y_i) / (1 - H_ii)``, as the estimators' ``loo_``), centred.
+
+        Returns
+        -------
+        coef : ndarray of shape (n, k)
+            ``(K + reg I)^+ Yc``.
+        gain : ndarray of shape (n,)
+            ``1 / (s_j + reg)`` per mode (0 for a round-off mode).
+        loo_c : ndarray of shape (n, k) or None
+        """
+        lam = np.clip(self.eigenvalues + reg, 0.0, None)
+        lam = np.where(lam > 1e-12 * lam.max(), lam, 0.0)
+        gain = flow_gain(lam, np.inf)
+        coef = self.V @ (gain[:, None] * (self.V.T @ Yc))
+        if not loo:
+            return coef, gain, None
+        h = np.clip(lam - reg, 0.0, None) * gain
+        f = self.V @ (h[:, None] * (self.V.T @ Yc))
+        H_ii = np.einsum("ij,j,ij->i", self.V, h, self.V)
+        keep = 1.0 - H_ii > 1e-10  # an interpolated point has no leave-one-out information
+        loo_c = np.where(keep[:, None], (f - H_ii[:, None] * Yc) / np.where(keep, 1.0 - H_ii, 1.0)[:, None], f)
+        return coef, gain, loo_c
 
     def iter_predictions(self, diag_regs, n_jobs: int = 1):
         """``(diag_reg, f_{-i}(x_i) for every i)`` for each ridge, from :meth:`predictions_all` over
