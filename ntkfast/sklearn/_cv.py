@@ -28,10 +28,9 @@ from .. import config, tiling
 from .._validation import check_backend, check_choice, check_nonnegative_int, check_positive_float, check_positive_int
 from ..errors import ArgumentError, ArgumentTypeError
 from ..gram import kernel
-from ..solvers.dense import diag_regularizer
 from ..spec import MLP
 from ._common import Progress, check_verbose
-from ._estimators import RUNTIME_DOC, SOLVERS, STRUCTURE_DOC, NTKClassifier, NTKRegressor
+from ._estimators import RUNTIME_DOC, SOLVERS, STRUCTURE_DOC, NTKClassifier, NTKRegressor, fit_from_eigenpairs
 from ._loo import EigenLOO, best_index, classification_score, regression_score
 from ._loo_eigh import blocks_are_safe, eigh_inplace_many
 
@@ -94,43 +93,6 @@ def _decompose_and_score(
                 del eigenvalues, V
                 yield g, loo, _score(loo, Y, labels, diag_regs, score_jobs)
                 del loo
-
-
-def _refit_from_eigenpairs(est, X, y, Y, loo: EigenLOO, diag_reg: float, classification: bool) -> None:
-    """Fit the plain estimator ``est`` on (X, y) from the eigenpairs of its Gram, ``loo``, as its own
-    ``fit`` with ``solver="eigh"`` would (the same attributes, to round-off), without computing the
-    Gram or factorising it again.  ``Y`` is the (n, k) target matrix the search scored (one-hot,
-    two columns when binary, for a classifier).  A classifier's ``temperature_`` is set by the caller
-    (fitted on the search's leave-one-out values)."""
-    if classification:
-        X, y = validate_data(est, X, y, dtype=[np.float64, np.float32])
-        est._binarizer = LabelBinarizer().fit(y)
-        est.classes_ = est._binarizer.classes_
-    else:
-        X, y = validate_data(est, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32])
-        est._single_output = np.ndim(y) == 1
-    est.arch_ = MLP.from_params(est)
-    Progress(check_verbose(est.verbose), type(est).__name__).say(
-        f"n = {X.shape[0]}, d = {X.shape[1]}, {Y.shape[1]} output(s): solver 'eigh' (the eigendecomposition of "
-        "the chosen Gram that scored it)"
-    )
-    est.X_fit_ = X
-    est.n_iter_ = 1
-    est.solver_ = "eigh"
-    est._large = None
-    est._posterior = None
-    est.y_mean_ = Y.mean(axis=0)
-    Yc = Y - est.y_mean_
-    est.diag_reg_ = float(diag_reg)
-    est._reg = diag_regularizer(loo.diag, est.diag_reg_)
-    posterior = not classification and est.kernel == "nngp"  # the NNGP regressor's predictive std
-    est.dual_coef_, gain, loo_c = loo.ridge_fit(est._reg, Yc, loo=classification)
-    if posterior:
-        V = loo.V if loo.V.flags.owndata else loo.V.copy(order="F")  # not a view of the search's Grams
-        est._posterior = ("eigh", gain, V)
-        est.kernel_scale_ = np.sum(Yc * est.dual_coef_, axis=0) / len(X)
-    if classification:
-        est.loo_ = loo_c + est.y_mean_
 
 
 def _grid(value, name: str, allow_none: bool) -> tuple:
@@ -331,7 +293,7 @@ class _CVBase(BaseEstimator):
         if kept is not None and self.solver in ("auto", "eigh"):
             # the chosen Gram's eigenpairs are at hand: the refit is two products with V, no new
             # Gram and no factorisation (``solver_ == "eigh"``; predictions equal a plain fit's to round-off)
-            _refit_from_eigenpairs(self.best_estimator_, X, y, Y, kept, self.diag_reg_, labels is not None)
+            fit_from_eigenpairs(self.best_estimator_, X, y, Y, kept, self.diag_reg_, labels is not None)
         else:
             self.best_estimator_.fit(X, y)
         self.n_iter_ = self.best_estimator_.n_iter_

@@ -33,7 +33,7 @@ from ..spec import MLP
 from ._common import DIAG_REGS, Progress, check_verbose, select_diag_reg
 from ._loo import fit_temperature
 
-__all__ = ["NTKRegressor", "NTKClassifier"]
+__all__ = ["NTKRegressor", "NTKClassifier", "fit_from_eigenpairs"]
 
 SOLVERS = ("auto", "cholesky", "eigh", "cg", "nystrom")
 
@@ -488,3 +488,41 @@ NTKClassifier.__doc__ += (
         Leave-one-out decision values (exact solvers).
 """
 )
+
+
+def fit_from_eigenpairs(est, X, y, Y, loo, diag_reg: float, classification: bool) -> None:
+    """Fit the plain estimator ``est`` on (X, y) from the eigenpairs of its Gram, ``loo`` (an
+    ``EigenLOO``), as its own ``fit`` with ``solver="eigh"`` would (the same attributes, to
+    round-off), without computing the Gram or factorising it again: the refit of the CV estimators,
+    here beside ``fit`` because it sets the same fitted state.  ``Y`` is the (n, k) target matrix
+    the search scored (one-hot, two columns when binary, for a classifier).  A classifier's
+    ``temperature_`` is set by the caller (fitted on the search's leave-one-out values)."""
+    if classification:
+        X, y = validate_data(est, X, y, dtype=[np.float64, np.float32])
+        est._binarizer = LabelBinarizer().fit(y)
+        est.classes_ = est._binarizer.classes_
+    else:
+        X, y = validate_data(est, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32])
+        est._single_output = np.ndim(y) == 1
+    est.arch_ = MLP.from_params(est)
+    Progress(check_verbose(est.verbose), type(est).__name__).say(
+        f"n = {X.shape[0]}, d = {X.shape[1]}, {Y.shape[1]} output(s): solver 'eigh' (the eigendecomposition of "
+        "the chosen Gram that scored it)"
+    )
+    est.X_fit_ = X
+    est.n_iter_ = 1
+    est.solver_ = "eigh"
+    est._large = None
+    est._posterior = None
+    est.y_mean_ = Y.mean(axis=0)
+    Yc = Y - est.y_mean_
+    est.diag_reg_ = float(diag_reg)
+    est._reg = diag_regularizer(loo.diag, est.diag_reg_)
+    posterior = not classification and est.kernel == "nngp"  # the NNGP regressor's predictive std
+    est.dual_coef_, gain, loo_c = loo.ridge_fit(est._reg, Yc, loo=classification)
+    if posterior:
+        V = loo.V if loo.V.flags.owndata else loo.V.copy(order="F")  # not a view of the search's Grams
+        est._posterior = ("eigh", gain, V)
+        est.kernel_scale_ = np.sum(Yc * est.dual_coef_, axis=0) / len(X)
+    if classification:
+        est.loo_ = loo_c + est.y_mean_
