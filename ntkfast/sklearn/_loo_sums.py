@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 
-from .._jit import JIT_OPTIONS
+from .._jit import jit
 
 __all__ = ["loo_sums"]
 
@@ -27,7 +26,7 @@ __all__ = ["loo_sums"]
 BLOCK = 32
 
 
-@numba.njit(**JIT_OPTIONS)
+@jit
 def _block_sums(Vt, s, PQ, c, ridges, i0, i1, G, GZ):  # pragma: no cover - compiled
     """G[r, i] and GZ[r, q, i] for the rows i0 <= i < i1 (V^T is ``Vt``, C-ordered: Vt[j, i] = V_ij)."""
     n = Vt.shape[0]
