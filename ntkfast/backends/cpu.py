@@ -315,13 +315,17 @@ def recursion_kernels(code: int) -> SimpleNamespace:
 
     @jit
     def tile_grad(params, first, dfirst, steps, dsteps, G, sig_rows, dsig_rows, sig_cols, dsig_cols, out, dout,
-                  i0, j0, get_ntk):
-        """``tile`` with forward-mode derivatives in two hyper-parameters (float64, one output).
+                  i0, j0, get_ntk, mirror, stream, phase):
+        """``tile`` with forward-mode derivatives in two hyper-parameters (float64, one output),
+        stored as ``assembled_kernels(code).tile`` stores: in strips of rows, mirrored while in L1.
 
-        Row at a time, as ``tile``, over chunks of GRAD_CHUNK columns: each chunk of a row carries
+        Each strip of rows goes over chunks of GRAD_CHUNK columns: each chunk of a row carries
         (Sigma, Theta) and their two derivatives through the layers (``layer_grad_row``).
         ``dsig_rows`` (L, 2, bi) and ``dsig_cols`` (L, 2, bj) hold the diagonal's derivatives
-        entering each step.  Writes ``out[i0 + i, j0 + j]`` and ``dout[p, i0 + i, j0 + j]``.
+        entering each step.  Writes ``out[0, i0 + i, j0 + j]`` (``out`` (1, n, m)) and
+        ``dout[p, i0 + i, j0 + j]`` (``dout`` (2, n, m)) and, with ``mirror``, their mirror images
+        ``[., j0 + j, i0 + i]``; ``stream``: non-temporal stores, strip boundaries on the rows with
+        ``(phase + i0 + i) % 8 == 0`` (as ``assembled_kernels``; ``phase`` from ``engine.stream_phase``).
         """  # fmt: skip
         if fingerprint < 0:
             return
@@ -332,38 +336,59 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         e00, e01, e02, e03 = dfirst[0, 0], dfirst[0, 1], dfirst[0, 2], dfirst[0, 3]
         e10, e11, e12, e13 = dfirst[1, 0], dfirst[1, 1], dfirst[1, 2], dfirst[1, 3]
         W = GRAD_CHUNK
+        n_chunks = (bj + W - 1) // W
         st = np.empty(6 * W)
-        cols = np.empty(max(n_steps, 1) * 3 * W)
-        o = 1 if get_ntk else 0  # which of (Sigma, Theta) is the output
-        for a0 in range(0, bj, W):
+        # the columns' (Sigma, dSigma/dp0, dSigma/dp1) entering each step, per chunk, laid out once per tile
+        cols = np.empty(max(n_chunks * n_steps, 1) * 3 * W)
+        for chunk in range(n_chunks):
+            a0 = chunk * W
             w = min(W, bj - a0)
             for layer in range(n_steps):
-                base = layer * 3 * W
+                base = (chunk * n_steps + layer) * 3 * W
                 for j in range(w):
                     cols[base + j] = sig_cols[layer, a0 + j]
                     cols[base + W + j] = dsig_cols[layer, 0, a0 + j]
                     cols[base + 2 * W + j] = dsig_cols[layer, 1, a0 + j]
-            for i in range(bi):
-                for j in range(w):
-                    g = G[i, a0 + j]
-                    st[j] = f0 * g + f1
-                    st[W + j] = f2 * g + f3
-                    st[2 * W + j] = e00 * g + e01
-                    st[3 * W + j] = e02 * g + e03
-                    st[4 * W + j] = e10 * g + e11
-                    st[5 * W + j] = e12 * g + e13
-                for layer in range(n_steps):
-                    base = layer * 3 * W
-                    layer_grad_row(p0, p1, p2, sig_rows[layer, i], dsig_rows[layer, 0, i], dsig_rows[layer, 1, i],
-                                   cols[base:base + 3 * W], st, w, steps[layer], dsteps[0, layer],
-                                   dsteps[1, layer])  # fmt: skip
-                row = out[i0 + i]
-                row0 = dout[0, i0 + i]
-                row1 = dout[1, i0 + i]
-                for j in range(w):
-                    row[j0 + a0 + j] = st[o * W + j]
-                    row0[j0 + a0 + j] = st[(2 + o) * W + j]
-                    row1[j0 + a0 + j] = st[(4 + o) * W + j]
+        o = 1 if get_ntk else 0  # which of (Sigma, Theta) is the output
+        line = 8  # 64-byte lines of float64
+        buf_k = np.empty(line * bj)
+        buf_d = np.empty(2 * line * bj)
+        r0 = 0
+        while r0 < bi:
+            r1 = min(bi, r0 + line - (phase + i0 + r0) % line)
+            rows = r1 - r0
+            part_k = buf_k[: rows * bj].reshape(1, rows, bj)
+            part_d = buf_d[: 2 * rows * bj].reshape(2, rows, bj)
+            for chunk in range(n_chunks):
+                a0 = chunk * W
+                w = min(W, bj - a0)
+                for r in range(rows):
+                    i = r0 + r
+                    for j in range(w):
+                        g = G[i, a0 + j]
+                        st[j] = f0 * g + f1
+                        st[W + j] = f2 * g + f3
+                        st[2 * W + j] = e00 * g + e01
+                        st[3 * W + j] = e02 * g + e03
+                        st[4 * W + j] = e10 * g + e11
+                        st[5 * W + j] = e12 * g + e13
+                    for layer in range(n_steps):
+                        base = (chunk * n_steps + layer) * 3 * W
+                        layer_grad_row(p0, p1, p2, sig_rows[layer, i], dsig_rows[layer, 0, i], dsig_rows[layer, 1, i],
+                                       cols[base:base + 3 * W], st, w, steps[layer], dsteps[0, layer],
+                                       dsteps[1, layer])  # fmt: skip
+                    row = part_k[0, r]
+                    row0 = part_d[0, r]
+                    row1 = part_d[1, r]
+                    for j in range(w):
+                        row[a0 + j] = st[o * W + j]
+                        row0[a0 + j] = st[(2 + o) * W + j]
+                        row1[a0 + j] = st[(4 + o) * W + j]
+            store_strip(out, part_k, i0 + r0, j0, mirror, stream)
+            store_strip(dout, part_d, i0 + r0, j0, mirror, stream)
+            r0 = r1
+        if stream:
+            _store_fence()
 
     return SimpleNamespace(
         diag=diag, tile=tile, layer_row=layer_row, pairs=pairs, diag_grad=diag_grad, tile_grad=tile_grad,
