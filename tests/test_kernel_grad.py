@@ -36,6 +36,8 @@ def test_closed_form_gradient_over_several_column_chunks(activation, monkeypatch
     from ntkfast import config
     from ntkfast.backends import cpu
 
+    # (MIN_TILE too: plan_tiles would otherwise give 2 threads tiles of MIN_TILE = 128 columns, one chunk)
+    monkeypatch.setattr(config, "MIN_TILE", 2 * cpu.GRAD_CHUNK + 17)
     monkeypatch.setattr(config, "DEFAULT_TILE", 2 * cpu.GRAD_CHUNK + 17)
     X = np.random.default_rng(7).standard_normal((3 * cpu.GRAD_CHUNK + 5, 4))
     arch = nf.MLP(depth=3, activation=activation, W_std=1.3, b_std=0.2)
@@ -52,6 +54,29 @@ def test_closed_form_gradient_over_several_column_chunks(activation, monkeypatch
         d2 = (f(h / 2) - f(-h / 2)) / h
         fd = (4 * d2 - d1) / 3
         assert np.abs(dK[..., p] - fd).max() <= 1e-8 * np.abs(fd).max()
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_streamed_mirrored_strips_change_no_value(activation, monkeypatch):
+    """``tile_grad`` stores strips of 8 rows (their edges on 64-byte lines of the outputs, so not on the
+    tiles' edges here: 150-row tiles) and their mirror images; with non-temporal stores (forced by
+    STREAM_MIN_BYTES = 0) every value is bit for bit that of ordinary stores, K that of the forward
+    kernel, and K and dK exactly symmetric."""
+    from ntkfast import config, engine
+
+    monkeypatch.setattr(config, "MIN_TILE", 150)
+    monkeypatch.setattr(config, "DEFAULT_TILE", 150)
+    X = np.random.default_rng(3).standard_normal((600, 5))
+    arch = nf.MLP(depth=3, activation=activation, W_std=1.3, b_std=0.2)
+    K0, dK0 = kernel_with_gradient(arch, X, n_jobs=2)
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", 0)
+    K1, dK1 = kernel_with_gradient(arch, X, n_jobs=2)
+    assert engine.stream_phase([K1[None], dK1.transpose(2, 0, 1)]) == 0  # the streaming path was taken
+    np.testing.assert_array_equal(K1, K0)
+    np.testing.assert_array_equal(dK1, dK0)
+    np.testing.assert_array_equal(K1, nf.kernel(arch, X))
+    np.testing.assert_array_equal(K1, K1.T)
+    np.testing.assert_array_equal(dK1, dK1.transpose(1, 0, 2))
 
 
 @pytest.mark.parametrize("activation", ["erf", "gelu"])
