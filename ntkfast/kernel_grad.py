@@ -71,6 +71,10 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
     if coef.code == SERIES:
         return _series_with_gradient(arch, coef, dfirst, dsteps, feats, plan, n_jobs, get_ntk)
     kernels = cpu.recursion_kernels(coef.code)
+    # ``tile_grad`` leaves out the derivatives that are structurally 0: d/dlog W_std of b^2 and beta,
+    # d/dlog b_std of W^2 and alpha
+    if dsteps[0][:, [2, 4]].any() or dsteps[1][:, [1, 3]].any():
+        raise RuntimeError("internal: layer_coefficient_gradients no longer has the structure tile_grad assumes")
 
     n_steps = coef.steps.shape[0]
     sig = np.empty((n_steps, n))

@@ -515,26 +515,49 @@ _TINY64 = 2.2250738585072014e-308
 
 @jit_inline
 def abrelu_grad(a, b, sxx, syy, sxy):
-    # branch-free (the tile loops vectorise it): where r = 0 the Kdot partials are 0 (see above)
-    # and the K partials f r / (2 s) vanish with r; 1/sxx depends on the row only (hoisted)
-    r, theta = _angle(sxx, syy, sxy)
-    f = (a - b) * (a - b) * _INV_2PI
-    kdot = (a * a + b * b) * 0.5 - f * theta
-    k = f * r + kdot * sxy
-    isx = 1.0 / max(sxx, _TINY64)
-    isy = 1.0 / max(syy, _TINY64)
-    g = f / r if r > 0.0 else 0.0
-    h = 0.5 * f * r
-    gs = -0.5 * g * sxy
+    return abrelu_grad_hoisted(a, b, sxx, syy, sxy, 1.0 / max(sxx, _TINY64), 1.0 / max(syy, _TINY64))
+
+
+@jit_inline
+def abrelu_grad_hoisted(a, b, sxx, syy, sxy, isx, isy):
+    # isx, isy = 1 / max(s, tiny) of sxx and syy (``grad_hoist``: the row's and the column's,
+    # computed once per tile, not per pair)
+    k, kdot, h, gs, g = abrelu_grad_log(a, b, sxx, syy, sxy)
     return k, kdot, h * isx, h * isy, kdot, gs * isx, gs * isy, g
 
 
 @jit_inline
+def abrelu_grad_log(a, b, sxx, syy, sxy):
+    """(K, Kdot, h, gs, g): ABReLU's partials in the log variances, which are the same in sxx and syy:
+    sxx dK/dsxx = syy dK/dsyy = h, sxx dKdot/dsxx = syy dKdot/dsyy = gs, and dKdot/dsxy = g
+    (dK/dsxy = Kdot), so that a tile's chain rule needs no division by a variance per pair
+    (``backends.cpu``'s ``layer_grad_row`` uses this form).
+
+    Branch-free (the tile loops vectorise it): where r = 0 the Kdot partials are 0 (see above) and
+    the K partials f r / 2 vanish with r.
+    """
+    r, theta = _angle(sxx, syy, sxy)
+    f = (a - b) * (a - b) * _INV_2PI
+    kdot = (a * a + b * b) * 0.5 - f * theta
+    k = f * r + kdot * sxy
+    g = f / r if r > 0.0 else 0.0
+    h = 0.5 * f * r
+    gs = -0.5 * g * sxy
+    return k, kdot, h, gs, g
+
+
+@jit_inline
 def erf_grad(a, b, c, sxx, syy, sxy):
+    return erf_grad_hoisted(a, b, c, sxx, syy, sxy, 1.0 / (1.0 + 2.0 * (b * b) * syy))
+
+
+@jit_inline
+def erf_grad_hoisted(a, b, c, sxx, syy, sxy, isy):
     # K and Kdot exactly as ``erf`` computes them, and the partials from the same scaled variables
     # (r = ra sqrt(dn), w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so that r^2 = det(I + 2 b^2 Sigma),
-    # which overflows at variances around 1e154, is never formed.  Two divisions per pair (1/(ra sqrt(dn)),
-    # 1/(ia + v)); 1/ra depends on the row only.
+    # which overflows at variances around 1e154, is never formed.  No division per pair beyond those
+    # of ``erf``: 1/(ia + v) = ra isy, isy = 1/(1 + 2 b^2 syy) from ``grad_hoist`` (the column's),
+    # and 1/ra depends on the row only.
     b2 = b * b
     ra, dn, x, v, w = _scaled_det1(2.0 * b2, sxx, syy, sxy)
     sdn = math.sqrt(dn)
@@ -546,7 +569,7 @@ def erf_grad(a, b, c, sxx, syy, sxy):
     # partials in the b^2-scaled variables s' (1 + 2 s'xx = ra, 1 + 2 s'yy = ra (ia + v), s'xy = ra w / 2),
     # then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
     kx = -kdot * 0.5 * w
-    ky = kx / (ia + v)
+    ky = kx * (ra * isy)  # kx / (ia + v)
     irdn = u * u * ra  # 1 / (ra dn)
     dy = -kdot * irdn
     dx = dy * (ia + v)
@@ -674,12 +697,25 @@ def gaussian_grad(a, b, sxx, syy, sxy):
 
 
 @jit_inline
-def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
-    """(K, Kdot) and their partial derivatives in (sxx, syy, sxy); ``code`` in ``GRADIENT_CODES``."""
+def grad_hoist(code, p0, p1, p2, s):
+    """The per-variance factor of ``dual_grad_hoisted`` for a row's sxx or a column's syy (computed
+    once per row and column instead of once per pair): 1/max(s, tiny) for ABReLU (the family of
+    ReLU), 1/(1 + 2 b^2 s) for erf, unused (0) otherwise."""
     if code == ABRELU:
-        return abrelu_grad(p0, p1, sxx, syy, sxy)
+        return 1.0 / max(s, _TINY64)
     elif code == ERF:
-        return erf_grad(p0, p1, p2, sxx, syy, sxy)
+        return 1.0 / (1.0 + 2.0 * (p1 * p1) * s)
+    return 0.0
+
+
+@jit_inline
+def dual_grad_hoisted(code, p0, p1, p2, sxx, syy, sxy, hx, hy):
+    """``dual_grad`` given ``hx = grad_hoist(.., sxx)`` and ``hy = grad_hoist(.., syy)`` (the tile
+    loops compute these per row and column: one division less per pair for ReLU and erf)."""
+    if code == ABRELU:
+        return abrelu_grad_hoisted(p0, p1, sxx, syy, sxy, hx, hy)
+    elif code == ERF:
+        return erf_grad_hoisted(p0, p1, p2, sxx, syy, sxy, hy)
     elif code == GELU:
         return gelu_grad(sxx, syy, sxy)
     elif code == SIN:
@@ -694,6 +730,14 @@ def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
         return rectified_monomial_grad(code - RECTIFIED_MONOMIAL, sxx, syy, sxy)
     else:
         return monomial_grad(code - MONOMIAL, sxx, syy, sxy)
+
+
+@jit_inline
+def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
+    """(K, Kdot) and their partial derivatives in (sxx, syy, sxy); ``code`` in ``GRADIENT_CODES``."""
+    hx = grad_hoist(code, p0, p1, p2, sxx)
+    hy = grad_hoist(code, p0, p1, p2, syy)
+    return dual_grad_hoisted(code, p0, p1, p2, sxx, syy, sxy, hx, hy)
 
 
 @jit

@@ -23,7 +23,7 @@ def test_gradient_row_loop_vectorises(name):
     fresh = numba.njit(**dict(JIT_OPTIONS, cache=False))(row.py_func)  # cached code cannot be inspected
     W = cpu.GRAD_CHUNK
     c = np.array([0.0, 1.0, 0.1, 1.0, 1.0])
-    fresh(*act.params, 1.0, 0.1, 0.2, np.ones(3 * W), np.full(6 * W, 0.5), W, c, c, c)
+    fresh(*act.params, 1.0, 1.0, 0.1, 0.2, np.ones(4 * W), np.full(6 * W, 0.5), W, c, c, c)
     ir = "\n".join(fresh.inspect_llvm().values())
     assert re.search(r"@llvm\.sqrt\.v\d+f64\(", ir), "the gradient's row loop did not vectorise"
     assert not re.search(r"call i32 @_ZN7ntkfast9recursion", ir), "a recursion function was not inlined"

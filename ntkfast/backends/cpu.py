@@ -24,7 +24,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .._jit import jit
-from ..recursion import dual, dual_diag, dual_diag_grad, dual_grad, step
+from ..recursion import abrelu_grad_log, dual, dual_diag, dual_diag_grad, dual_grad_hoisted, grad_hoist, step
+from ..spec import ABRELU
 
 # columns per chunk of the gradient's row kernel (``layer_grad_row``): its state lives in one flat
 # array at offsets that are multiples of this compile-time constant
@@ -277,40 +278,63 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 dout[p, i] = dt[p] if get_ntk else ds[p]
 
     @jit
-    def layer_grad_row(p0, p1, p2, sxx, x0, x1, col, st, w, c, dc0, dc1):
+    def layer_grad_row(p0, p1, p2, sxx, hx, x0, x1, col, st, w, c, dc0, dc1):
         """One step with its two derivatives for a chunk of ``w`` pairs of a row, in place (the
         gradient's ``layer_row``).
 
-        ``sxx, x0, x1``: the row's diagonal Sigma and its two derivatives; ``col`` holds the
-        columns' (``syy, y0, y1`` at offsets 0, GRAD_CHUNK, 2 GRAD_CHUNK), ``st`` the pairs' state
-        (Sigma, Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1, each GRAD_CHUNK apart).  Per
-        pair one branch-free ``recursion.dual_grad`` (value and partials from the same angle,
-        square root and determinant), then the chain rule.  Two flat arrays at compile-time
-        offsets, not six arrays: LLVM then proves the accesses independent (six separate arrays
-        need more runtime overlap checks than its vectoriser allows, and the loop stays scalar).
-        A function of its own so that LLVM vectorises the loop, as ``layer_row``."""
+        ``sxx, x0, x1``: the row's diagonal Sigma and its two derivatives, ``hx`` its
+        ``recursion.grad_hoist``; ``col`` holds the columns' (``syy, y0, y1`` and ``grad_hoist`` of
+        syy at offsets 0, GRAD_CHUNK, 2 GRAD_CHUNK, 3 GRAD_CHUNK), ``st`` the pairs' state (Sigma,
+        Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1, each GRAD_CHUNK apart).  For ABReLU
+        (``code == ABRELU``) the derivatives come as those of the log variances: ``x0, x1`` are
+        dSigma/dp / Sigma of the row and ``y0, y1`` those of the columns (``tile_grad`` divides
+        once per row and column), so the chain rule takes ``recursion.abrelu_grad_log``'s partials,
+        which are the same in both variances.
+
+        Per pair one branch-free ``recursion.dual_grad_hoisted`` (value and partials from the same
+        angle, square root and determinant), then the chain rule, with the derivatives of the
+        step's coefficients in (log W_std, log b_std) from ``dc0`` and ``dc1`` (``dsteps[p, layer]``):
+        d/dlog W_std moves only W^2 and alpha, d/dlog b_std only b^2 and beta
+        (``MLP.layer_coefficient_gradients``), and the zero terms are left out.  Two flat arrays at
+        compile-time offsets, not six arrays: LLVM then proves the accesses independent (six
+        separate arrays need more runtime overlap checks than its vectoriser allows, and the loop
+        stays scalar).  A function of its own so that LLVM vectorises the loop, as ``layer_row``."""
         if fingerprint < 0:
             return
         res, w2, b2, alpha, beta = c[0], c[1], c[2], c[3], c[4]
-        dw20, db20, dal0, dbe0 = dc0[1], dc0[2], dc0[3], dc0[4]
-        dw21, db21, dal1, dbe1 = dc1[1], dc1[2], dc1[3], dc1[4]
+        dw2, dal = dc0[1], dc0[3]  # d/dlog W_std of W^2 and alpha
+        db2, dbe = dc1[2], dc1[4]  # d/dlog b_std of b^2 and beta
         for j in range(w):
             syy = col[j]
             y0 = col[GRAD_CHUNK + j]
             y1 = col[2 * GRAD_CHUNK + j]
+            hy = col[3 * GRAD_CHUNK + j]
             sj = st[j]
             tj = st[GRAD_CHUNK + j]
             a0 = st[2 * GRAD_CHUNK + j]
+            b0 = st[3 * GRAD_CHUNK + j]
             a1 = st[4 * GRAD_CHUNK + j]
-            k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, syy, sj)
-            st[2 * GRAD_CHUNK + j], st[3 * GRAD_CHUNK + j] = grad_step(
-                k, kdot, kx * x0 + ky * y0 + kxy * a0, dx * x0 + dy * y0 + dxy * a0,
-                tj, a0, st[3 * GRAD_CHUNK + j], res, w2, alpha, dw20, db20, dal0, dbe0,
-            )  # fmt: skip
-            st[4 * GRAD_CHUNK + j], st[5 * GRAD_CHUNK + j] = grad_step(
-                k, kdot, kx * x1 + ky * y1 + kxy * a1, dx * x1 + dy * y1 + dxy * a1,
-                tj, a1, st[5 * GRAD_CHUNK + j], res, w2, alpha, dw21, db21, dal1, dbe1,
-            )  # fmt: skip
+            b1 = st[5 * GRAD_CHUNK + j]
+            if code == ABRELU:  # (folds at compile time) log-variance form: no per-pair division by syy
+                k, kdot, h, gs, g = abrelu_grad_log(p0, p1, sxx, syy, sj)
+                v0 = x0 + y0
+                v1 = x1 + y1
+                dk0 = h * v0 + kdot * a0
+                dd0 = gs * v0 + g * a0
+                dk1 = h * v1 + kdot * a1
+                dd1 = gs * v1 + g * a1
+            else:
+                k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad_hoisted(code, p0, p1, p2, sxx, syy, sj, hx, hy)
+                dk0 = kx * x0 + ky * y0 + kxy * a0
+                dd0 = dx * x0 + dy * y0 + dxy * a0
+                dk1 = kx * x1 + ky * y1 + kxy * a1
+                dd1 = dx * x1 + dy * y1 + dxy * a1
+            wk = w2 * kdot
+            # ``grad_step`` with the zero derivatives of the coefficients left out
+            st[2 * GRAD_CHUNK + j] = res * a0 + dw2 * k + w2 * dk0
+            st[3 * GRAD_CHUNK + j] = res * b0 + dal * k + alpha * dk0 + (dw2 * kdot + w2 * dd0) * tj + wk * b0
+            st[4 * GRAD_CHUNK + j] = res * a1 + w2 * dk1 + db2
+            st[5 * GRAD_CHUNK + j] = res * b1 + alpha * dk1 + dbe + (w2 * dd1) * tj + wk * b1
             st[j], st[GRAD_CHUNK + j] = step(k, kdot, sj, tj, res, w2, b2, alpha, beta)
 
     @jit
@@ -338,17 +362,24 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         W = GRAD_CHUNK
         n_chunks = (bj + W - 1) // W
         st = np.empty(6 * W)
-        # the columns' (Sigma, dSigma/dp0, dSigma/dp1) entering each step, per chunk, laid out once per tile
-        cols = np.empty(max(n_chunks * n_steps, 1) * 3 * W)
+        # the columns' (Sigma, dSigma/dp0, dSigma/dp1, grad_hoist(Sigma)) entering each step, per chunk,
+        # laid out once per tile
+        cols = np.empty(max(n_chunks * n_steps, 1) * 4 * W)
         for chunk in range(n_chunks):
             a0 = chunk * W
             w = min(W, bj - a0)
             for layer in range(n_steps):
-                base = (chunk * n_steps + layer) * 3 * W
+                base = (chunk * n_steps + layer) * 4 * W
                 for j in range(w):
-                    cols[base + j] = sig_cols[layer, a0 + j]
-                    cols[base + W + j] = dsig_cols[layer, 0, a0 + j]
-                    cols[base + 2 * W + j] = dsig_cols[layer, 1, a0 + j]
+                    syy = sig_cols[layer, a0 + j]
+                    hy = grad_hoist(code, p0, p1, p2, syy)
+                    # ABReLU: derivatives of log syy (see ``layer_grad_row``; 0 where syy = 0, where
+                    # the partials they multiply are 0)
+                    scale = (hy if syy > 0.0 else 0.0) if code == ABRELU else 1.0
+                    cols[base + j] = syy
+                    cols[base + W + j] = dsig_cols[layer, 0, a0 + j] * scale
+                    cols[base + 2 * W + j] = dsig_cols[layer, 1, a0 + j] * scale
+                    cols[base + 3 * W + j] = hy
         o = 1 if get_ntk else 0  # which of (Sigma, Theta) is the output
         line = 8  # 64-byte lines of float64
         buf_k = np.empty(line * bj)
@@ -373,10 +404,13 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                         st[4 * W + j] = e10 * g + e11
                         st[5 * W + j] = e12 * g + e13
                     for layer in range(n_steps):
-                        base = (chunk * n_steps + layer) * 3 * W
-                        layer_grad_row(p0, p1, p2, sig_rows[layer, i], dsig_rows[layer, 0, i], dsig_rows[layer, 1, i],
-                                       cols[base:base + 3 * W], st, w, steps[layer], dsteps[0, layer],
-                                       dsteps[1, layer])  # fmt: skip
+                        base = (chunk * n_steps + layer) * 4 * W
+                        sxx = sig_rows[layer, i]
+                        hx = grad_hoist(code, p0, p1, p2, sxx)
+                        scale = (hx if sxx > 0.0 else 0.0) if code == ABRELU else 1.0
+                        layer_grad_row(p0, p1, p2, sxx, hx, dsig_rows[layer, 0, i] * scale,
+                                       dsig_rows[layer, 1, i] * scale, cols[base:base + 4 * W], st, w, steps[layer],
+                                       dsteps[0, layer], dsteps[1, layer])  # fmt: skip
                     row = part_k[0, r]
                     row0 = part_d[0, r]
                     row1 = part_d[1, r]
