@@ -709,13 +709,12 @@ def grad_hoist(code, p0, p1, p2, s):
 
 
 @jit_inline
-def dual_grad_hoisted(code, p0, p1, p2, sxx, syy, sxy, hx, hy):
-    """``dual_grad`` given ``hx = grad_hoist(.., sxx)`` and ``hy = grad_hoist(.., syy)`` (the tile
-    loops compute these per row and column: one division less per pair for ReLU and erf)."""
+def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
+    """(K, Kdot) and their partial derivatives in (sxx, syy, sxy); ``code`` in ``GRADIENT_CODES``."""
     if code == ABRELU:
-        return abrelu_grad_hoisted(p0, p1, sxx, syy, sxy, hx, hy)
+        return abrelu_grad(p0, p1, sxx, syy, sxy)
     elif code == ERF:
-        return erf_grad_hoisted(p0, p1, p2, sxx, syy, sxy, hy)
+        return erf_grad(p0, p1, p2, sxx, syy, sxy)
     elif code == GELU:
         return gelu_grad(sxx, syy, sxy)
     elif code == SIN:
@@ -733,11 +732,14 @@ def dual_grad_hoisted(code, p0, p1, p2, sxx, syy, sxy, hx, hy):
 
 
 @jit_inline
-def dual_grad(code, p0, p1, p2, sxx, syy, sxy):
-    """(K, Kdot) and their partial derivatives in (sxx, syy, sxy); ``code`` in ``GRADIENT_CODES``."""
-    hx = grad_hoist(code, p0, p1, p2, sxx)
-    hy = grad_hoist(code, p0, p1, p2, syy)
-    return dual_grad_hoisted(code, p0, p1, p2, sxx, syy, sxy, hx, hy)
+def dual_grad_hoisted(code, p0, p1, p2, sxx, syy, sxy, hx, hy):
+    """``dual_grad`` given ``hx = grad_hoist(.., sxx)`` and ``hy = grad_hoist(.., syy)`` (the tile
+    loops compute these per row and column: one division less per pair for ReLU and erf)."""
+    if code == ABRELU:
+        return abrelu_grad_hoisted(p0, p1, sxx, syy, sxy, hx, hy)
+    elif code == ERF:
+        return erf_grad_hoisted(p0, p1, p2, sxx, syy, sxy, hy)
+    return dual_grad(code, p0, p1, p2, sxx, syy, sxy)
 
 
 @jit
