@@ -56,6 +56,35 @@ def test_closed_form_gradient_over_several_column_chunks(activation, monkeypatch
         assert np.abs(dK[..., p] - fd).max() <= 1e-8 * np.abs(fd).max()
 
 
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu"])
+@pytest.mark.parametrize("options", [{"residual": True}, {"residual": True, "parameterization": "standard"},
+                                     {"parameterization": "standard", "get": "nngp"}, {"b_std": None}])  # fmt: skip
+def test_closed_form_gradient_of_residual_and_standard_networks(activation, options):
+    """The row kernel's two loops (inside and outside residual blocks: the identity branch's terms
+    are left out where res = 0) and the structurally zero coefficient derivatives it skips, for
+    both parameterizations, against central differences of the forward kernel."""
+    options = dict(options)
+    get = options.pop("get", "ntk")
+    b_std = options.pop("b_std", 0.2)
+    X = np.random.default_rng(11).standard_normal((40, 3))
+    arch = nf.MLP(depth=3, activation=activation, W_std=1.3, b_std=b_std, **options)
+    K, dK = kernel_with_gradient(arch, X, get=get)
+    np.testing.assert_array_equal(K, nf.kernel(arch, X, get=get))
+    h = 1e-4
+    for p, (dw, db) in enumerate(((1.0, 0.0), (0.0, 1.0))):
+        if b_std is None and p == 1:
+            np.testing.assert_array_equal(dK[..., 1], 0.0)
+            continue
+
+        def f(step, dw=dw, db=db):
+            b = None if b_std is None else b_std * np.exp(step * db)
+            return nf.kernel(nf.MLP(depth=3, activation=activation, W_std=1.3 * np.exp(step * dw), b_std=b,
+                                    **options), X, get=get)  # fmt: skip
+
+        fd = (4 * (f(h / 2) - f(-h / 2)) / h - (f(h) - f(-h)) / (2 * h)) / 3
+        assert np.abs(dK[..., p] - fd).max() <= 1e-8 * np.abs(fd).max()
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_streamed_mirrored_strips_change_no_value(activation, monkeypatch):
     """``tile_grad`` stores strips of 8 rows (their edges on 64-byte lines of the outputs, so not on the

@@ -23,13 +23,13 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .._jit import jit
+from .._jit import jit, jit_inline
 from ..recursion import abrelu_grad_log, dual, dual_diag, dual_diag_grad, dual_grad_hoisted, grad_hoist, step
 from ..spec import ABRELU
 
 # columns per chunk of the gradient's row kernel (``layer_grad_row``): its state lives in one flat
 # array at offsets that are multiples of this compile-time constant
-GRAD_CHUNK = 128
+GRAD_CHUNK = 256
 
 
 @functools.cache
@@ -277,6 +277,41 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             for p in range(2):
                 dout[p, i] = dt[p] if get_ntk else ds[p]
 
+    @jit_inline
+    def pair_grad(p0, p1, p2, sxx, hx, x0, x1, syy, y0, y1, hy, s, t, a0, b0, a1, b1, res, w2, b2, alpha, beta,
+                  dw2, dal, db2, dbe, residual):
+        """One pair's step with its two derivatives (``layer_grad_row``'s loop body): the new
+        (Sigma, Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1) from the old (s, t, a0, b0,
+        a1, b1).  ``residual`` False (a compile-time constant at each call) leaves out the identity
+        branch's terms (res = 0 there; 0 * x cannot be folded away under our fastmath flags)."""
+        if code == ABRELU:  # (folds at compile time) log-variance form: no per-pair division by syy
+            k, kdot, h, gs, g = abrelu_grad_log(p0, p1, sxx, syy, s)
+            v0 = x0 + y0
+            v1 = x1 + y1
+            dk0 = h * v0 + kdot * a0
+            dd0 = gs * v0 + g * a0
+            dk1 = h * v1 + kdot * a1
+            dd1 = gs * v1 + g * a1
+        else:
+            k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad_hoisted(code, p0, p1, p2, sxx, syy, s, hx, hy)
+            dk0 = kx * x0 + ky * y0 + kxy * a0
+            dd0 = dx * x0 + dy * y0 + dxy * a0
+            dk1 = kx * x1 + ky * y1 + kxy * a1
+            dd1 = dx * x1 + dy * y1 + dxy * a1
+        wk = w2 * kdot
+        # ``grad_step`` with the structurally zero derivatives of the coefficients left out
+        na0 = dw2 * k + w2 * dk0
+        nb0 = dal * k + alpha * dk0 + (dw2 * kdot + w2 * dd0) * t + wk * b0
+        na1 = w2 * dk1 + db2
+        nb1 = alpha * dk1 + dbe + (w2 * dd1) * t + wk * b1
+        if residual:
+            na0 += res * a0
+            nb0 += res * b0
+            na1 += res * a1
+            nb1 += res * b1
+        ns, nt = step(k, kdot, s, t, res, w2, b2, alpha, beta)  # K exactly as the forward kernel rounds it
+        return ns, nt, na0, nb0, na1, nb1
+
     @jit
     def layer_grad_row(p0, p1, p2, sxx, hx, x0, x1, col, st, w, c, dc0, dc1):
         """One step with its two derivatives for a chunk of ``w`` pairs of a row, in place (the
@@ -291,11 +326,12 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         once per row and column), so the chain rule takes ``recursion.abrelu_grad_log``'s partials,
         which are the same in both variances.
 
-        Per pair one branch-free ``recursion.dual_grad_hoisted`` (value and partials from the same
-        angle, square root and determinant), then the chain rule, with the derivatives of the
-        step's coefficients in (log W_std, log b_std) from ``dc0`` and ``dc1`` (``dsteps[p, layer]``):
-        d/dlog W_std moves only W^2 and alpha, d/dlog b_std only b^2 and beta
-        (``MLP.layer_coefficient_gradients``), and the zero terms are left out.  Two flat arrays at
+        Per pair (``pair_grad``) one branch-free ``recursion.dual_grad_hoisted`` (value and partials
+        from the same angle, square root and determinant), then the chain rule, with the
+        derivatives of the step's coefficients in (log W_std, log b_std) from ``dc0`` and ``dc1``
+        (``dsteps[p, layer]``): d/dlog W_std moves only W^2 and alpha, d/dlog b_std only b^2 and
+        beta (``MLP.layer_coefficient_gradients``), and the zero terms are left out, as are the
+        identity branch's outside a residual block (two copies of the loop).  Two flat arrays at
         compile-time offsets, not six arrays: LLVM then proves the accesses independent (six
         separate arrays need more runtime overlap checks than its vectoriser allows, and the loop
         stays scalar).  A function of its own so that LLVM vectorises the loop, as ``layer_row``."""
@@ -304,38 +340,21 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         res, w2, b2, alpha, beta = c[0], c[1], c[2], c[3], c[4]
         dw2, dal = dc0[1], dc0[3]  # d/dlog W_std of W^2 and alpha
         db2, dbe = dc1[2], dc1[4]  # d/dlog b_std of b^2 and beta
-        for j in range(w):
-            syy = col[j]
-            y0 = col[GRAD_CHUNK + j]
-            y1 = col[2 * GRAD_CHUNK + j]
-            hy = col[3 * GRAD_CHUNK + j]
-            sj = st[j]
-            tj = st[GRAD_CHUNK + j]
-            a0 = st[2 * GRAD_CHUNK + j]
-            b0 = st[3 * GRAD_CHUNK + j]
-            a1 = st[4 * GRAD_CHUNK + j]
-            b1 = st[5 * GRAD_CHUNK + j]
-            if code == ABRELU:  # (folds at compile time) log-variance form: no per-pair division by syy
-                k, kdot, h, gs, g = abrelu_grad_log(p0, p1, sxx, syy, sj)
-                v0 = x0 + y0
-                v1 = x1 + y1
-                dk0 = h * v0 + kdot * a0
-                dd0 = gs * v0 + g * a0
-                dk1 = h * v1 + kdot * a1
-                dd1 = gs * v1 + g * a1
-            else:
-                k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad_hoisted(code, p0, p1, p2, sxx, syy, sj, hx, hy)
-                dk0 = kx * x0 + ky * y0 + kxy * a0
-                dd0 = dx * x0 + dy * y0 + dxy * a0
-                dk1 = kx * x1 + ky * y1 + kxy * a1
-                dd1 = dx * x1 + dy * y1 + dxy * a1
-            wk = w2 * kdot
-            # ``grad_step`` with the zero derivatives of the coefficients left out
-            st[2 * GRAD_CHUNK + j] = res * a0 + dw2 * k + w2 * dk0
-            st[3 * GRAD_CHUNK + j] = res * b0 + dal * k + alpha * dk0 + (dw2 * kdot + w2 * dd0) * tj + wk * b0
-            st[4 * GRAD_CHUNK + j] = res * a1 + w2 * dk1 + db2
-            st[5 * GRAD_CHUNK + j] = res * b1 + alpha * dk1 + dbe + (w2 * dd1) * tj + wk * b1
-            st[j], st[GRAD_CHUNK + j] = step(k, kdot, sj, tj, res, w2, b2, alpha, beta)
+        W = GRAD_CHUNK
+        if res == 0.0:
+            for j in range(w):
+                (st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j]) = pair_grad(
+                    p0, p1, p2, sxx, hx, x0, x1, col[j], col[W + j], col[2 * W + j], col[3 * W + j],
+                    st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j],
+                    res, w2, b2, alpha, beta, dw2, dal, db2, dbe, False,
+                )  # fmt: skip
+        else:
+            for j in range(w):
+                (st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j]) = pair_grad(
+                    p0, p1, p2, sxx, hx, x0, x1, col[j], col[W + j], col[2 * W + j], col[3 * W + j],
+                    st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j],
+                    res, w2, b2, alpha, beta, dw2, dal, db2, dbe, True,
+                )  # fmt: skip
 
     @jit
     def tile_grad(params, first, dfirst, steps, dsteps, G, sig_rows, dsig_rows, sig_cols, dsig_cols, out, dout,
