@@ -23,7 +23,7 @@ def test_gradient_row_loop_vectorises(name):
     fresh = numba.njit(**dict(JIT_OPTIONS, cache=False))(row.py_func)  # cached code cannot be inspected
     W = cpu.GRAD_CHUNK
     c = np.array([0.0, 1.0, 0.1, 1.0, 1.0])
-    fresh(*act.params, 1.0, 1.0, 0.1, 0.2, np.ones(4 * W), np.full(6 * W, 0.5), W, c, c, c)
+    fresh(*act.params, 1.0, 0.1, 0.2, np.ones(3 * W), np.full(6 * W, 0.5), W, c, c, c)
     ir = "\n".join(fresh.inspect_llvm().values())
     assert re.search(r"@llvm\.sqrt\.v\d+f64\(", ir), "the gradient's row loop did not vectorise"
     assert not re.search(r"call i32 @_ZN7ntkfast9recursion", ir), "a recursion function was not inlined"
@@ -125,3 +125,24 @@ def test_diagonal_gradient_at_huge_variances(activation, get):
 
     fd = (f(h) - f(-h)) / (2 * h)
     np.testing.assert_allclose(np.diagonal(dK[..., 0]), fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "abs", "erf"])
+@pytest.mark.parametrize("scale", [1e-100, 1.0, 1e100, 1e300])
+def test_log_variable_partials_match_dual_grad(name, scale):
+    """``recursion.dual_grad_log`` (one partial per variance, in the family's log variable: what the tile
+    loop uses, times ``grad_hoist``) against ``dual_grad``'s partials in (sxx, syy, sxy), which
+    tests/test_scales.py checks against finite differences at these scales; K and Kdot bit for bit."""
+    from ntkfast import recursion, spec
+
+    act = spec.get_activation(name)
+    code = act.code
+    assert code in recursion.LOG_GRAD_CODES
+    for sxx, syy, sxy in ((1.3, 0.7, 0.4), (1.3, 0.7, -0.9), (2.0, 0.5, 0.0), (1.0, 1.0, 1.0), (1e-3, 2.0, 0.03)):
+        sxx, syy, sxy = sxx * scale, syy * scale, sxy * scale
+        k, kdot, kx, ky, kxy, dx, dy, dxy = recursion.dual_grad(code, *act.params, sxx, syy, sxy)
+        lk, lkdot, kl, dl, ldxy = recursion.dual_grad_log(code, *act.params, sxx, syy, sxy)
+        hx, hy = (recursion.grad_hoist(code, *act.params, s) for s in (sxx, syy))
+        assert (lk, lkdot) == (k, kdot)
+        for got, want in zip((kl * hx, kl * hy, lkdot, dl * hx, dl * hy, ldxy), (kx, ky, kxy, dx, dy, dxy)):
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-300)

@@ -24,7 +24,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .._jit import jit, jit_inline
-from ..recursion import abrelu_grad_log, dual, dual_diag, dual_diag_grad, dual_grad_hoisted, grad_hoist, step
+from ..recursion import LOG_GRAD_CODES, dual, dual_diag, dual_diag_grad, dual_grad, dual_grad_log, grad_hoist, step
 from ..spec import ABRELU
 
 # columns per chunk of the gradient's row kernel (``layer_grad_row``): its state lives in one flat
@@ -277,23 +277,35 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             for p in range(2):
                 dout[p, i] = dt[p] if get_ntk else ds[p]
 
+    log_form = code in LOG_GRAD_CODES  # a closure constant: the chain rule in the family's log variables
+
+    @jit
+    def log_scale(p0, p1, p2, s):
+        """What ``tile_grad`` multiplies a row's or column's dSigma by: ``recursion.grad_hoist`` for
+        LOG_GRAD_CODES, else 1.  ABReLU at Sigma = 0: 0 (its 1/max(s, tiny) multiplies partials that
+        are 0 there, and dSigma/tiny could overflow)."""
+        if log_form:
+            h = grad_hoist(code, p0, p1, p2, s)
+            return 0.0 if code == ABRELU and s <= 0.0 else h
+        return 1.0
+
     @jit_inline
-    def pair_grad(p0, p1, p2, sxx, hx, x0, x1, syy, y0, y1, hy, s, t, a0, b0, a1, b1, res, w2, b2, alpha, beta,
+    def pair_grad(p0, p1, p2, sxx, x0, x1, syy, y0, y1, s, t, a0, b0, a1, b1, res, w2, b2, alpha, beta,
                   dw2, dal, db2, dbe, residual):
         """One pair's step with its two derivatives (``layer_grad_row``'s loop body): the new
         (Sigma, Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1) from the old (s, t, a0, b0,
         a1, b1).  ``residual`` False (a compile-time constant at each call) leaves out the identity
         branch's terms (res = 0 there; 0 * x cannot be folded away under our fastmath flags)."""
-        if code == ABRELU:  # (folds at compile time) log-variance form: no per-pair division by syy
-            k, kdot, h, gs, g = abrelu_grad_log(p0, p1, sxx, syy, s)
+        if log_form:  # (folds at compile time) x, y are derivatives of the log variables: one partial each
+            k, kdot, kl, dl, dxy = dual_grad_log(code, p0, p1, p2, sxx, syy, s)
             v0 = x0 + y0
             v1 = x1 + y1
-            dk0 = h * v0 + kdot * a0
-            dd0 = gs * v0 + g * a0
-            dk1 = h * v1 + kdot * a1
-            dd1 = gs * v1 + g * a1
+            dk0 = kl * v0 + kdot * a0
+            dd0 = dl * v0 + dxy * a0
+            dk1 = kl * v1 + kdot * a1
+            dd1 = dl * v1 + dxy * a1
         else:
-            k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad_hoisted(code, p0, p1, p2, sxx, syy, s, hx, hy)
+            k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, syy, s)
             dk0 = kx * x0 + ky * y0 + kxy * a0
             dd0 = dx * x0 + dy * y0 + dxy * a0
             dk1 = kx * x1 + ky * y1 + kxy * a1
@@ -313,20 +325,19 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         return ns, nt, na0, nb0, na1, nb1
 
     @jit
-    def layer_grad_row(p0, p1, p2, sxx, hx, x0, x1, col, st, w, c, dc0, dc1):
+    def layer_grad_row(p0, p1, p2, sxx, x0, x1, col, st, w, c, dc0, dc1):
         """One step with its two derivatives for a chunk of ``w`` pairs of a row, in place (the
         gradient's ``layer_row``).
 
-        ``sxx, x0, x1``: the row's diagonal Sigma and its two derivatives, ``hx`` its
-        ``recursion.grad_hoist``; ``col`` holds the columns' (``syy, y0, y1`` and ``grad_hoist`` of
-        syy at offsets 0, GRAD_CHUNK, 2 GRAD_CHUNK, 3 GRAD_CHUNK), ``st`` the pairs' state (Sigma,
-        Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1, each GRAD_CHUNK apart).  For ABReLU
-        (``code == ABRELU``) the derivatives come as those of the log variances: ``x0, x1`` are
-        dSigma/dp / Sigma of the row and ``y0, y1`` those of the columns (``tile_grad`` divides
-        once per row and column), so the chain rule takes ``recursion.abrelu_grad_log``'s partials,
-        which are the same in both variances.
+        ``sxx, x0, x1``: the row's diagonal Sigma and its two derivatives; ``col`` holds the columns'
+        (``syy, y0, y1`` at offsets 0, GRAD_CHUNK, 2 GRAD_CHUNK), ``st`` the pairs' state (Sigma,
+        Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1, each GRAD_CHUNK apart).  For the
+        families of ``recursion.LOG_GRAD_CODES`` (ABReLU, erf) the derivatives come as those of the
+        family's log variable (dSigma/dp times ``recursion.grad_hoist``: 1/Sigma for ABReLU;
+        ``tile_grad`` multiplies once per row and column), so the chain rule takes
+        ``recursion.dual_grad_log``'s one partial per variance and divides nothing per pair.
 
-        Per pair (``pair_grad``) one branch-free ``recursion.dual_grad_hoisted`` (value and partials
+        Per pair (``pair_grad``) one branch-free ``recursion.dual_grad`` or ``dual_grad_log`` (value and partials
         from the same angle, square root and determinant), then the chain rule, with the
         derivatives of the step's coefficients in (log W_std, log b_std) from ``dc0`` and ``dc1``
         (``dsteps[p, layer]``): d/dlog W_std moves only W^2 and alpha, d/dlog b_std only b^2 and
@@ -344,14 +355,14 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         if res == 0.0:
             for j in range(w):
                 (st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j]) = pair_grad(
-                    p0, p1, p2, sxx, hx, x0, x1, col[j], col[W + j], col[2 * W + j], col[3 * W + j],
+                    p0, p1, p2, sxx, x0, x1, col[j], col[W + j], col[2 * W + j],
                     st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j],
                     res, w2, b2, alpha, beta, dw2, dal, db2, dbe, False,
                 )  # fmt: skip
         else:
             for j in range(w):
                 (st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j]) = pair_grad(
-                    p0, p1, p2, sxx, hx, x0, x1, col[j], col[W + j], col[2 * W + j], col[3 * W + j],
+                    p0, p1, p2, sxx, x0, x1, col[j], col[W + j], col[2 * W + j],
                     st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j],
                     res, w2, b2, alpha, beta, dw2, dal, db2, dbe, True,
                 )  # fmt: skip
@@ -381,24 +392,20 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         W = GRAD_CHUNK
         n_chunks = (bj + W - 1) // W
         st = np.empty(6 * W)
-        # the columns' (Sigma, dSigma/dp0, dSigma/dp1, grad_hoist(Sigma)) entering each step, per chunk,
-        # laid out once per tile
-        cols = np.empty(max(n_chunks * n_steps, 1) * 4 * W)
+        # the columns' (Sigma, dSigma/dp0, dSigma/dp1) entering each step, per chunk, laid out once per
+        # tile (for LOG_GRAD_CODES the derivatives of the family's log variable; see ``layer_grad_row``)
+        cols = np.empty(max(n_chunks * n_steps, 1) * 3 * W)
         for chunk in range(n_chunks):
             a0 = chunk * W
             w = min(W, bj - a0)
             for layer in range(n_steps):
-                base = (chunk * n_steps + layer) * 4 * W
+                base = (chunk * n_steps + layer) * 3 * W
                 for j in range(w):
                     syy = sig_cols[layer, a0 + j]
-                    hy = grad_hoist(code, p0, p1, p2, syy)
-                    # ABReLU: derivatives of log syy (see ``layer_grad_row``; 0 where syy = 0, where
-                    # the partials they multiply are 0)
-                    scale = (hy if syy > 0.0 else 0.0) if code == ABRELU else 1.0
+                    scale = log_scale(p0, p1, p2, syy)
                     cols[base + j] = syy
                     cols[base + W + j] = dsig_cols[layer, 0, a0 + j] * scale
                     cols[base + 2 * W + j] = dsig_cols[layer, 1, a0 + j] * scale
-                    cols[base + 3 * W + j] = hy
         o = 1 if get_ntk else 0  # which of (Sigma, Theta) is the output
         line = 8  # 64-byte lines of float64
         buf_k = np.empty(line * bj)
@@ -423,12 +430,11 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                         st[4 * W + j] = e10 * g + e11
                         st[5 * W + j] = e12 * g + e13
                     for layer in range(n_steps):
-                        base = (chunk * n_steps + layer) * 4 * W
+                        base = (chunk * n_steps + layer) * 3 * W
                         sxx = sig_rows[layer, i]
-                        hx = grad_hoist(code, p0, p1, p2, sxx)
-                        scale = (hx if sxx > 0.0 else 0.0) if code == ABRELU else 1.0
-                        layer_grad_row(p0, p1, p2, sxx, hx, dsig_rows[layer, 0, i] * scale,
-                                       dsig_rows[layer, 1, i] * scale, cols[base:base + 4 * W], st, w, steps[layer],
+                        scale = log_scale(p0, p1, p2, sxx)
+                        layer_grad_row(p0, p1, p2, sxx, dsig_rows[layer, 0, i] * scale,
+                                       dsig_rows[layer, 1, i] * scale, cols[base:base + 3 * W], st, w, steps[layer],
                                        dsteps[0, layer], dsteps[1, layer])  # fmt: skip
                     row = part_k[0, r]
                     row0 = part_d[0, r]
