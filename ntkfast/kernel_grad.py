@@ -71,6 +71,10 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
     if coef.code == SERIES:
         return _series_with_gradient(arch, coef, dfirst, dsteps, feats, plan, n_jobs, get_ntk)
     kernels = cpu.recursion_kernels(coef.code)
+    # ``tile_grad`` leaves out the derivatives that are structurally 0: d/dlog W_std of b^2 and beta,
+    # d/dlog b_std of W^2 and alpha
+    if dsteps[0][:, [2, 4]].any() or dsteps[1][:, [1, 3]].any():
+        raise RuntimeError("internal: layer_coefficient_gradients no longer has the structure tile_grad assumes")
 
     n_steps = coef.steps.shape[0]
     sig = np.empty((n_steps, n))
@@ -82,24 +86,35 @@ def kernel_with_gradient(arch: MLP, X, get: str = "ntk", *, n_jobs: int | None =
     if not (np.isfinite(diag).all() and np.isfinite(ddiag).all()):
         raise ArgumentError(f"the kernel of {arch.activation!r} diverges for these inputs; scale them or W_std down")
 
-    K = np.empty((n, n))
-    dK = np.empty((2, n, n))  # one plane per hyper-parameter: rows written and mirrored contiguously
+    K, dK = _allocate(n)
+    # outputs far larger than the cache: non-temporal stores, mirrored rows in whole 64-byte lines
+    phase = engine.stream_phase([K[None], dK])
     scratch = [np.empty((t, t)) for _ in range(n_jobs)]
 
     def work(i0, i1, j0, j1, worker):
         G = engine.scratch_view(scratch[worker], i1 - i0, j1 - j0)
         cpu.gemm(feats[i0:i1], feats[j0:j1], G)
+        diagonal = i0 == j0
+        # a tile above the diagonal is stored with its mirror image, strip by strip while in L1
         kernels.tile_grad(
             coef.params, coef.first, dfirst, coef.steps, dsteps, G,
             np.ascontiguousarray(sig[:, i0:i1]), np.ascontiguousarray(dsig[:, :, i0:i1]),
             np.ascontiguousarray(sig[:, j0:j1]), np.ascontiguousarray(dsig[:, :, j0:j1]),
-            K, dK, i0, j0, get_ntk,
+            K[None], dK, i0, j0, get_ntk, not diagonal, phase is not None, phase or 0,
         )  # fmt: skip
-        # the assembly, per tile (no n^2 temporaries): the exact diagonal and the mirror image
-        engine.finish_tile([K, dK[0], dK[1]], [diag, ddiag[0], ddiag[1]], i0, i1, j0, j1)
+        if diagonal:  # its lower part from its upper part, and the exact diagonal
+            engine.finish_tile([K, dK[0], dK[1]], [diag, ddiag[0], ddiag[1]], i0, i1, j0, j1)
 
     tiling.run_tiles(plan, work, n_jobs=n_jobs)
     return K, dK.transpose(1, 2, 0)
+
+
+def _allocate(n: int):
+    """K (n, n) and dK (2, n, n), uninitialised, each starting on a 64-byte boundary (the streaming
+    stores of ``tile_grad`` want whole lines; the caller has checked that they fit)."""
+    K = tiling.allocate((n, n), np.float64, 1, align=64)[0]
+    dK = tiling.allocate((2 * n, n), np.float64, 1, align=64)[0].reshape(2, n, n)
+    return K, dK
 
 
 def _series_with_gradient(arch, coef, dfirst, dsteps, feats, plan, n_jobs, get_ntk):

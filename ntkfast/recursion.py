@@ -515,18 +515,31 @@ _TINY64 = 2.2250738585072014e-308
 
 @jit_inline
 def abrelu_grad(a, b, sxx, syy, sxy):
-    # branch-free (the tile loops vectorise it): where r = 0 the Kdot partials are 0 (see above)
-    # and the K partials f r / (2 s) vanish with r; 1/sxx depends on the row only (hoisted)
+    # 1/sxx depends on the row only (hoisted)
+    k, kdot, h, gs, g = abrelu_grad_log(a, b, sxx, syy, sxy)
+    isx = 1.0 / max(sxx, _TINY64)
+    isy = 1.0 / max(syy, _TINY64)
+    return k, kdot, h * isx, h * isy, kdot, gs * isx, gs * isy, g
+
+
+@jit_inline
+def abrelu_grad_log(a, b, sxx, syy, sxy):
+    """(K, Kdot, h, gs, g): ABReLU's partials in the log variances, which are the same in sxx and syy:
+    sxx dK/dsxx = syy dK/dsyy = h, sxx dKdot/dsxx = syy dKdot/dsyy = gs, and dKdot/dsxy = g
+    (dK/dsxy = Kdot), so that a tile's chain rule needs no division by a variance per pair
+    (``backends.cpu``'s ``layer_grad_row`` uses this form, with ``dual_grad_log``).
+
+    Branch-free (the tile loops vectorise it): where r = 0 the Kdot partials are 0 (see above) and
+    the K partials f r / 2 vanish with r.
+    """
     r, theta = _angle(sxx, syy, sxy)
     f = (a - b) * (a - b) * _INV_2PI
     kdot = (a * a + b * b) * 0.5 - f * theta
     k = f * r + kdot * sxy
-    isx = 1.0 / max(sxx, _TINY64)
-    isy = 1.0 / max(syy, _TINY64)
     g = f / r if r > 0.0 else 0.0
     h = 0.5 * f * r
     gs = -0.5 * g * sxy
-    return k, kdot, h * isx, h * isy, kdot, gs * isx, gs * isy, g
+    return k, kdot, h, gs, g
 
 
 @jit_inline
@@ -554,6 +567,34 @@ def erf_grad(a, b, c, sxx, syy, sxy):
     s1 = a * a * b2
     s2 = s1 * b2
     return k_out, kdot_out, s1 * kx, s1 * ky, kdot_out, s2 * dx, s2 * dy, s2 * dxy
+
+
+@jit_inline
+def erf_grad_log(a, b, c, sxx, syy, sxy):
+    """(K, Kdot, KL, DL, dKdot/dsxy) of erf, its partials in the variables log(1 + 2 b^2 s), which are
+    the same in sxx and syy (K and Kdot depend on the variances through (1 + 2 b^2 sxx)(1 + 2 b^2 syy)
+    only): (1 + 2 b^2 sxx) dK/dsxx = (1 + 2 b^2 syy) dK/dsyy = KL, the same for Kdot with DL, and
+    dK/dsxy = Kdot.  K and Kdot exactly as ``erf``; the partials as ``erf_grad``'s times
+    1 + 2 b^2 s, taken in an order that neither overflows nor underflows at variances ~1e300
+    (``backends.cpu``'s ``layer_grad_row`` uses this form: no division per pair beyond ``erf``'s).
+    """
+    b2 = b * b
+    cc = 2.0 * b2
+    ra, dn, x, v, w = _scaled_det1(cc, sxx, syy, sxy)
+    sdn = math.sqrt(dn)
+    k_out = a * a * ((2.0 / math.pi) * atan2(w, sdn)) + c * c
+    kdot = (4.0 / math.pi) / (ra * sdn)  # as in ``erf``
+    s1 = a * a * b2
+    s2 = s1 * b2
+    kdot_out = s1 * kdot
+    u = kdot * (math.pi / 4.0)  # 1 / (ra sqrt(dn))
+    # ra kx = -kdot w ra / 2 = -kdot b^2 sxy (in ``erf_grad``'s scaled variables, then s1)
+    kl = -s1 * (kdot * (b2 * sxy))
+    # ra dx = dy (1 + 2 b^2 syy), dy = -kdot u^2 ra: u ra = 1 / sqrt(dn) and u (1 + 2 b^2 syy) are O(1)
+    dl = -s2 * kdot * (u * ra) * (u * (1.0 + cc * syy))
+    irdn = u * u * ra  # 1 / (ra dn), in ``erf_grad``'s order (kdot u u underflows where irdn does not)
+    dxy = s2 * (-2.0 * w * (-kdot * irdn))  # ``erf_grad``'s -2 w dy
+    return k_out, kdot_out, kl, dl, dxy
 
 
 @jit_inline
@@ -671,6 +712,34 @@ def gaussian_grad(a, b, sxx, syy, sxy):
     dxy = 4.0 * b * b * k * inv - 1.5 * kdot * d_xy * inv
     kx, ky = -0.5 * k * d_x * inv, -0.5 * k * d_y * inv
     return k, kdot, kx, ky, kdot, -1.5 * kdot * d_x * inv, -1.5 * kdot * d_y * inv, dxy
+
+
+# The families whose partials in sxx and syy are one partial in a log variable of each
+# (``dual_grad_log``): the tile loops then take dSigma in that variable, computed once per row and
+# column (``grad_hoist``), and do no per-pair division for the partials.
+LOG_GRAD_CODES = (ABRELU, ERF)
+
+
+@jit_inline
+def grad_hoist(code, p0, p1, p2, s):
+    """d(log variable)/ds of ``dual_grad_log``'s family at a variance s: 1/s (ABReLU: log s, 1/max(s,
+    tiny)) or 1/(1 + 2 b^2 s) (erf: log(1 + 2 b^2 s)); 0 for the other families."""
+    if code == ABRELU:
+        return 1.0 / max(s, _TINY64)
+    elif code == ERF:
+        return 1.0 / (1.0 + 2.0 * (p1 * p1) * s)
+    return 0.0
+
+
+@jit_inline
+def dual_grad_log(code, p0, p1, p2, sxx, syy, sxy):
+    """(K, Kdot, KL, DL, dKdot/dsxy) for ``code`` in ``LOG_GRAD_CODES``: dK/dsxx = KL grad_hoist(sxx),
+    dK/dsyy = KL grad_hoist(syy), the same for Kdot with DL, dK/dsxy = Kdot (zeros for other codes)."""
+    if code == ABRELU:
+        return abrelu_grad_log(p0, p1, sxx, syy, sxy)
+    elif code == ERF:
+        return erf_grad_log(p0, p1, p2, sxx, syy, sxy)
+    return 0.0, 0.0, 0.0, 0.0, 0.0
 
 
 @jit_inline

@@ -36,6 +36,8 @@ def test_closed_form_gradient_over_several_column_chunks(activation, monkeypatch
     from ntkfast import config
     from ntkfast.backends import cpu
 
+    # (MIN_TILE too: plan_tiles would otherwise give 2 threads tiles of MIN_TILE = 128 columns, one chunk)
+    monkeypatch.setattr(config, "MIN_TILE", 2 * cpu.GRAD_CHUNK + 17)
     monkeypatch.setattr(config, "DEFAULT_TILE", 2 * cpu.GRAD_CHUNK + 17)
     X = np.random.default_rng(7).standard_normal((3 * cpu.GRAD_CHUNK + 5, 4))
     arch = nf.MLP(depth=3, activation=activation, W_std=1.3, b_std=0.2)
@@ -52,6 +54,58 @@ def test_closed_form_gradient_over_several_column_chunks(activation, monkeypatch
         d2 = (f(h / 2) - f(-h / 2)) / h
         fd = (4 * d2 - d1) / 3
         assert np.abs(dK[..., p] - fd).max() <= 1e-8 * np.abs(fd).max()
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu"])
+@pytest.mark.parametrize("options", [{"residual": True}, {"residual": True, "parameterization": "standard"},
+                                     {"parameterization": "standard", "get": "nngp"}, {"b_std": None}])  # fmt: skip
+def test_closed_form_gradient_of_residual_and_standard_networks(activation, options):
+    """The row kernel's two loops (inside and outside residual blocks: the identity branch's terms
+    are left out where res = 0) and the structurally zero coefficient derivatives it skips, for
+    both parameterizations, against central differences of the forward kernel."""
+    options = dict(options)
+    get = options.pop("get", "ntk")
+    b_std = options.pop("b_std", 0.2)
+    X = np.random.default_rng(11).standard_normal((40, 3))
+    arch = nf.MLP(depth=3, activation=activation, W_std=1.3, b_std=b_std, **options)
+    K, dK = kernel_with_gradient(arch, X, get=get)
+    np.testing.assert_array_equal(K, nf.kernel(arch, X, get=get))
+    h = 1e-4
+    for p, (dw, db) in enumerate(((1.0, 0.0), (0.0, 1.0))):
+        if b_std is None and p == 1:
+            np.testing.assert_array_equal(dK[..., 1], 0.0)
+            continue
+
+        def f(step, dw=dw, db=db):
+            b = None if b_std is None else b_std * np.exp(step * db)
+            return nf.kernel(nf.MLP(depth=3, activation=activation, W_std=1.3 * np.exp(step * dw), b_std=b,
+                                    **options), X, get=get)  # fmt: skip
+
+        fd = (4 * (f(h / 2) - f(-h / 2)) / h - (f(h) - f(-h)) / (2 * h)) / 3
+        assert np.abs(dK[..., p] - fd).max() <= 1e-8 * np.abs(fd).max()
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_streamed_mirrored_strips_change_no_value(activation, monkeypatch):
+    """``tile_grad`` stores strips of 8 rows (their edges on 64-byte lines of the outputs, so not on the
+    tiles' edges here: 150-row tiles) and their mirror images; with non-temporal stores (forced by
+    STREAM_MIN_BYTES = 0) every value is bit for bit that of ordinary stores, K that of the forward
+    kernel, and K and dK exactly symmetric."""
+    from ntkfast import config, engine
+
+    monkeypatch.setattr(config, "MIN_TILE", 150)
+    monkeypatch.setattr(config, "DEFAULT_TILE", 150)
+    X = np.random.default_rng(3).standard_normal((600, 5))
+    arch = nf.MLP(depth=3, activation=activation, W_std=1.3, b_std=0.2)
+    K0, dK0 = kernel_with_gradient(arch, X, n_jobs=2)
+    monkeypatch.setattr(config, "STREAM_MIN_BYTES", 0)
+    K1, dK1 = kernel_with_gradient(arch, X, n_jobs=2)
+    assert engine.stream_phase([K1[None], dK1.transpose(2, 0, 1)]) == 0  # the streaming path was taken
+    np.testing.assert_array_equal(K1, K0)
+    np.testing.assert_array_equal(dK1, dK0)
+    np.testing.assert_array_equal(K1, nf.kernel(arch, X))
+    np.testing.assert_array_equal(K1, K1.T)
+    np.testing.assert_array_equal(dK1, dK1.transpose(1, 0, 2))
 
 
 @pytest.mark.parametrize("activation", ["erf", "gelu"])
@@ -71,3 +125,24 @@ def test_diagonal_gradient_at_huge_variances(activation, get):
 
     fd = (f(h) - f(-h)) / (2 * h)
     np.testing.assert_allclose(np.diagonal(dK[..., 0]), fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "abs", "erf"])
+@pytest.mark.parametrize("scale", [1e-100, 1.0, 1e100, 1e300])
+def test_log_variable_partials_match_dual_grad(name, scale):
+    """``recursion.dual_grad_log`` (one partial per variance, in the family's log variable: what the tile
+    loop uses, times ``grad_hoist``) against ``dual_grad``'s partials in (sxx, syy, sxy), which
+    tests/test_scales.py checks against finite differences at these scales; K and Kdot bit for bit."""
+    from ntkfast import recursion, spec
+
+    act = spec.get_activation(name)
+    code = act.code
+    assert code in recursion.LOG_GRAD_CODES
+    for sxx, syy, sxy in ((1.3, 0.7, 0.4), (1.3, 0.7, -0.9), (2.0, 0.5, 0.0), (1.0, 1.0, 1.0), (1e-3, 2.0, 0.03)):
+        sxx, syy, sxy = sxx * scale, syy * scale, sxy * scale
+        k, kdot, kx, ky, kxy, dx, dy, dxy = recursion.dual_grad(code, *act.params, sxx, syy, sxy)
+        lk, lkdot, kl, dl, ldxy = recursion.dual_grad_log(code, *act.params, sxx, syy, sxy)
+        hx, hy = (recursion.grad_hoist(code, *act.params, s) for s in (sxx, syy))
+        assert (lk, lkdot) == (k, kdot)
+        for got, want in zip((kl * hx, kl * hy, lkdot, dl * hx, dl * hy, ldxy), (kx, ky, kxy, dx, dy, dxy)):
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-300)

@@ -16,7 +16,7 @@ from ntkfast.kernel_grad import kernel_with_gradient
 
 
 class TimeGradient:
-    params = ([(2000, 16), (2000, 784), (4000, 784)], ["relu", "erf", "gelu"])
+    params = ([(2000, 16), (2000, 784), (4000, 16), (4000, 784)], ["relu", "erf", "gelu"])
     param_names = ["n_d", "activation"]
     timeout = 600
 

@@ -24,11 +24,12 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .._jit import jit, jit_inline
-from ..recursion import dual, dual_diag, dual_diag_grad, dual_grad, step
+from ..recursion import LOG_GRAD_CODES, dual, dual_diag, dual_diag_grad, dual_grad, dual_grad_log, grad_hoist, step
+from ..spec import ABRELU
 
 # columns per chunk of the gradient's row kernel (``layer_grad_row``): its state lives in one flat
 # array at offsets that are multiples of this compile-time constant
-GRAD_CHUNK = 128
+GRAD_CHUNK = 256
 
 
 @functools.cache
@@ -276,52 +277,109 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             for p in range(2):
                 dout[p, i] = dt[p] if get_ntk else ds[p]
 
+    log_form = code in LOG_GRAD_CODES  # a closure constant: the chain rule in the family's log variables
+
+    @jit
+    def log_scale(p0, p1, p2, s):
+        """What ``tile_grad`` multiplies a row's or column's dSigma by: ``recursion.grad_hoist`` for
+        LOG_GRAD_CODES, else 1.  ABReLU at Sigma = 0: 0 (its 1/max(s, tiny) multiplies partials that
+        are 0 there, and dSigma/tiny could overflow)."""
+        if log_form:
+            h = grad_hoist(code, p0, p1, p2, s)
+            return 0.0 if code == ABRELU and s <= 0.0 else h
+        return 1.0
+
+    @jit_inline
+    def pair_grad(p0, p1, p2, sxx, x0, x1, syy, y0, y1, s, t, a0, b0, a1, b1, res, w2, b2, alpha, beta,
+                  dw2, dal, db2, dbe, residual):
+        """One pair's step with its two derivatives (``layer_grad_row``'s loop body): the new
+        (Sigma, Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1) from the old (s, t, a0, b0,
+        a1, b1).  ``residual`` False (a compile-time constant at each call) leaves out the identity
+        branch's terms (res = 0 there; 0 * x cannot be folded away under our fastmath flags)."""
+        if log_form:  # (folds at compile time) x, y are derivatives of the log variables: one partial each
+            k, kdot, kl, dl, dxy = dual_grad_log(code, p0, p1, p2, sxx, syy, s)
+            v0 = x0 + y0
+            v1 = x1 + y1
+            dk0 = kl * v0 + kdot * a0
+            dd0 = dl * v0 + dxy * a0
+            dk1 = kl * v1 + kdot * a1
+            dd1 = dl * v1 + dxy * a1
+        else:
+            k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, syy, s)
+            dk0 = kx * x0 + ky * y0 + kxy * a0
+            dd0 = dx * x0 + dy * y0 + dxy * a0
+            dk1 = kx * x1 + ky * y1 + kxy * a1
+            dd1 = dx * x1 + dy * y1 + dxy * a1
+        wk = w2 * kdot
+        # ``grad_step`` with the structurally zero derivatives of the coefficients left out
+        na0 = dw2 * k + w2 * dk0
+        nb0 = dal * k + alpha * dk0 + (dw2 * kdot + w2 * dd0) * t + wk * b0
+        na1 = w2 * dk1 + db2
+        nb1 = alpha * dk1 + dbe + (w2 * dd1) * t + wk * b1
+        if residual:
+            na0 += res * a0
+            nb0 += res * b0
+            na1 += res * a1
+            nb1 += res * b1
+        ns, nt = step(k, kdot, s, t, res, w2, b2, alpha, beta)  # K exactly as the forward kernel rounds it
+        return ns, nt, na0, nb0, na1, nb1
+
     @jit
     def layer_grad_row(p0, p1, p2, sxx, x0, x1, col, st, w, c, dc0, dc1):
         """One step with its two derivatives for a chunk of ``w`` pairs of a row, in place (the
         gradient's ``layer_row``).
 
-        ``sxx, x0, x1``: the row's diagonal Sigma and its two derivatives; ``col`` holds the
-        columns' (``syy, y0, y1`` at offsets 0, GRAD_CHUNK, 2 GRAD_CHUNK), ``st`` the pairs' state
-        (Sigma, Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1, each GRAD_CHUNK apart).  Per
-        pair one branch-free ``recursion.dual_grad`` (value and partials from the same angle,
-        square root and determinant), then the chain rule.  Two flat arrays at compile-time
-        offsets, not six arrays: LLVM then proves the accesses independent (six separate arrays
-        need more runtime overlap checks than its vectoriser allows, and the loop stays scalar).
-        A function of its own so that LLVM vectorises the loop, as ``layer_row``."""
+        ``sxx, x0, x1``: the row's diagonal Sigma and its two derivatives; ``col`` holds the columns'
+        (``syy, y0, y1`` at offsets 0, GRAD_CHUNK, 2 GRAD_CHUNK), ``st`` the pairs' state (Sigma,
+        Theta, dSigma/dp0, dTheta/dp0, dSigma/dp1, dTheta/dp1, each GRAD_CHUNK apart).  For the
+        families of ``recursion.LOG_GRAD_CODES`` (ABReLU, erf) the derivatives come as those of the
+        family's log variable (dSigma/dp times ``recursion.grad_hoist``: 1/Sigma for ABReLU;
+        ``tile_grad`` multiplies once per row and column), so the chain rule takes
+        ``recursion.dual_grad_log``'s one partial per variance and divides nothing per pair.
+
+        Per pair (``pair_grad``) one branch-free ``recursion.dual_grad`` or ``dual_grad_log`` (value and partials
+        from the same angle, square root and determinant), then the chain rule, with the
+        derivatives of the step's coefficients in (log W_std, log b_std) from ``dc0`` and ``dc1``
+        (``dsteps[p, layer]``): d/dlog W_std moves only W^2 and alpha, d/dlog b_std only b^2 and
+        beta (``MLP.layer_coefficient_gradients``), and the zero terms are left out, as are the
+        identity branch's outside a residual block (two copies of the loop).  Two flat arrays at
+        compile-time offsets, not six arrays: LLVM then proves the accesses independent (six
+        separate arrays need more runtime overlap checks than its vectoriser allows, and the loop
+        stays scalar).  A function of its own so that LLVM vectorises the loop, as ``layer_row``."""
         if fingerprint < 0:
             return
         res, w2, b2, alpha, beta = c[0], c[1], c[2], c[3], c[4]
-        dw20, db20, dal0, dbe0 = dc0[1], dc0[2], dc0[3], dc0[4]
-        dw21, db21, dal1, dbe1 = dc1[1], dc1[2], dc1[3], dc1[4]
-        for j in range(w):
-            syy = col[j]
-            y0 = col[GRAD_CHUNK + j]
-            y1 = col[2 * GRAD_CHUNK + j]
-            sj = st[j]
-            tj = st[GRAD_CHUNK + j]
-            a0 = st[2 * GRAD_CHUNK + j]
-            a1 = st[4 * GRAD_CHUNK + j]
-            k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, syy, sj)
-            st[2 * GRAD_CHUNK + j], st[3 * GRAD_CHUNK + j] = grad_step(
-                k, kdot, kx * x0 + ky * y0 + kxy * a0, dx * x0 + dy * y0 + dxy * a0,
-                tj, a0, st[3 * GRAD_CHUNK + j], res, w2, alpha, dw20, db20, dal0, dbe0,
-            )  # fmt: skip
-            st[4 * GRAD_CHUNK + j], st[5 * GRAD_CHUNK + j] = grad_step(
-                k, kdot, kx * x1 + ky * y1 + kxy * a1, dx * x1 + dy * y1 + dxy * a1,
-                tj, a1, st[5 * GRAD_CHUNK + j], res, w2, alpha, dw21, db21, dal1, dbe1,
-            )  # fmt: skip
-            st[j], st[GRAD_CHUNK + j] = step(k, kdot, sj, tj, res, w2, b2, alpha, beta)
+        dw2, dal = dc0[1], dc0[3]  # d/dlog W_std of W^2 and alpha
+        db2, dbe = dc1[2], dc1[4]  # d/dlog b_std of b^2 and beta
+        W = GRAD_CHUNK
+        if res == 0.0:
+            for j in range(w):
+                (st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j]) = pair_grad(
+                    p0, p1, p2, sxx, x0, x1, col[j], col[W + j], col[2 * W + j],
+                    st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j],
+                    res, w2, b2, alpha, beta, dw2, dal, db2, dbe, False,
+                )  # fmt: skip
+        else:
+            for j in range(w):
+                (st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j]) = pair_grad(
+                    p0, p1, p2, sxx, x0, x1, col[j], col[W + j], col[2 * W + j],
+                    st[j], st[W + j], st[2 * W + j], st[3 * W + j], st[4 * W + j], st[5 * W + j],
+                    res, w2, b2, alpha, beta, dw2, dal, db2, dbe, True,
+                )  # fmt: skip
 
     @jit
     def tile_grad(params, first, dfirst, steps, dsteps, G, sig_rows, dsig_rows, sig_cols, dsig_cols, out, dout,
-                  i0, j0, get_ntk):
-        """``tile`` with forward-mode derivatives in two hyper-parameters (float64, one output).
+                  i0, j0, get_ntk, mirror, stream, phase):
+        """``tile`` with forward-mode derivatives in two hyper-parameters (float64, one output),
+        stored as ``assembled_kernels(code).tile`` stores: in strips of rows, mirrored while in L1.
 
-        Row at a time, as ``tile``, over chunks of GRAD_CHUNK columns: each chunk of a row carries
+        Each strip of rows goes over chunks of GRAD_CHUNK columns: each chunk of a row carries
         (Sigma, Theta) and their two derivatives through the layers (``layer_grad_row``).
         ``dsig_rows`` (L, 2, bi) and ``dsig_cols`` (L, 2, bj) hold the diagonal's derivatives
-        entering each step.  Writes ``out[i0 + i, j0 + j]`` and ``dout[p, i0 + i, j0 + j]``.
+        entering each step.  Writes ``out[0, i0 + i, j0 + j]`` (``out`` (1, n, m)) and
+        ``dout[p, i0 + i, j0 + j]`` (``dout`` (2, n, m)) and, with ``mirror``, their mirror images
+        ``[., j0 + j, i0 + i]``; ``stream``: non-temporal stores, strip boundaries on the rows with
+        ``(phase + i0 + i) % 8 == 0`` (as ``assembled_kernels``; ``phase`` from ``engine.stream_phase``).
         """  # fmt: skip
         if fingerprint < 0:
             return
@@ -332,38 +390,64 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         e00, e01, e02, e03 = dfirst[0, 0], dfirst[0, 1], dfirst[0, 2], dfirst[0, 3]
         e10, e11, e12, e13 = dfirst[1, 0], dfirst[1, 1], dfirst[1, 2], dfirst[1, 3]
         W = GRAD_CHUNK
+        n_chunks = (bj + W - 1) // W
         st = np.empty(6 * W)
-        cols = np.empty(max(n_steps, 1) * 3 * W)
-        o = 1 if get_ntk else 0  # which of (Sigma, Theta) is the output
-        for a0 in range(0, bj, W):
+        # the columns' (Sigma, dSigma/dp0, dSigma/dp1) entering each step, per chunk, laid out once per
+        # tile (for LOG_GRAD_CODES the derivatives of the family's log variable; see ``layer_grad_row``)
+        cols = np.empty(max(n_chunks * n_steps, 1) * 3 * W)
+        for chunk in range(n_chunks):
+            a0 = chunk * W
             w = min(W, bj - a0)
             for layer in range(n_steps):
-                base = layer * 3 * W
+                base = (chunk * n_steps + layer) * 3 * W
                 for j in range(w):
-                    cols[base + j] = sig_cols[layer, a0 + j]
-                    cols[base + W + j] = dsig_cols[layer, 0, a0 + j]
-                    cols[base + 2 * W + j] = dsig_cols[layer, 1, a0 + j]
-            for i in range(bi):
-                for j in range(w):
-                    g = G[i, a0 + j]
-                    st[j] = f0 * g + f1
-                    st[W + j] = f2 * g + f3
-                    st[2 * W + j] = e00 * g + e01
-                    st[3 * W + j] = e02 * g + e03
-                    st[4 * W + j] = e10 * g + e11
-                    st[5 * W + j] = e12 * g + e13
-                for layer in range(n_steps):
-                    base = layer * 3 * W
-                    layer_grad_row(p0, p1, p2, sig_rows[layer, i], dsig_rows[layer, 0, i], dsig_rows[layer, 1, i],
-                                   cols[base:base + 3 * W], st, w, steps[layer], dsteps[0, layer],
-                                   dsteps[1, layer])  # fmt: skip
-                row = out[i0 + i]
-                row0 = dout[0, i0 + i]
-                row1 = dout[1, i0 + i]
-                for j in range(w):
-                    row[j0 + a0 + j] = st[o * W + j]
-                    row0[j0 + a0 + j] = st[(2 + o) * W + j]
-                    row1[j0 + a0 + j] = st[(4 + o) * W + j]
+                    syy = sig_cols[layer, a0 + j]
+                    scale = log_scale(p0, p1, p2, syy)
+                    cols[base + j] = syy
+                    cols[base + W + j] = dsig_cols[layer, 0, a0 + j] * scale
+                    cols[base + 2 * W + j] = dsig_cols[layer, 1, a0 + j] * scale
+        o = 1 if get_ntk else 0  # which of (Sigma, Theta) is the output
+        line = 8  # 64-byte lines of float64
+        buf_k = np.empty(line * bj)
+        buf_d = np.empty(2 * line * bj)
+        r0 = 0
+        while r0 < bi:
+            r1 = min(bi, r0 + line - (phase + i0 + r0) % line)
+            rows = r1 - r0
+            part_k = buf_k[: rows * bj].reshape(1, rows, bj)
+            part_d = buf_d[: 2 * rows * bj].reshape(2, rows, bj)
+            for chunk in range(n_chunks):
+                a0 = chunk * W
+                w = min(W, bj - a0)
+                for r in range(rows):
+                    i = r0 + r
+                    for j in range(w):
+                        g = G[i, a0 + j]
+                        st[j] = f0 * g + f1
+                        st[W + j] = f2 * g + f3
+                        st[2 * W + j] = e00 * g + e01
+                        st[3 * W + j] = e02 * g + e03
+                        st[4 * W + j] = e10 * g + e11
+                        st[5 * W + j] = e12 * g + e13
+                    for layer in range(n_steps):
+                        base = (chunk * n_steps + layer) * 3 * W
+                        sxx = sig_rows[layer, i]
+                        scale = log_scale(p0, p1, p2, sxx)
+                        layer_grad_row(p0, p1, p2, sxx, dsig_rows[layer, 0, i] * scale,
+                                       dsig_rows[layer, 1, i] * scale, cols[base:base + 3 * W], st, w, steps[layer],
+                                       dsteps[0, layer], dsteps[1, layer])  # fmt: skip
+                    row = part_k[0, r]
+                    row0 = part_d[0, r]
+                    row1 = part_d[1, r]
+                    for j in range(w):
+                        row[a0 + j] = st[o * W + j]
+                        row0[a0 + j] = st[(2 + o) * W + j]
+                        row1[a0 + j] = st[(4 + o) * W + j]
+            store_strip(out, part_k, i0 + r0, j0, mirror, stream)
+            store_strip(dout, part_d, i0 + r0, j0, mirror, stream)
+            r0 = r1
+        if stream:
+            _store_fence()
 
     return SimpleNamespace(
         diag=diag, tile=tile, layer_row=layer_row, pairs=pairs, diag_grad=diag_grad, tile_grad=tile_grad,
