@@ -8,8 +8,11 @@ zero; neither changes a result by more than an ulp.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import signal
+import threading
 from types import CodeType
 
 import numba
@@ -109,7 +112,40 @@ def _compile(func, **options):
     dispatcher = numba.njit(**options, **dict(JIT_OPTIONS, cache=False))(func)
     if isinstance(dispatcher, Dispatcher):  # not the plain function of NUMBA_DISABLE_JIT=1
         dispatcher._cache = (_StableClosureCache if func.__closure__ else _KernelCache)(func)
+        dispatcher._compile_for_args = signals_held(dispatcher._compile_for_args)
     return dispatcher
+
+
+def signals_held(compile_for_args):
+    """``compile_for_args`` with SIGINT/SIGTERM's Python handlers held back while it runs in the
+    main thread, and run once it returns.
+
+    Numba compiles through LLVM, which calls back into Python (ctypes callbacks); a handler that
+    raises there, ``KeyboardInterrupt`` by default, has its exception swallowed, and a Ctrl-C in a
+    first call's compilation would be lost: the kernel would then run to the end.  While held, a
+    signal is only recorded; the handler it was meant for runs after the compilation (or the cache
+    load), where its exception propagates.  Handlers that are not Python functions (the default
+    SIGTERM, SIG_IGN) are left alone."""
+
+    @functools.wraps(compile_for_args)
+    def held(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return compile_for_args(*args, **kwargs)  # Python runs handlers in the main thread only
+        handlers, arrived = {}, []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            if callable(previous):
+                handlers[signum] = previous
+                signal.signal(signum, lambda s, frame: arrived.append(s))
+        try:
+            return compile_for_args(*args, **kwargs)
+        finally:
+            for signum, previous in handlers.items():
+                signal.signal(signum, previous)
+            if arrived:
+                handlers[arrived[0]](arrived[0], None)
+
+    return held
 
 
 def jit(func):
