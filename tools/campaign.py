@@ -666,7 +666,7 @@ except subprocess.TimeoutExpired:
 dt = time.time() - t0
 err = p.stderr.read()
 ok = rc is not None and dt < 3 and "KeyboardInterrupt" in err
-report(ok, f"rc={{rc}} after {{dt:.1f}} s", "wrong")
+report(ok, f"rc={{rc}} after {{dt:.1f}} s; stderr: {{err[-400:]!r}}", "wrong")
 """,
         runner="script",
         timeout=120,
