@@ -317,13 +317,28 @@ def dask_scale_benchmark(n: int = 200_000, n_test: int = 20_000, d: int = 28, m:
     return out
 
 
+def dispatcher_cache_stats() -> tuple[int, int]:
+    """(specialisations loaded from Numba's cache, specialisations compiled) so far in this process,
+    summed over every Dispatcher alive (Numba's per-dispatcher cache statistics)."""
+    import gc
+
+    from numba.core.dispatcher import Dispatcher
+
+    hits = misses = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, Dispatcher):
+            hits += sum(obj.stats.cache_hits.values())
+            misses += sum(obj.stats.cache_misses.values())
+    return hits, misses
+
+
 # ----------------------------------------------------------------------------- start-up (issue 17 item 6)
 # Each figure is taken in a fresh interpreter (``python -c``) with a warm Numba cache; the child prints one
 # JSON line.  ``loaded``/``compiled``: cached specialisations a call loaded / compiled (Numba's per-dispatcher
 # cache statistics, summed over every dispatcher in the process).  Every phase is timed twice: wall clock and
 # the process's CPU time (``time.process_time``, all threads), which a loaded machine inflates far less.
 _STARTUP_CHILD = r"""
-import gc, json, sys, time
+import json, sys, time
 t0, c0 = time.perf_counter(), time.process_time()
 import ntkfast as nf
 t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
@@ -332,13 +347,8 @@ heavy = sorted(m for m in ("numba", "scipy", "sklearn", "pandas", "matplotlib", 
 import numpy as np
 
 def counts():
-    from numba.core.dispatcher import Dispatcher
-    hits = misses = 0
-    for obj in gc.get_objects():
-        if isinstance(obj, Dispatcher):
-            hits += sum(obj.stats.cache_hits.values())
-            misses += sum(obj.stats.cache_misses.values())
-    return hits, misses
+    from ntkfast.bench import dispatcher_cache_stats
+    return dispatcher_cache_stats()
 
 X = np.random.default_rng(0).standard_normal((10, 5))
 out = {"import": t_import, "import_cpu": c_import, "heavy_after_import": heavy}

@@ -181,6 +181,14 @@ def _rows():
     return X
 
 
+def _assert_equals_recursion_truth(arch, X, nngp, ntk):
+    """Both kernels within 1e-10 of sqrt(K(x,x) K(y,y)) of the quadrature recursion."""
+    want_nngp, want_ntk = _recursion_truth(arch, X)
+    for got, want in ((nngp, want_nngp), (ntk, want_ntk)):
+        scale = np.sqrt(np.outer(np.diag(want), np.diag(want)))
+        assert np.abs(got - want).max() <= 1e-10 * scale.min(), np.abs(got - want) / scale
+
+
 @pytest.mark.parametrize("act", [spec.ELU(0.5), spec.ELU(1.0), spec.ELU(2.0), spec.SELU()], ids=repr)
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_kernel_against_quadrature_recursion(act, depth):
@@ -189,10 +197,7 @@ def test_kernel_against_quadrature_recursion(act, depth):
     with warnings.catch_warnings():
         warnings.simplefilter("error", series.SeriesAccuracyWarning)  # no warning any more
         nngp, ntk = nf.kernel(arch, X, get=("nngp", "ntk"))
-    want_nngp, want_ntk = _recursion_truth(arch, X)
-    for got, want in ((nngp, want_nngp), (ntk, want_ntk)):
-        scale = np.sqrt(np.outer(np.diag(want), np.diag(want)))
-        assert np.abs(got - want).max() <= 1e-10 * scale.min(), np.abs(got - want) / scale
+    _assert_equals_recursion_truth(arch, X, nngp, ntk)
 
 
 def test_no_warning_in_range_and_warning_outside():
@@ -276,10 +281,7 @@ def test_kernel_of_correlated_rows_against_quadrature_recursion():
                  + [rng.standard_normal(5) / math.sqrt(5.0)])  # fmt: skip
     arch = nf.MLP(depth=2, activation=spec.SELU(), W_std=1.3, b_std=0.2)
     nngp, ntk = nf.kernel(arch, X, get=("nngp", "ntk"))
-    want_nngp, want_ntk = _recursion_truth(arch, X)
-    for got, want in ((nngp, want_nngp), (ntk, want_ntk)):
-        scale = np.sqrt(np.outer(np.diag(want), np.diag(want)))
-        assert np.abs(got - want).max() <= 1e-10 * scale.min(), np.abs(got - want) / scale
+    _assert_equals_recursion_truth(arch, X, nngp, ntk)
 
 
 def test_series_part_stops_at_the_cut_and_a_plan_can_keep_the_cap():

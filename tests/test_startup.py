@@ -94,19 +94,8 @@ LOADER_CHILD = r"""
 import json, sys
 import numpy as np
 import ntkfast as nf
+from ntkfast.bench import dispatcher_cache_stats as cache_stats
 from ntkfast.kernel_grad import kernel_with_gradient
-from numba.core.dispatcher import Dispatcher
-
-
-def cache_stats():
-    import gc
-
-    hits = misses = 0
-    for obj in gc.get_objects():
-        if isinstance(obj, Dispatcher):
-            hits += sum(obj.stats.cache_hits.values())
-            misses += sum(obj.stats.cache_misses.values())
-    return hits, misses
 
 
 X = np.random.default_rng(1).standard_normal((12, 5))
