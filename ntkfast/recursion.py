@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ._jit import atan2, expm1_small, is_single, jit, jit_inline, like
+from ._jit import atan2, atan2_upper, expm1_small, is_single, jit, jit_inline, like
 from ._jit import exp as vexp
 from .spec import ABRELU, ERF, EXP, GAUSSIAN, GELU, MONOMIAL, RECTIFIED_MONOMIAL, SIGN, SIN
 
@@ -66,9 +66,8 @@ def _angle(sxx, syy, sxy):
     c = sxy * inv
     det = y - c * c
     r = math.sqrt(det) * sxx if det > tol * y else zero
-    theta = atan2(r, sxy)
-    degenerate = (r == zero) & (sxy == zero)
-    return r, like(sxy, math.pi / 2) if degenerate else theta
+    # r >= 0: the upper half-plane's atan2, whose (0, 0) is the pi/2 above (no select for it)
+    return r, atan2_upper(r, sxy)
 
 
 @jit
