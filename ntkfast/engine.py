@@ -53,6 +53,7 @@ __all__ = [
     "prepare_rows",
     "reserve_file_space",
     "scratch_view",
+    "squared_norms",
     "symmetrize_diagonal_block",
 ]
 
@@ -120,20 +121,29 @@ def input_features(arch: MLP, X: np.ndarray) -> np.ndarray:
     return X if arch.input_map is None else np.ascontiguousarray(arch.input_map.apply(X), X.dtype)
 
 
-def diagonal_recursion(coef: Coefficients, feats: np.ndarray):
-    """(sig, nngp, ntk) of the rows ``feats``: Sigma(x, x) entering each step, and the diagonal."""
+def diagonal_recursion(coef: Coefficients, feats: np.ndarray, sqnorm: np.ndarray | None = None):
+    """(sig, nngp, ntk) of the rows ``feats``: Sigma(x, x) entering each step, and the diagonal.
+
+    ``sqnorm``: the rows' squared norms as :func:`squared_norms` gives them, when the caller
+    runs several recursions on the same rows (the depths of ``kernel(..., depths=)``)."""
     n = feats.shape[0]
     if coef.code == SERIES:  # the energies E[phi^2], E[phi'^2] by quadrature, in float64
         sqnorm = np.einsum("ij,ij->i", feats, feats, dtype=np.float64)
         plan = coef.series
         sig, nngp, ntk, _ = series.diag_recursion(plan.activation, plan.first, plan.steps, sqnorm, plan.tol, warn=False)
         return sig.astype(feats.dtype), nngp.astype(feats.dtype), ntk.astype(feats.dtype)
-    sqnorm = np.einsum("ij,ij->i", feats, feats)
+    if sqnorm is None:
+        sqnorm = squared_norms(feats)
     sig = np.empty((coef.steps.shape[0], n), feats.dtype)
     nngp = np.empty(n, feats.dtype)
     ntk = np.empty(n, feats.dtype)
     cpu.recursion_kernels(coef.code).diag(coef.params, coef.first, coef.steps, sqnorm, sig, nngp, ntk)
     return sig, nngp, ntk
+
+
+def squared_norms(feats: np.ndarray) -> np.ndarray:
+    """The squared norm of each row of ``feats``, in its dtype (what :func:`diagonal_recursion` starts from)."""
+    return np.einsum("ij,ij->i", feats, feats)
 
 
 def prepare_rows(
@@ -411,8 +421,9 @@ def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs
         stacks = [v[None] for v in views]
     else:
         diag_values = []
+        sqnorm = None if coef.code == SERIES else squared_norms(rx.features)  # once for every depth
         for c in schedule.coefs:  # the diagonal recursion of each depth: exactly that of its network
-            _, nngp_d, ntk_d = diagonal_recursion(c, rx.features)
+            _, nngp_d, ntk_d = diagonal_recursion(c, rx.features, sqnorm)
             diag_values += [nngp_d if g == "nngp" else ntk_d for g in names]
         stacks = _as_stacks(views, names, slots)  # None: the tile goes through scratch
     # outputs far larger than the cache: non-temporal stores (mirrored ones in whole 64-byte lines)
@@ -432,8 +443,8 @@ def fill_gram(coef: Coefficients, rx: Rows, ry: Rows, names, views, plan, n_jobs
         if stacks is not None:  # the outputs themselves
             targets = dict(zip(names, stacks))
             compute_tile(coef, rx, ry, i0, i1, j0, j1, G, targets.get("nngp"), targets.get("ntk"), (i0, j0),
-                         diagonal, schedule, mirror=symmetric and not diagonal, stream=phase is not None,
-                         phase=phase or 0)  # fmt: skip
+                         diagonal, schedule, mirror=symmetric and not diagonal,
+                         stream=phase is not None and not diagonal, phase=phase or 0)  # fmt: skip
             if diagonal:  # its lower part and exact diagonal (a tile above it was mirrored in compute_tile)
                 finish_tile(views, diag_values, i0, i1, j0, j1)
             return
