@@ -16,6 +16,13 @@ e^(t' S t / 2) E[g(w + S t)]``), and ``E[x 1[x > h, y > k]] = phi(h) Q((k - r h)
 Q((h - r k)/s)`` (Rosenbaum 1961, ``s = sqrt(1 - r^2)``, ``Q = 1 - Phi``).  Used by the series
 kernel (``backends/cpu_series``) for the pairs whose correlation is too close to +-1 for the
 Hermite series (ELU's phi' jumps at 0).
+
+:func:`elu_dual_grad` adds the six partials of ``(K, Kdot)`` in ``(sxx, syy, sxy)`` from the
+same terms (Price's theorem; for the GP hyper-parameter gradient, ``backends/cpu_series_grad``).
+For ``alpha != 1`` (SELU) the true ``dKdot/dsxy``, ``dKdot/dsxx`` and ``dKdot/dsyy`` diverge like
+``1/sqrt(1 - rho^2)`` at ``rho = +-1``, through a term ``(1 - alpha)^2 asin(rho) / (2 pi)`` of
+``Kdot`` that depends on ``rho`` alone; for pairs taken as parallel that term's partials are left
+out, which is their derivative along every direction that keeps them parallel (duplicate rows).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import numpy as np
 
 from ._jit import exp, jit, jit_inline
 
-__all__ = ["bvnu", "elu_dual", "elu_dual_row", "WORK_ROWS"]
+__all__ = ["bvnu", "elu_dual", "elu_dual_grad", "elu_dual_row", "WORK_ROWS"]
 
 _TWO_PI = 2.0 * math.pi
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -244,6 +251,58 @@ def elu_dual(sxx, syy, sxy, alpha, parallel_tol):
     a_np, v_np = _orthant(-1.0, 1.0, 1.0, 0.0, sxx, syy, sxy, s1, s2, r, omr2, s, 2)
     a_uv, _ = _orthant(-1.0, -1.0, 1.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s, 0)
     return _combine(sxx, syy, s1, s2, r, s, alpha, a_pn, u_pn, a_np, v_np, a_uv)
+
+
+@jit
+def _kink_terms(sv, alpha):
+    """For w ~ N(0, sv^2) (one variable given that the other is at the kink, 0): (E[phi(w)],
+    E[phi'(w)], E[e^w 1[w < 0]]) of ELU(alpha)."""
+    g = math.exp(0.5 * sv * sv) * _q(sv)
+    return sv * _INV_SQRT_2PI + alpha * (g - 0.5), 0.5 + alpha * g, g
+
+
+@jit
+def elu_dual_grad(sxx, syy, sxy, alpha, parallel_tol):
+    """(K, Kdot, dK/dsxx, dK/dsyy, dKdot/dsxx, dKdot/dsyy, dKdot/dsxy) of ELU(alpha); dK/dsxy = Kdot.
+
+    K, Kdot are :func:`elu_dual`'s (the same terms, the same values).  Price's theorem in the
+    variances: dK/dsxx = E[phi''(u) phi(v)] / 2, dKdot/dsxx = E[phi'''(u) phi'(v)] / 2 and
+    dKdot/dsxy = E[phi''(u) phi''(v)], where phi'' = alpha g + (1 - alpha) delta, g(x) =
+    e^x 1[x < 0], and phi''' = alpha g - alpha delta + (1 - alpha) delta'.  With p_u =
+    1 / sqrt(2 pi sxx) the density of u at 0 and E_0 the expectation under v | u = 0 ~
+    N(0, syy (1 - rho^2)): E[delta(u) f(v)] = p_u E_0[f(v)], E[delta'(u) f(v)] = -p_u (sxy / sxx)
+    E_0[f'(v)]; the E[g(u) f(v)] are the tilted orthants of :func:`elu_dual`.  The delta-delta
+    term, (1 - alpha)^2 / (2 pi sqrt(1 - rho^2)) times the partials of rho (Kdot holds
+    (1 - alpha)^2 asin(rho) / (2 pi)), is infinite at rho = +-1 and left out for parallel pairs
+    (see the module's docstring); for 1 - rho^2 above ``parallel_tol`` it is in, so the partials
+    are the true ones there.
+    """
+    s1, s2, r, omr2, sxy, s = _pair(sxx, syy, sxy, parallel_tol)
+    a_pn, u_pn = _orthant(1.0, -1.0, 0.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s, 1)
+    a_np, v_np = _orthant(-1.0, 1.0, 1.0, 0.0, sxx, syy, sxy, s1, s2, r, omr2, s, 2)
+    a_uv, _ = _orthant(-1.0, -1.0, 1.0, 1.0, sxx, syy, sxy, s1, s2, r, omr2, s, 0)
+    k, kd = _combine(sxx, syy, s1, s2, r, s, alpha, a_pn, u_pn, a_np, v_np, a_uv)
+    b = 1.0 - alpha
+    px = _INV_SQRT_2PI / s1  # densities of u and of v at 0
+    py = _INV_SQRT_2PI / s2
+    fy, dfy, gy = _kink_terms(s2 * s, alpha)  # v given u = 0
+    fx, dfx, gx = _kink_terms(s1 * s, alpha)  # u given v = 0
+    # E[g(u) phi(v)] = E[v e^u 1[u < 0, v > 0]] + alpha E[e^u (e^v - 1) 1[u < 0, v < 0]], and mirrored
+    a_u = math.exp(0.5 * sxx) * _q(s1) - a_np  # E[e^u 1[u < 0, v < 0]]
+    a_v = math.exp(0.5 * syy) * _q(s2) - a_pn
+    kx = 0.5 * (alpha * (v_np + alpha * (a_uv - a_u)) + b * px * fy)
+    ky = 0.5 * (alpha * (u_pn + alpha * (a_uv - a_v)) + b * py * fx)
+    # E[g(u) phi'(v)] = E[e^u 1[u < 0, v > 0]] + alpha E[e^(u + v) 1[u < 0, v < 0]]; E_0[phi''(v)] =
+    # alpha E_0[g(v)] + (1 - alpha) / (sqrt(2 pi) sd), whose second part is in the singular term
+    kdx = 0.5 * (alpha * (a_np + alpha * a_uv) - alpha * px * dfy - b * (sxy / sxx) * px * alpha * gy)
+    kdy = 0.5 * (alpha * (a_pn + alpha * a_uv) - alpha * py * dfx - b * (sxy / syy) * py * alpha * gx)
+    kdxy = alpha * alpha * a_uv + alpha * b * (px * gy + py * gx)
+    if s > 0.0:  # (1 - alpha)^2 / (2 pi s) times d rho / d(sxx, syy, sxy)
+        sing = b * b / (_TWO_PI * s)
+        kdxy += sing / (s1 * s2)
+        kdx -= sing * r / (2.0 * sxx)
+        kdy -= sing * r / (2.0 * syy)
+    return k, kd, kx, ky, kdx, kdy, kdxy
 
 
 # the three tilted orthants of elu_dual: (e1, e2, t1, t2)

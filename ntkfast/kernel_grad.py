@@ -6,8 +6,9 @@ Sigma, Theta and their two derivatives through the layers, with the chain rule t
 map, coefficients, tile plan, per-tile exact diagonal and mirror copy: no n^2 temporaries).  This is what
 :class:`ntkfast.sklearn.NTKKernel` uses for ``eval_gradient=True``.  The closed forms run
 ``backends.cpu``'s vectorised ``tile_grad``; the Hermite-series activations (code ``SERIES``)
-``backends.cpu_series_grad`` (derivative coefficients per row, seven polynomials in rho per pair;
-docs/design.md, "GP hyper-parameter gradients").
+``backends.cpu_series_grad`` (derivative coefficients per row, seven polynomials in rho per pair,
+and for ELU/SELU the pairs near rho = +-1 that the forward kernel takes in closed form from
+``bivariate.elu_dual_grad``; docs/design.md, "GP hyper-parameter gradients").
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def _series_with_gradient(arch, coef, dfirst, dsteps, feats, plan, n_jobs, get_n
         G = engine.scratch_view(scratch[worker], i1 - i0, j1 - j0)
         cpu.gemm(feats[i0:i1], feats[j0:j1], G)
         cpu_series_grad.tile_grad(coef.first, dfirst, coef.steps, dsteps, rows.degrees, G, rows.sig, rows.dsig,
-                                  rows.inv_sqrt, rows.C, rows.D, rows.E, rows.Q, i0, j0, K, dK, get_ntk)  # fmt: skip
+                                  rows.inv_sqrt, rows.C, rows.D, rows.E, rows.Q, i0, j0, K, dK, get_ntk, rows.cut,
+                                  rows.exact)  # fmt: skip
         engine.finish_tile([K, dK[0], dK[1]], [rows.diag, rows.ddiag[0], rows.ddiag[1]], i0, i1, j0, j1)
 
     tiling.run_tiles(plan, work, n_jobs=n_jobs)

@@ -25,17 +25,25 @@ Kdot and five partials), then the chain rule of ``ntkfast.kernel_grad``.
 
 Rows with a zero variance at some layer have no derivative in this form (``1/sqrt(s)``): they are
 refused (:class:`~ntkfast.errors.ArgumentError`).
+
+ELU/SELU (``series.exact_params``): the pairs that the forward kernel takes in closed form (``|rho|``
+above the layer's cut of ``series.exact_args``, both variances in ``series.ELU_EXACT_VARIANCES``)
+get their seven values from ``bivariate.elu_dual_grad`` instead of the polynomials, whose series
+converges slowly there (phi' jumps at 0); below the cut the polynomials at this pass's degree
+(the forward's without the closed form, the cap for ELU) are within ``SERIES_TOL``.
 """
 
 from __future__ import annotations
 
-import warnings
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .. import config, series
 from .._jit import jit
+from ..bivariate import PARALLEL_TOL64, elu_dual_grad
 from ..errors import ArgumentError
 
 __all__ = ["GradRows", "energy_slopes", "prepare", "tile_grad"]
@@ -48,7 +56,9 @@ class GradRows:
     ``sig`` (L, n) Sigma(x, x) entering each step, ``dsig`` (L, 2, n) its derivatives,
     ``inv_sqrt`` (L, n); ``C, D, E, Q`` (L, Dmax + 1, n) coefficient-major (a tile's columns
     contiguous), zero above each layer's degree; ``degrees`` (L,); ``diag`` (n,) and ``ddiag``
-    (2, n) the exact diagonal of the output and its derivatives.
+    (2, n) the exact diagonal of the output and its derivatives; ``cut`` (L,) and ``exact`` (5,)
+    as ``series.exact_args`` gives them to the forward kernel (ELU/SELU's closed form; ``exact[0]``
+    0 and ``cut`` unused otherwise).
     """
 
     sig: np.ndarray
@@ -61,6 +71,8 @@ class GradRows:
     degrees: np.ndarray
     diag: np.ndarray
     ddiag: np.ndarray
+    cut: np.ndarray
+    exact: np.ndarray
 
 
 def _stein_rule(m: int = 160, z_max: float = 14.0):
@@ -84,24 +96,14 @@ def energy_slopes(activation, s: np.ndarray):
     return (f * f) @ weight / (2.0 * s), (g * g) @ weight / (2.0 * s)
 
 
-def _warn_series_only(activation, bound: float, tol: float | None) -> None:
-    """ELU/SELU: the forward kernel takes the pairs near rho = +-1 in closed form (no warning), but
-    this gradient pass has the series only; say what it reached when that is above the promise."""
-    if series.exact_params(activation) is None:
-        return
-    tol = config.SERIES_TOL if tol is None else tol
-    if bound > max(tol, config.SERIES_WARN_BOUND):
-        warnings.warn(f"activation {activation!r}: the hyper-parameter gradient uses the Hermite series only "
-                      f"(the closed form near rho = +-1 is not differentiated yet); truncation bound {bound:.1e} of "
-                      "sqrt(K(x,x) K(y,y)) near rho = +-1", series.SeriesAccuracyWarning, stacklevel=4)  # fmt: skip
-
-
 def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol: float | None = None):
     """The diagonal recursion with its derivatives and every layer's coefficients (:class:`GradRows`).
 
     ``first``, ``steps`` from :meth:`MLP.layer_coefficients`, ``dfirst``, ``dsteps`` from
     :meth:`MLP.layer_coefficient_gradients`; the degree of each layer is the forward kernel's
-    (``series.layer_series`` at ``tol``, with its warning when the cap binds).
+    without ELU's closed form (``series.layer_series`` at ``tol``, with its warning when the cap
+    binds where no closed form covers the rows); ELU/SELU's cut is the forward kernel's
+    (``series.prepare`` and ``series.exact_args`` of the same rows).
     """
     n_steps, n = steps.shape[0], sqnorm.shape[0]
     s = first[0] * sqnorm + first[1]
@@ -121,7 +123,6 @@ def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol
         sig[layer] = s
         dsig[layer] = ds
         ls = series.layer_series(activation, s, tol)
-        _warn_series_only(activation, ls.bound, tol)
         N = ls.degree
         c, d, _, _ = series.hermite_coefficients(activation, s, N + 2)
         k = np.arange(N + 1)
@@ -148,7 +149,12 @@ def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol
             out[layer, : a.shape[0]] = a
     inv = 1.0 / np.sqrt(sig)
     diag, ddiag = (t, dt) if get_ntk else (s, ds)
-    return GradRows(sig, dsig, inv, *arrays, degrees, diag, ddiag)
+    if series.exact_params(activation) is None:
+        cut, exact = np.ones(n_steps), np.zeros(5)
+    else:  # the forward kernel's rows of K(X, X), for its cut (the closed form's threshold) per layer
+        fwd = series.prepare(activation, first, steps, sqnorm, tol=tol)
+        cut, exact = series.exact_args(activation, fwd, None, tol, np.float64)
+    return GradRows(sig, dsig, inv, *arrays, degrees, diag, ddiag, cut, exact)
 
 
 @jit
@@ -219,48 +225,97 @@ def _chain_row(acc, st, col, x0, x1, w, c, dc0, dc1):
         st[CHUNK + j] = res * tj + alpha * k + beta + w2 * kdot * tj
 
 
-@jit
-def tile_grad(first, dfirst, steps, dsteps, degrees, G, sig, dsig, inv, C, D, E, Q, r0, c0, out, dout, get_ntk):
-    """K and dK of a tile (rows r0 + i, columns c0 + j of one set of rows) from its inner products G.
+def _math_fingerprint() -> int:
+    """A hash of the files whose compiled functions ``tile_grad`` calls (``bivariate``'s closed
+    form, ``_jit``): Numba's cache checks only this file, so ``tile_grad`` holds the number as a
+    closure constant (part of its cache key) and editing them recompiles it."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name in ("bivariate.py", "_jit.py"):
+        digest.update((root / name).read_bytes())
+    return int.from_bytes(digest.digest()[:7], "little")
 
-    Writes ``out[r0 + i, c0 + j]`` and ``dout[p, r0 + i, c0 + j]``; row arrays as in
-    :class:`GradRows`.  Per pair and layer seven Horner evaluations in rho, then the chain rule,
-    over chunks of CHUNK columns.
-    """
-    bi, bj = G.shape
-    n_steps = steps.shape[0]
-    W = CHUNK
-    st = np.empty(6 * W)
-    acc = np.empty(7 * W)
-    rho = np.empty(W)
-    col = np.empty(2 * W)
-    o = 1 if get_ntk else 0
-    for a0 in range(0, bj, W):
-        w = min(W, bj - a0)
-        cc = c0 + a0
-        for i in range(bi):
-            ii = r0 + i
-            for j in range(w):
-                g = G[i, a0 + j]
-                st[j] = first[0] * g + first[1]
-                st[W + j] = first[2] * g + first[3]
-                st[2 * W + j] = dfirst[0, 0] * g + dfirst[0, 1]
-                st[3 * W + j] = dfirst[0, 2] * g + dfirst[0, 3]
-                st[4 * W + j] = dfirst[1, 0] * g + dfirst[1, 1]
-                st[5 * W + j] = dfirst[1, 2] * g + dfirst[1, 3]
-            for layer in range(n_steps):
-                inv_i = inv[layer, ii]
+
+def _make_tile_grad():
+    fingerprint = _math_fingerprint()
+
+    @jit
+    def exact_pairs(layer, ii, cc, w, rho, st, sig, cut, exact, acc):
+        """ELU/SELU: the seven values of the pairs of a chunk that the forward kernel takes in closed
+        form (|rho| above ``cut[layer]``, both variances in ``[exact[3], exact[4]]``) from
+        ``bivariate.elu_dual_grad``, into ``acc`` in ``_horner``'s layout (scale^2 times ELU(alpha)'s)."""
+        if fingerprint < 0 or exact[0] != 1.0:
+            return
+        alpha, scale2, vmin, vmax = exact[1], exact[2] * exact[2], exact[3], exact[4]
+        sxx = sig[layer, ii]
+        if not vmin <= sxx <= vmax:
+            return
+        r_high = cut[layer]
+        for j in range(w):
+            syy = sig[layer, cc + j]
+            if abs(rho[j]) > r_high and vmin <= syy <= vmax:
+                k, kd, kx, ky, kdx, kdy, kdxy = elu_dual_grad(sxx, syy, st[j], alpha, PARALLEL_TOL64)
+                acc[j] = scale2 * k
+                acc[CHUNK + j] = scale2 * kd
+                acc[2 * CHUNK + j] = 2.0 * scale2 * kx
+                acc[3 * CHUNK + j] = 2.0 * scale2 * ky
+                acc[4 * CHUNK + j] = 2.0 * scale2 * kdx
+                acc[5 * CHUNK + j] = 2.0 * scale2 * kdy
+                acc[6 * CHUNK + j] = scale2 * kdxy
+
+    @jit
+    def tile_grad(
+        first, dfirst, steps, dsteps, degrees, G, sig, dsig, inv, C, D, E, Q, r0, c0, out, dout, get_ntk, cut, exact
+    ):
+        """K and dK of a tile (rows r0 + i, columns c0 + j of one set of rows) from its inner products G.
+
+        Writes ``out[r0 + i, c0 + j]`` and ``dout[p, r0 + i, c0 + j]``; row arrays as in
+        :class:`GradRows` (``cut``, ``exact`` its fields).  Per pair and layer seven Horner evaluations
+        in rho (for ELU/SELU's pairs beyond the cut the closed form instead), then the chain rule,
+        over chunks of CHUNK columns.
+        """  # fmt: skip
+        if fingerprint < 0:  # never true; ties the cache entry to the called math's source
+            return
+        bi, bj = G.shape
+        n_steps = steps.shape[0]
+        W = CHUNK
+        st = np.empty(6 * W)
+        acc = np.empty(7 * W)
+        rho = np.empty(W)
+        col = np.empty(2 * W)
+        o = 1 if get_ntk else 0
+        for a0 in range(0, bj, W):
+            w = min(W, bj - a0)
+            cc = c0 + a0
+            for i in range(bi):
+                ii = r0 + i
                 for j in range(w):
-                    rho[j] = min(max(st[j] * inv_i * inv[layer, cc + j], -1.0), 1.0)
-                    col[j] = dsig[layer, 0, cc + j]
-                    col[W + j] = dsig[layer, 1, cc + j]
-                _horner(degrees[layer], layer, ii, cc, C, D, E, Q, rho, acc, w)
-                _chain_row(acc, st, col, dsig[layer, 0, ii], dsig[layer, 1, ii], w, steps[layer], dsteps[0, layer],
-                           dsteps[1, layer])  # fmt: skip
-            row = out[ii]
-            row0 = dout[0, ii]
-            row1 = dout[1, ii]
-            for j in range(w):
-                row[cc + j] = st[o * W + j]
-                row0[cc + j] = st[(2 + o) * W + j]
-                row1[cc + j] = st[(4 + o) * W + j]
+                    g = G[i, a0 + j]
+                    st[j] = first[0] * g + first[1]
+                    st[W + j] = first[2] * g + first[3]
+                    st[2 * W + j] = dfirst[0, 0] * g + dfirst[0, 1]
+                    st[3 * W + j] = dfirst[0, 2] * g + dfirst[0, 3]
+                    st[4 * W + j] = dfirst[1, 0] * g + dfirst[1, 1]
+                    st[5 * W + j] = dfirst[1, 2] * g + dfirst[1, 3]
+                for layer in range(n_steps):
+                    inv_i = inv[layer, ii]
+                    for j in range(w):
+                        rho[j] = min(max(st[j] * inv_i * inv[layer, cc + j], -1.0), 1.0)
+                        col[j] = dsig[layer, 0, cc + j]
+                        col[W + j] = dsig[layer, 1, cc + j]
+                    _horner(degrees[layer], layer, ii, cc, C, D, E, Q, rho, acc, w)
+                    exact_pairs(layer, ii, cc, w, rho, st, sig, cut, exact, acc)
+                    _chain_row(acc, st, col, dsig[layer, 0, ii], dsig[layer, 1, ii], w, steps[layer], dsteps[0, layer],
+                               dsteps[1, layer])  # fmt: skip
+                row = out[ii]
+                row0 = dout[0, ii]
+                row1 = dout[1, ii]
+                for j in range(w):
+                    row[cc + j] = st[o * W + j]
+                    row0[cc + j] = st[(2 + o) * W + j]
+                    row1[cc + j] = st[(4 + o) * W + j]
+
+    return tile_grad
+
+
+tile_grad = _make_tile_grad()
