@@ -72,8 +72,7 @@ class GramOperator(LinearOperator):
         self.arch = arch
         self.get = names[0]
         self.symmetric = Y is None
-        # the device has no ELU closed form: its series to the cap's degree
-        self._rows_x, self._coef = engine.prepare_rows(arch, X, closed_form=self.backend != "gpu")
+        self._rows_x, self._coef = engine.prepare_rows(arch, X)
         self._rows_y = self._rows_x if self.symmetric else engine.prepare_rows(arch, Y, self._coef)[0]
         n, m = X.shape[0], (X if Y is None else Y).shape[0]
         self.progress = progress

@@ -28,7 +28,7 @@ ACTS = {
     "tanh": nf.spec.Tanh(),
     "silu": nf.spec.SiLU(),
     "gelu_tanh": nf.spec.GeluTanh(),
-    "elu": nf.spec.ELU(0.5),  # kinked: computed to the degree cap (warns)
+    "elu": nf.spec.ELU(0.5),  # kinked: with ELU_EXACT off (full_degree), the series to the cap (warns)
     "elementwise": nf.Elementwise(np.sin, np.cos, name="my_sin"),
 }
 
@@ -52,7 +52,7 @@ def _quiet(fn, *args, **kwargs):
 def full_degree(monkeypatch):
     """Every pair at its layer's full degree (the last column of the degree table), CPU and GPU."""
     original = series.degree_table
-    # the GPU keeps ELU's series; the CPU's closed form near rho = +-1 off, so both run the series
+    # ELU_EXACT off: neither backend takes the closed form near rho = +-1, so both run the series
     monkeypatch.setattr(config, "ELU_EXACT", False)
 
     def full(*args, **kwargs):

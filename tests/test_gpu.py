@@ -80,19 +80,20 @@ def test_auto_picks_the_gpu_for_cupy_arrays(monkeypatch, rng):
 
 
 # ------------------------------------------------------------------------------- sources
-def test_source_inlines_the_header_with_line_directives():
+def test_source_inlines_the_headers_with_line_directives():
     src = gpu.load_source()
-    assert '#include "recursion.cuh"' not in src
     main = (gpu.CUDA_DIR / "gram.cu").read_text().splitlines()
-    header = (gpu.CUDA_DIR / "recursion.cuh").read_text().replace("#pragma once", "").splitlines()
     lines = src.splitlines()
     assert lines[0] == f'#line 1 "{gpu.CUDA_DIR / "gram.cu"}"'
-    h = lines.index(f'#line 1 "{gpu.CUDA_DIR / "recursion.cuh"}"')
-    assert lines[h + 1 : h + 1 + len(header)] == header
-    # after the header, #line N points back at the line of gram.cu that follows
-    back = next(i for i in range(h + 1 + len(header), len(lines)) if lines[i].startswith("#line"))
-    n = int(lines[back].split()[1])
-    assert lines[back + 1 :] == main[n - 1 :]
+    for name in gpu.source.HEADERS:
+        assert f'#include "{name}"' not in src
+        header = (gpu.CUDA_DIR / name).read_text().replace("#pragma once", "").splitlines()
+        h = lines.index(f'#line 1 "{gpu.CUDA_DIR / name}"')
+        assert lines[h + 1 : h + 1 + len(header)] == header
+        # after the header, #line N points back at the line of gram.cu that follows
+        back = next(i for i in range(h + 1 + len(header), len(lines)) if lines[i].startswith("#line"))
+        n = int(lines[back].split()[1])
+        assert lines[back].endswith('gram.cu"') and main[n - 2] == f'#include "{name}"'
     assert gpu.load_source() is src  # read once
 
 

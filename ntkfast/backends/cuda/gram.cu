@@ -38,7 +38,13 @@
 //    degree per layer and |rho| bin (ntkfast.series.degree_table, bins of rho_steps per halving
 //    of 1 - |rho|).  Null / 0 for the closed forms.  No float64 refinement (refine is 0): the
 //    polynomial in rho is smooth at rho = 1.
+//  * ELU/SELU (series.exact_args): `cut` (n_steps, T) is per layer the |rho| above which a pair
+//    leaves the series, `exact` (5 doubles) [flag, alpha, scale, vmin, vmax]; with flag 1 such a
+//    pair whose two variances (1 / inv^2) lie in [vmin, vmax] takes scale^2 (K, Kdot) of
+//    bivariate::elu_dual (bivariate.cuh, in float64) instead of the series: the pairs, the cut and
+//    the parameters of cpu_series.tile.  Null for the closed forms.
 #include "recursion.cuh"
+#include "bivariate.cuh"
 
 namespace ntkfast {
 
@@ -86,6 +92,8 @@ template <typename T> struct Recursion {
   const T* cy;
   const T* dy;
   const T* inv_y;
+  const T* cut;
+  const double* exact;
 };
 
 // Degree of the series for a correlation rho at `layer`: its |rho| bin, ceil(-rho_steps log2(1 - |rho|))
@@ -102,26 +110,50 @@ template <typename T> __device__ inline int series_degree(const Recursion<T>& R,
   return R.table[layer * R.n_bins + b];
 }
 
+// ELU/SELU's closed form for the pair at `layer` (see the conventions above): true, with (k, kd) =
+// scale^2 (K, Kdot) of ELU(alpha) in float64 rounded to T, where exact[0] == 1, |rho| > cut[layer]
+// and both variances 1 / inv^2 (in float64, from the T inverses) lie in [vmin, vmax]; the order of
+// cpu_series.tile's tests and arithmetic, and its parallel tolerance (PARALLEL_TOL32 in float).
+template <typename T>
+__device__ inline bool elu_closed_form(const Recursion<T>& R, int layer, T ix, T iy, T rho, T sxy, T& k, T& kd) {
+  if (R.exact == nullptr || R.exact[0] != 1.0 || !(fabs(rho) > R.cut[layer])) return false;
+  const double vmin = R.exact[3], vmax = R.exact[4];
+  const double fx = (double)ix, fy = (double)iy;
+  const double sxx = ix > T(0) ? 1.0 / (fx * fx) : 0.0;
+  const double syy = iy > T(0) ? 1.0 / (fy * fy) : 0.0;
+  if (!(vmin <= sxx && sxx <= vmax && vmin <= syy && syy <= vmax)) return false;
+  const double tol = sizeof(T) == sizeof(float) ? bivariate::PARALLEL_TOL32 : bivariate::PARALLEL_TOL64;
+  const bivariate::EluDual e = bivariate::elu_dual(sxx, syy, (double)sxy, R.exact[1], tol);
+  const double scale2 = R.exact[2] * R.exact[2];
+  k = T(scale2 * e.k);
+  kd = T(scale2 * e.kdot);
+  return true;
+}
+
 // (sigma, theta) of the pair (i, j) with inner product g for a series activation: per layer,
 // rho = Sigma_xy / sqrt(Sigma_xx Sigma_yy) clipped to [-1, 1], K = sum_k cx_k cy_k rho^k and
-// Kdot = sum_k dx_k dy_k rho^k by Horner to the degree of rho, then the step; the operations in
-// the order of cpu_series.tile.
+// Kdot = sum_k dx_k dy_k rho^k by Horner to the degree of rho (or ELU's closed form:
+// elu_closed_form), then the step; the operations in the order of cpu_series.tile.
 template <typename T> __device__ inline void series_layers(const Recursion<T>& R, int i, int j, T g, T& sigma, T& theta) {
   sigma = R.coef[3] * g + R.coef[4];
   theta = R.coef[5] * g + R.coef[6];
   const T one = T(1);
   for (int l = 0; l < R.n_steps; ++l) {
-    const T r = sigma * R.inv_x[(size_t)l * R.ld_sx + i] * R.inv_y[(size_t)l * R.ld_sy + j];
+    const T ix = R.inv_x[(size_t)l * R.ld_sx + i];
+    const T iy = R.inv_y[(size_t)l * R.ld_sy + j];
+    const T r = sigma * ix * iy;
     const T rho = r < -one ? -one : (r > one ? one : r);
-    const int degree = series_degree<T>(R, l, rho);
-    const T* cx = R.cx + (size_t)l * R.n_coef * R.ld_sx + i;
-    const T* dx = R.dx + (size_t)l * R.n_coef * R.ld_sx + i;
-    const T* cy = R.cy + (size_t)l * R.n_coef * R.ld_sy + j;
-    const T* dy = R.dy + (size_t)l * R.n_coef * R.ld_sy + j;
     T k = T(0), kd = T(0);
-    for (int m = degree; m >= 0; --m) {
-      k = k * rho + cx[(size_t)m * R.ld_sx] * cy[(size_t)m * R.ld_sy];
-      kd = kd * rho + dx[(size_t)m * R.ld_sx] * dy[(size_t)m * R.ld_sy];
+    if (!elu_closed_form<T>(R, l, ix, iy, rho, sigma, k, kd)) {
+      const int degree = series_degree<T>(R, l, rho);
+      const T* cx = R.cx + (size_t)l * R.n_coef * R.ld_sx + i;
+      const T* dx = R.dx + (size_t)l * R.n_coef * R.ld_sx + i;
+      const T* cy = R.cy + (size_t)l * R.n_coef * R.ld_sy + j;
+      const T* dy = R.dy + (size_t)l * R.n_coef * R.ld_sy + j;
+      for (int m = degree; m >= 0; --m) {
+        k = k * rho + cx[(size_t)m * R.ld_sx] * cy[(size_t)m * R.ld_sy];
+        kd = kd * rho + dx[(size_t)m * R.ld_sx] * dy[(size_t)m * R.ld_sy];
+      }
     }
     const T* c = R.coef + COEF_HEAD + 5 * l;
     step<T>(k, kd, sigma, theta, c[0], c[1], c[2], c[3], c[4]);
@@ -184,10 +216,10 @@ __device__ inline void store(T* nngp, T* ntk, long long ld_out, T* nngp_t, T* nt
       const T *diag_ntk, int diagonal, int refine, float tau, const double *coef64, const double *sig_x64, \
       const double *sig_y64, const double *x64, const double *y64, int d, const int *table, int n_bins,     \
       int rho_steps, int n_coef, const T *cx, const T *dx, const T *inv_x, const T *cy, const T *dy,        \
-      const T *inv_y
+      const T *inv_y, const T *cut, const double *exact
 #define NTKFAST_RECURSION_ARGS                                                                            \
   {coef, n_steps, sig_x, sig_y, ld_sx, ld_sy, diag_nngp, diag_ntk, diagonal, refine, tau, coef64, sig_x64, \
-   sig_y64, x64, y64, d, table, n_bins, rho_steps, n_coef, cx, dx, inv_x, cy, dy, inv_y}
+   sig_y64, x64, y64, d, table, n_bins, rho_steps, n_coef, cx, dx, inv_x, cy, dy, inv_y, cut, exact}
 
 // One thread per entry (block 32 x 8).  `gram` may be the same buffer as an output (same leading
 // dimension): each entry is read by the thread that then writes it, and the mirror writes of a

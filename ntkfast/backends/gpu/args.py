@@ -15,6 +15,8 @@ _RECURSION = (
     # Hermite-series activations (null / 0 for the closed forms): degree table, per-row coefficients
     ("table", "const int*"), ("n_bins", "int"), ("rho_steps", "int"), ("n_coef", "int"), ("cx", "const T*"),
     ("dx", "const T*"), ("inv_x", "const T*"), ("cy", "const T*"), ("dy", "const T*"), ("inv_y", "const T*"),
+    # ELU/SELU's closed form beyond the series (series.exact_args): per-layer cut, [flag, alpha, scale, vmin, vmax]
+    ("cut", "const T*"), ("exact", "const double*"),
 )  # fmt: skip
 _OUTPUTS = (
     ("nngp", "T*"), ("ntk", "T*"), ("ld_out", "long long"), ("nngp_t", "T*"), ("ntk_t", "T*"), ("ld_t", "long long"),

@@ -99,9 +99,12 @@ class Problem:
     n_steps: int
     rx: DeviceRows
     ry: DeviceRows
-    # series activations: the degree table (n_steps, n_bins) int32 on the device, coefficients per layer
+    # series activations: the degree table (n_steps, n_bins) int32 on the device, coefficients per layer,
+    # ELU/SELU's closed form beyond the series (series.exact_args: per-layer cut in dtype, 5 float64 params)
     table: object = None
     n_coef: int = 0
+    cut: object = None
+    exact: object = None
 
     @property
     def refine(self) -> bool:
@@ -131,11 +134,11 @@ class Problem:
         rx, ry = self.rx, self.ry
         if self.table is None or self.n_steps == 0:
             return dict(table=None, n_bins=0, rho_steps=0, n_coef=0, cx=None, dx=None, inv_x=None, cy=None, dy=None,
-                        inv_y=None)  # fmt: skip
+                        inv_y=None, cut=None, exact=None)  # fmt: skip
         return dict(
             table=self.table, n_bins=self.table.shape[1], rho_steps=series.RHO_STEPS, n_coef=self.n_coef,
             cx=rx.c[:, i0:], dx=rx.d[:, i0:], inv_x=rx.inv_sqrt[:, i0:],
-            cy=ry.c[:, j0:], dy=ry.d[:, j0:], inv_y=ry.inv_sqrt[:, j0:],
+            cy=ry.c[:, j0:], dy=ry.d[:, j0:], inv_y=ry.inv_sqrt[:, j0:], cut=self.cut, exact=self.exact,
         )  # fmt: skip
 
 
@@ -144,18 +147,19 @@ def make_problem(cupy, coef, rx, ry, dtype, rows_on_device=None) -> Problem:
     dx = upload_rows(cupy, rx) if rows_on_device is None else rows_on_device[0]
     dy = dx if ry is rx else (upload_rows(cupy, ry) if rows_on_device is None else rows_on_device[1])
     refine = coef.float64 is not None
-    table, n_coef = None, 0
+    table, n_coef, cut, exact = None, 0, None, None
     if coef.series is not None:
-        # every side of the Gram is prepared (common degrees), so the table is final
+        # every side of the Gram is prepared (common degrees), so the table is final; ELU/SELU's
+        # pairs beyond the cut take the closed form on the device, as on the CPU
         table = cupy.asarray(coef.series.table().astype(np.int32))
-        coef.series.warn_without_exact()  # ELU/SELU: the GPU has the series only, not the closed form
+        cut, exact = (cupy.asarray(a) for a in coef.series.exact_args(dtype))
         n_coef = rx.series.rows.c.shape[2]
         if ry.series.rows.c.shape[2] != n_coef or dx.c.shape != (coef.steps.shape[0] * n_coef, rx.sig.shape[1]):
             raise RuntimeError("series rows of the two sides at different degrees; prepare both with one plan")
     return Problem(
         cupy, device, coef.code, np.dtype(dtype), cupy.asarray(pack_coefficients(coef, dtype)),
         cupy.asarray(pack_coefficients(coef.float64, np.float64)) if refine else None,
-        coef.steps.shape[0], dx, dy, table, n_coef,
+        coef.steps.shape[0], dx, dy, table, n_coef, cut, exact,
     )  # fmt: skip
 
 
@@ -227,7 +231,7 @@ def kernel(arch, X, Y=None, get="ntk", *, dtype=None, out=None, progress=False, 
     Xh = check_array(Xh, "X", dtype)
     Yh = None if Yh is None else check_array(Yh, "Y", dtype, n_features=Xh.shape[1])
     symmetric = Yh is None
-    rx, coef = engine.prepare_rows(arch, Xh, closed_form=False)  # the device has no ELU closed form
+    rx, coef = engine.prepare_rows(arch, Xh)
     ry = rx if symmetric else engine.prepare_rows(arch, Yh, coef)[0]
     shape = (Xh.shape[0], Xh.shape[0] if symmetric else Yh.shape[0])
     P = make_problem(cupy, coef, rx, ry, dtype)

@@ -1,5 +1,5 @@
-"""The CUDA source the GPU backend compiles: gram.cu with recursion.cuh inlined, the template
-instances (name expressions) of one module, and the cache of compiled modules."""
+"""The CUDA source the GPU backend compiles: gram.cu with its headers (recursion.cuh, bivariate.cuh)
+inlined, the template instances (name expressions) of one module, and the cache of compiled modules."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ NVRTC_OPTIONS = ("-std=c++17",)
 KERNELS = ("recursion_tile", "gram_fused", "matvec_fused")
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-_INCLUDE = re.compile(r'^#include "recursion\.cuh"\s*$', re.MULTILINE)
+HEADERS = ("recursion.cuh", "bivariate.cuh")  # what gram.cu includes, in its order
+_INCLUDE = re.compile(r'^#include "(\w+\.cuh)"[ \t]*$', re.MULTILINE)
 _PRAGMA_ONCE = re.compile(r"^#pragma once[ \t]*$", re.MULTILINE)
 
 
@@ -31,22 +32,27 @@ def ctype(dtype) -> str:
 
 @functools.cache
 def load_source() -> str:
-    """gram.cu with recursion.cuh inlined, ``#line`` directives pointing at both files.
+    """gram.cu with its headers (``HEADERS``) inlined, ``#line`` directives pointing at each file.
 
-    Inlining (rather than ``-I``) makes the header part of the source text that CuPy's on-disk
+    Inlining (rather than ``-I``) makes the headers part of the source text that CuPy's on-disk
     cache is keyed by, so editing the math recompiles the kernels.
     """
     main = CUDA_DIR / "gram.cu"
-    header = CUDA_DIR / "recursion.cuh"
     text = main.read_text()
-    m = _INCLUDE.search(text)
-    if m is None:
-        raise RuntimeError(f'{main} must #include "recursion.cuh"')
-    line_after = text.count("\n", 0, m.end()) + 2
-    # `#pragma once` is meaningless once inlined (and a warning in a main file); its line stays
-    body = _PRAGMA_ONCE.sub("", header.read_text())
-    inlined = f'#line 1 "{header}"\n{body}\n#line {line_after} "{main}"'
-    return f'#line 1 "{main}"\n' + text[: m.start()] + inlined + text[m.end() :]
+    found = [m for m in _INCLUDE.finditer(text)]
+    if tuple(m.group(1) for m in found) != HEADERS:
+        raise RuntimeError(f"{main} must #include {', '.join(HEADERS)} (in that order), and no other header")
+    out = [f'#line 1 "{main}"\n']
+    pos = 0
+    for m in found:
+        header = CUDA_DIR / m.group(1)
+        line_after = text.count("\n", 0, m.end()) + 2
+        # `#pragma once` is meaningless once inlined (and a warning in a main file); its line stays
+        body = _PRAGMA_ONCE.sub("", header.read_text())
+        out += [text[pos : m.start()], f'#line 1 "{header}"\n{body}\n#line {line_after} "{main}"']
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def kernel_expression(kernel: str, code: int, dtype) -> str:
