@@ -31,6 +31,26 @@ def test_atan2_float32():
     assert np.max(np.abs(ours - ref) / np.abs(ref)) < 4e-7
 
 
+def test_atan2_upper_half_plane():
+    """``atan2_upper`` (recursion._angle's, y >= 0): full accuracy against NumPy, the ties |x| = y,
+    and pi/2 at (0, 0) (orthogonal, the zero-variance convention) where atan2 gives 0."""
+    rng = np.random.default_rng(2)
+    y = np.abs(rng.standard_normal(20000)) * 10.0 ** rng.uniform(-30, 30, 20000)
+    x = rng.standard_normal(20000) * 10.0 ** rng.uniform(-30, 30, 20000)
+    special = [(0.0, 1.0), (0.0, -1.0), (1.0, 0.0), (1.0, 1.0), (3.0, -3.0), (1e-300, 1.0), (2.0, -1e-300)]
+    ours = np.array([_jit.atan2_upper(a, b) for a, b in zip(y, x)] + [_jit.atan2_upper(a, b) for a, b in special])
+    ref = np.arctan2(np.r_[y, [a for a, _ in special]], np.r_[x, [b for _, b in special]])
+    ulp = np.abs(ours - ref) / np.spacing(np.abs(ref) + 1e-300)
+    assert ulp.max() <= 4
+    assert _jit.atan2_upper(0.0, 0.0) == math.pi / 2 and _jit.atan2_upper(2.0, 2.0) == math.pi / 4
+    assert _jit.atan2_upper(np.float32(0), np.float32(0)) == np.float32(math.pi / 2)
+    y32 = np.abs(rng.standard_normal(5000)).astype(np.float32)
+    x32 = rng.standard_normal(5000).astype(np.float32)
+    ours32 = np.array([_jit.atan2_upper(a, b) for a, b in zip(y32, x32)])
+    ref32 = np.arctan2(y32.astype(np.float64), x32.astype(np.float64))
+    assert np.max(np.abs(ours32 - ref32) / np.maximum(np.abs(ref32), 1e-30)) < 4e-7
+
+
 def test_like_keeps_float32():
     @numba.njit
     def tenth(x):
