@@ -248,7 +248,7 @@ def kernel(
     >>> K = distributed.kernel(nf.MLP(depth=2), X, chunks=100)
     >>> K.chunks
     ((100, 100, 100), (100, 100, 100))
-    >>> bool(np.array_equal(K.compute(scheduler="threads"), nf.kernel(nf.MLP(depth=2), X)))
+    >>> bool(np.allclose(K.compute(scheduler="threads"), nf.kernel(nf.MLP(depth=2), X), rtol=1e-13, atol=0))
     True
     """
     _require_dask()

@@ -146,4 +146,6 @@ def test_time_to_loss_zero_is_infinite():
     K, _ = _circulant(16)
     res = spectrum.analyze(K, y=np.ones(16))
     assert res.time_to_loss(0.0) == np.inf
-    assert np.isfinite(res.time_to_loss(1e-300))
+    # a small positive tol is reached in finite time (1e-10: above the ~1e-16 loss floor that the
+    # round-off of the modal energies leaves, whose size depends on the LAPACK kernel)
+    assert np.isfinite(res.time_to_loss(1e-10))
