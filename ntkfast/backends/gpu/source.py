@@ -39,7 +39,7 @@ def load_source() -> str:
     """
     main = CUDA_DIR / "gram.cu"
     text = main.read_text()
-    found = [m for m in _INCLUDE.finditer(text)]
+    found = list(_INCLUDE.finditer(text))
     if tuple(m.group(1) for m in found) != HEADERS:
         raise RuntimeError(f"{main} must #include {', '.join(HEADERS)} (in that order), and no other header")
     out = [f'#line 1 "{main}"\n']
