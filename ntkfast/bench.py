@@ -32,16 +32,33 @@ def best_time(fn, repeat: int = 3) -> float:
     return min(times)
 
 
-def gram_ratios(cases=GRAM_CASES, dtypes=(np.float64, np.float32), repeat: int = 3, arch: MLP = ARCH):
-    """Rows of (dtype, n, d, kernel seconds, X @ X.T seconds, ratio, M entry-layers per second)."""
+def interleaved_best_times(calls, repeat: int = 5) -> list[float]:
+    """Best wall time of each of ``calls`` over ``repeat`` rounds, the calls taken in turn within
+    each round (after one warm-up round), so that a busy machine's bursts fall on all of them
+    alike instead of on whichever was being timed then."""
+    for f in calls:
+        f()
+    best = [math.inf] * len(calls)
+    for _ in range(repeat):
+        for k, f in enumerate(calls):
+            t0 = time.perf_counter()
+            f()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
+
+
+def gram_ratios(cases=GRAM_CASES, dtypes=(np.float64, np.float32), repeat: int = 5, arch: MLP = ARCH):
+    """Rows of (dtype, n, d, kernel seconds, X @ X.T seconds, ratio, M entry-layers per second);
+    the kernel and the product are timed in turn, each the best of ``repeat`` rounds."""
     rows = []
     rng = np.random.default_rng(0)
     for dtype in dtypes:
         for n, d in cases:
             X = rng.standard_normal((n, d)).astype(dtype)
             out = np.empty((n, n), dtype)
-            t_kernel = best_time(lambda X=X, out=out: kernel(arch, X, out=out), repeat)
-            t_gemm = best_time(lambda X=X, out=out: np.matmul(X, X.T, out=out), repeat)
+            t_kernel, t_gemm = interleaved_best_times(
+                (lambda X=X, out=out: kernel(arch, X, out=out), lambda X=X, out=out: np.matmul(X, X.T, out=out)),
+                repeat)
             rate = n * n * arch.n_steps / t_kernel / 1e6
             rows.append((np.dtype(dtype).name, n, d, t_kernel, t_gemm, t_kernel / t_gemm, rate))
     return rows
@@ -162,7 +179,8 @@ def main(quick: bool = False, spectrum: bool = False, scale: bool = False, fit: 
         print(f"  largest relative eigenvalue difference: {t['max_rel_diff']:.2e}")
         return
     cases = ((1000, 784), (1500, 8)) if quick else GRAM_CASES
-    print(f"ReLU NTK, depth {ARCH.depth}, W_std {ARCH.W_std}, b_std {ARCH.b_std}: kernel(X) vs X @ X.T")
+    print(f"ReLU NTK, depth {ARCH.depth}, W_std {ARCH.W_std}, b_std {ARCH.b_std}: kernel(X) vs X @ X.T "
+          "(timed in turn, best of 5 rounds)")
     print(f"{'dtype':>8} {'n':>6} {'d':>5} {'kernel s':>9} {'X@X.T s':>9} {'ratio':>6} {'M entry-layers/s':>17}")
     for dt, n, d, tk, tg, ratio, rate in gram_ratios(cases):
         print(f"{dt:>8} {n:>6} {d:>5} {tk:>9.4f} {tg:>9.4f} {ratio:>6.2f} {rate:>17.0f}")
@@ -846,15 +864,7 @@ def _depths_times(arch: MLP, X: np.ndarray, get, depths, repeat: int):
     outs = tuple(tuple(s[k] for s in stacks) for k in range(len(depths)))
     calls = (lambda: kernel(arch, X, get=get, depths=depths, out=outs), lambda: kernel(arch, X, get=get, out=outs[-1]),
              lambda: depths_write_floor(stacks))  # fmt: skip
-    best = [math.inf] * len(calls)
-    for f in calls:  # warm-up (compiles)
-        f()
-    for _ in range(repeat):
-        for k, f in enumerate(calls):
-            t0 = time.perf_counter()
-            f()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return tuple(best)
+    return tuple(interleaved_best_times(calls, repeat))
 
 
 def print_depths_ratios(quick: bool = False) -> None:
