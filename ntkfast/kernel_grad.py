@@ -133,7 +133,7 @@ def _series_with_gradient(arch, coef, dfirst, dsteps, feats, plan, n_jobs, get_n
     def work(i0, i1, j0, j1, worker):
         G = engine.scratch_view(scratch[worker], i1 - i0, j1 - j0)
         cpu.gemm(feats[i0:i1], feats[j0:j1], G)
-        cpu_series_grad.tile_grad(coef.first, dfirst, coef.steps, dsteps, rows.degrees, G, rows.sig, rows.dsig,
+        cpu_series_grad.tile_grad(coef.first, dfirst, coef.steps, dsteps, rows.table, G, rows.sig, rows.dsig,
                                   rows.inv_sqrt, rows.C, rows.D, rows.E, rows.Q, i0, j0, K, dK, get_ntk, rows.cut,
                                   rows.exact)  # fmt: skip
         engine.finish_tile([K, dK[0], dK[1]], [rows.diag, rows.ddiag[0], rows.ddiag[1]], i0, i1, j0, j1)

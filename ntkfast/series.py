@@ -668,15 +668,21 @@ RHO_BINS = 48 * RHO_STEPS + 1
 def _table_bins(rows_x, rows_y, tol, exact):
     """(table, reach): the degree table and, per layer, the largest bin whose degree meets the
     target without the cap (``reach``)."""
-    tol = config.SERIES_TOL if tol is None else tol
     prof = rows_x.profiles if rows_y is None else np.maximum(rows_x.profiles, rows_y.profiles)
+    return bin_degrees(prof, rows_x.degrees, tol, exact)
+
+
+def bin_degrees(prof: np.ndarray, degrees: np.ndarray, tol: float | None, exact: bool):
+    """(table, reach) of :func:`degree_table` from the layers' truncation profiles ``prof``
+    (n_steps, max_degree + 1; :attr:`LayerSeries.profile` padded) and full ``degrees``."""
+    tol = config.SERIES_TOL if tol is None else tol
     n_steps = prof.shape[0]
     table = np.empty((n_steps, RHO_BINS + 1), dtype=np.int64)
     reach = np.zeros(n_steps, dtype=np.int64)
     r = 1.0 - 2.0 ** (-np.arange(RHO_BINS) / RHO_STEPS)
     r[0] = 0.0
     for layer in range(n_steps):
-        full = int(rows_x.degrees[layer])
+        full = int(degrees[layer])
         p = prof[layer, : full + 1]
         target = tol if exact else max(tol, float(p[-1]))
         N = np.arange(full + 1)

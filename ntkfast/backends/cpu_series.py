@@ -31,7 +31,7 @@ HIGH_BIN = 6 * RHO_STEPS
 
 
 @jit
-def _degree(tables, layer, top):
+def degree_for_rho(tables, layer, top):
     """Degree for correlations |rho| <= top (``series.degree_table`` bins)."""
     gap = 1.0 - float(top)
     bins = tables.shape[1] - 1
@@ -206,7 +206,7 @@ def _make_tile():
                     a = ar[j]
                     top_all = max(top_all, a)
                     top = max(top, a if a <= r_high else zero)
-                degree = _degree(tables, layer, top)
+                degree = degree_for_rho(tables, layer, top)
                 if degree + 1 > have[layer]:
                     _fill(bc, bd, cy, dy, c0, layer, have[layer], degree + 1, bj)
                     have[layer] = degree + 1
@@ -226,7 +226,7 @@ def _make_tile():
                                     q_sxy[nq] = float(s[j])
                                     nq += 1
                                     continue
-                            full = _degree(tables, layer, ar[j])
+                            full = degree_for_rho(tables, layer, ar[j])
                             kj, kdj, pj, rj = k[j], kd[j], p[j], rho[j]
                             for m in range(degree + 1, full + 1):
                                 kj += (cx[ii, layer, m] * cy[c0 + j, layer, m]) * pj

@@ -47,6 +47,7 @@ from .. import config, series
 from .._jit import jit
 from ..bivariate import PARALLEL_TOL64, elu_dual_grad
 from ..errors import ArgumentError
+from .cpu_series import degree_for_rho
 
 __all__ = ["GradRows", "energy_slopes", "prepare", "tile_grad"]
 
@@ -60,7 +61,8 @@ class GradRows:
     contiguous), zero above each layer's degree; ``degrees`` (L,); ``diag`` (n,) and ``ddiag``
     (2, n) the exact diagonal of the output and its derivatives; ``cut`` (L,) and ``exact`` (5,)
     as ``series.exact_args`` gives them to the forward kernel (ELU/SELU's closed form; ``exact[0]``
-    0 and ``cut`` unused otherwise).
+    0 and ``cut`` unused otherwise); ``table`` (L, RHO_BINS + 1) the degree per layer and |rho|
+    bin (``series.bin_degrees`` at ``tol / (degree + 2)``, see :func:`prepare`).
     """
 
     sig: np.ndarray
@@ -75,6 +77,7 @@ class GradRows:
     ddiag: np.ndarray
     cut: np.ndarray
     exact: np.ndarray
+    table: np.ndarray
 
 
 def _stein_rule(m: int = 160, z_max: float = 14.0):
@@ -106,6 +109,13 @@ def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol
     (``series.layer_series`` at ``tol`` with ELU's closed form, with its warning when the cap
     binds where no closed form covers the rows); ELU/SELU's cut is the forward kernel's
     (``series.prepare`` and ``series.exact_args`` of the same rows).
+
+    A chunk of pairs whose largest |rho| is r needs fewer terms than the full degree (as in the
+    forward kernel's degree table: the tail beyond N is within r^(N+1) profile[N] of the
+    diagonal's scale).  The derivative polynomials' coefficients e_k, q_k carry the factors
+    sqrt(k + 1) and sqrt((k + 1)(k + 2)) <= degree + 2 over d_k, so their table is that of the
+    profiles at ``tol / (degree + 2)``: far from rho = +-1 (random inputs in high dimension) a
+    few dozen terms instead of hundreds.
     """
     n_steps, n = steps.shape[0], sqnorm.shape[0]
     s = first[0] * sqnorm + first[1]
@@ -115,6 +125,7 @@ def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol
     sig = np.empty((n_steps, n))
     dsig = np.empty((n_steps, 2, n))
     per_layer = []
+    profile_of = []
     for layer in range(n_steps):
         if not (s > 0.0).all():
             raise ArgumentError(
@@ -126,12 +137,18 @@ def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol
         dsig[layer] = ds
         ls = series.layer_series(activation, s, tol, closed_form=True)
         N = ls.degree
-        c, d, _, _ = series.hermite_coefficients(activation, s, N + 2)
+        # phi''s coefficients two degrees further: interpolated to the rows as the forward's are,
+        # by quadrature row by row where that passes the cap
+        if N + 2 <= config.SERIES_MAX_DEGREE:
+            d = series.layer_series(activation, s, tol, min_degree=N + 2, warn=False).d
+        else:
+            d = series.hermite_coefficients(activation, s, N + 2)[1].T
         k = np.arange(N + 1)
         root = np.sqrt(s)
-        E = np.sqrt(k + 1.0)[:, None] * d[:, 1 : N + 2].T / root
-        Q = np.sqrt((k + 1.0) * (k + 2.0))[:, None] * d[:, 2 : N + 3].T / s
+        E = np.sqrt(k + 1.0)[:, None] * d[1 : N + 2] / root
+        Q = np.sqrt((k + 1.0) * (k + 2.0))[:, None] * d[2 : N + 3] / s
         per_layer.append((ls.c, ls.d, E, Q))
+        profile_of.append(ls.profile)
         kp, kdp = energy_slopes(activation, s)
         K, Kd = ls.e2, ls.e2d
         res, w2, b2, alpha, beta = steps[layer]
@@ -143,6 +160,10 @@ def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol
         s, t = res * s + w2 * K + b2, res * t + alpha * K + beta + w2 * Kd * t
     degrees = np.array([p[0].shape[0] - 1 for p in per_layer], dtype=np.int64)
     top = int(degrees.max(initial=0))
+    profiles = np.empty((n_steps, top + 1))
+    for layer, ls in enumerate(profile_of):
+        profiles[layer, : ls.size] = ls
+        profiles[layer, ls.size :] = ls[-1]
     config.check_fits(4 * 8 * n_steps * (top + 1) * n, f"the Hermite coefficients and their derivatives of {n} rows "
                       f"({n_steps} layers, degree {top})", "Use fewer points, or optimise on a subset.")  # fmt: skip
     arrays = [np.zeros((n_steps, top + 1, n)) for _ in range(4)]
@@ -151,12 +172,15 @@ def prepare(activation, first, dfirst, steps, dsteps, sqnorm, get_ntk: bool, tol
             out[layer, : a.shape[0]] = a
     inv = 1.0 / np.sqrt(sig)
     diag, ddiag = (t, dt) if get_ntk else (s, ds)
-    if series.exact_params(activation) is None:
+    closed = series.exact_params(activation) is not None
+    target = (config.SERIES_TOL if tol is None else tol) / (top + 2)
+    table, _ = series.bin_degrees(profiles, degrees, target, closed)
+    if not closed:
         cut, exact = np.ones(n_steps), np.zeros(5)
     else:  # the forward kernel's rows of K(X, X), for its cut (the closed form's threshold) per layer
         fwd = series.prepare(activation, first, steps, sqnorm, tol=tol)
         cut, exact = series.exact_args(activation, fwd, None, tol, np.float64)
-    return GradRows(sig, dsig, inv, *arrays, degrees, diag, ddiag, cut, exact)
+    return GradRows(sig, dsig, inv, *arrays, degrees, diag, ddiag, cut, exact, table)
 
 
 @jit
@@ -233,7 +257,7 @@ def _math_fingerprint() -> int:
     closure constant (part of its cache key) and editing them recompiles it."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for name in ("bivariate.py", "_jit.py"):
+    for name in ("bivariate.py", "_jit.py", "backends/cpu_series.py"):
         digest.update((root / name).read_bytes())
     return int.from_bytes(digest.digest()[:7], "little")
 
@@ -266,15 +290,29 @@ def _make_tile_grad():
                 acc[6 * CHUNK + j] = scale2 * kdxy
 
     @jit
+    def _series_top(layer, ii, cc, w, rho, sig, cut, exact):
+        """The largest |rho| of a chunk's pairs that the polynomials serve (not those of
+        ``exact_pairs``: ELU/SELU beyond the cut with both variances in range)."""
+        top = 0.0
+        row_exact = exact[0] == 1.0 and exact[3] <= sig[layer, ii] <= exact[4]
+        r_high = cut[layer]
+        for j in range(w):
+            a = abs(rho[j])
+            if not (row_exact and a > r_high and exact[3] <= sig[layer, cc + j] <= exact[4]):
+                top = max(top, a)
+        return top
+
+    @jit
     def tile_grad(
-        first, dfirst, steps, dsteps, degrees, G, sig, dsig, inv, C, D, E, Q, r0, c0, out, dout, get_ntk, cut, exact
+        first, dfirst, steps, dsteps, table, G, sig, dsig, inv, C, D, E, Q, r0, c0, out, dout, get_ntk, cut, exact
     ):
         """K and dK of a tile (rows r0 + i, columns c0 + j of one set of rows) from its inner products G.
 
         Writes ``out[r0 + i, c0 + j]`` and ``dout[p, r0 + i, c0 + j]``; row arrays as in
-        :class:`GradRows` (``cut``, ``exact`` its fields).  Per pair and layer seven Horner evaluations
-        in rho (for ELU/SELU's pairs beyond the cut the closed form instead), then the chain rule,
-        over chunks of CHUNK columns.
+        :class:`GradRows` (``table``, ``cut``, ``exact`` its fields).  Per pair and layer seven Horner
+        evaluations in rho, to the degree of the chunk's largest |rho| (for ELU/SELU's pairs beyond
+        the cut the closed form instead, left out of that largest), then the chain rule, over
+        chunks of CHUNK columns.
         """  # fmt: skip
         if fingerprint < 0:  # never true; ties the cache entry to the called math's source
             return
@@ -305,7 +343,8 @@ def _make_tile_grad():
                         rho[j] = min(max(st[j] * inv_i * inv[layer, cc + j], -1.0), 1.0)
                         col[j] = dsig[layer, 0, cc + j]
                         col[W + j] = dsig[layer, 1, cc + j]
-                    _horner(degrees[layer], layer, ii, cc, C, D, E, Q, rho, acc, w)
+                    top = _series_top(layer, ii, cc, w, rho, sig, cut, exact)
+                    _horner(degree_for_rho(table, layer, top), layer, ii, cc, C, D, E, Q, rho, acc, w)
                     exact_pairs(layer, ii, cc, w, rho, st, sig, cut, exact, acc)
                     _chain_row(acc, st, col, dsig[layer, 0, ii], dsig[layer, 1, ii], w, steps[layer], dsteps[0, layer],
                                dsteps[1, layer])  # fmt: skip
