@@ -883,7 +883,7 @@ def print_depths_ratios(quick: bool = False) -> None:
 
 # ----------------------------------------------------------------------- GP-gradient benchmark (issue 17 item 4)
 GRAD_CASES = ((2000, 16), (2000, 784), (4000, 16), (4000, 784))
-GRAD_ACTIVATIONS = ("relu", "erf", "gelu")
+GRAD_ACTIVATIONS = ("relu", "erf", "gelu", "tanh", "silu", "elu")  # the last three: Hermite series
 
 
 def grad_ratios(cases=GRAD_CASES, activations=GRAD_ACTIVATIONS, repeat: int = 3, depth: int = 3):
