@@ -527,15 +527,22 @@ def dual_diag(code, p0, p1, p2, sxx):
 
 
 @jit
-def step(k, kdot, sigma, theta, res, w2, b2, alpha, beta):
+def step(k, kdot, sigma, theta, res, w2, b2, alpha, beta, residual=True):
     """One (activation, Dense) step, given the activation's (K, Kdot).
 
     Sigma <- res Sigma + W^2 K + b^2
     Theta <- res Theta + alpha K + beta + W^2 Kdot Theta
     NTK parameterization: alpha = W^2, beta = b^2; standard: alpha = fan-in, beta = 1 (bias) or 0.
     res = 1 inside a residual block (the identity branch adds its kernels), else 0.
+    ``residual`` False (a constant at the call: the tile loops' step where res = 0) leaves out
+    the res terms, which our fastmath flags cannot fold away (0 * x is not 0 for x = inf).
     """
-    return res * sigma + w2 * k + b2, res * theta + alpha * k + beta + w2 * kdot * theta
+    ns = w2 * k
+    nt = alpha * k
+    if residual:
+        ns = res * sigma + ns
+        nt = res * theta + nt
+    return ns + b2, nt + beta + w2 * kdot * theta
 
 
 # ------------------------------------------------------------------ derivatives (float64 only)

@@ -105,13 +105,18 @@ def recursion_kernels(code: int) -> SimpleNamespace:
                 r[j] = angle_radius(sxx, syy[j], s[j])
             for j in range(s.shape[0]):
                 theta[j] = atan2_upper(r[j], s[j])
+            if res == 0.0:  # every step of a plain MLP: the loop without the identity branch's terms
+                for j in range(s.shape[0]):
+                    k, kdot = dual_angle(code, p0, p1, p2, sxx, syy[j], s[j], r[j], theta[j])
+                    s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta, False)
+            else:
+                for j in range(s.shape[0]):
+                    k, kdot = dual_angle(code, p0, p1, p2, sxx, syy[j], s[j], r[j], theta[j])
+                    s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)
+        else:  # one loop: a second copy of the larger families' bodies stopped GELU's vectorising
             for j in range(s.shape[0]):
-                k, kdot = dual_angle(code, p0, p1, p2, sxx, syy[j], s[j], r[j], theta[j])
+                k, kdot = dual(code, p0, p1, p2, sxx, syy[j], s[j])
                 s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)
-            return
-        for j in range(s.shape[0]):
-            k, kdot = dual(code, p0, p1, p2, sxx, syy[j], s[j])
-            s[j], t[j] = step(k, kdot, s[j], t[j], res, w2, b2, alpha, beta)
 
     @jit
     def put_row(out, k, r, c0, vals):
@@ -161,19 +166,26 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             sig_rows = np.ones((1, bi), G.dtype)
             sig_cols = np.ones((1, bj), G.dtype)
         first_cols = sig_cols[0]
+        counting = tau > -np.inf
         for i in range(bi):
             first_row = sig_rows[0, i]
             # 1 - rho^2 <= tau in units of the row's variance (the product of two variances
             # overflows or underflows at extreme scales): y - c^2 <= tau y, y = syy/sxx, c = sxy/sxx
             inv_row = one / first_row if first_row > zero else zero
-            for j in range(bj):
-                g = G[i, j]
-                sij = f0 * g + f1
-                s[j] = sij
-                t[j] = f2 * g + f3
-                ratio = first_cols[j] * inv_row
-                rho = sij * inv_row
-                flagged += ratio - rho * rho <= tau * ratio
+            if counting:
+                for j in range(bj):
+                    g = G[i, j]
+                    sij = f0 * g + f1
+                    s[j] = sij
+                    t[j] = f2 * g + f3
+                    ratio = first_cols[j] * inv_row
+                    rho = sij * inv_row
+                    flagged += ratio - rho * rho <= tau * ratio
+            else:  # tau = -inf counts none: the first layer alone
+                for j in range(bj):
+                    g = G[i, j]
+                    s[j] = f0 * g + f1
+                    t[j] = f2 * g + f3
             # The steps, with a residual network's readout spliced in where a shallower depth is
             # cut (on the state, saved before and restored after).  One call site of layer_row
             # for both, so a depth's readout rounds exactly as in that depth's own network.
