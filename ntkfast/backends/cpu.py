@@ -367,7 +367,9 @@ def recursion_kernels(code: int) -> SimpleNamespace:
             nb0 += res * b0
             na1 += res * a1
             nb1 += res * b1
-        ns, nt = step(k, kdot, s, t, res, w2, b2, alpha, beta)  # K exactly as the forward kernel rounds it
+        # K exactly as the forward kernel rounds it (``layer_row``: ANGLE_CODES' steps with res = 0
+        # leave out the res terms)
+        ns, nt = step(k, kdot, s, t, res, w2, b2, alpha, beta, residual or not by_angle)
         return ns, nt, na0, nb0, na1, nb1
 
     @jit
