@@ -58,6 +58,14 @@ def _angle(sxx, syy, sxy):
     1e+-19 (float32) and make every pair look parallel.  The reciprocal 1/sxx depends on the row
     only, so the tile loops hoist it: the fast path gains two multiplications, no division.
     """
+    r = angle_radius(sxx, syy, sxy)
+    # r >= 0: the upper half-plane's atan2, whose (0, 0) is the pi/2 above (no select for it)
+    return r, atan2_upper(r, sxy)
+
+
+@jit_inline
+def angle_radius(sxx, syy, sxy):
+    """The r of :func:`_angle` alone (the tile loops of ``ANGLE_CODES`` compute it in a loop of its own)."""
     zero = like(sxy, 0.0)
     tol = like(sxy, _PARALLEL_TOL32) if is_single(sxy) else like(sxy, _PARALLEL_TOL64)
     # sxx = 0 (then sxy = 0): any finite inv gives r = 0; max() keeps the code branch-free
@@ -65,9 +73,7 @@ def _angle(sxx, syy, sxy):
     y = syy * inv
     c = sxy * inv
     det = y - c * c
-    r = math.sqrt(det) * sxx if det > tol * y else zero
-    # r >= 0: the upper half-plane's atan2, whose (0, 0) is the pi/2 above (no select for it)
-    return r, atan2_upper(r, sxy)
+    return math.sqrt(det) * sxx if det > tol * y else zero
 
 
 @jit
@@ -154,6 +160,12 @@ def variance_underflow(activation, first, steps, feats, sig, nngp, ntk) -> str |
 def abrelu(a, b, sxx, syy, sxy):
     """phi = a min(x, 0) + b max(x, 0): K = f r + Kdot sxy, Kdot = (a^2+b^2)/2 - f theta."""
     r, theta = _angle(sxx, syy, sxy)
+    return abrelu_angle(a, b, sxy, r, theta)
+
+
+@jit
+def abrelu_angle(a, b, sxy, r, theta):
+    """:func:`abrelu` from the (r, theta) of :func:`_angle`."""
     f = (a - b) * (a - b) * like(sxy, _INV_2PI)
     kdot = (a * a + b * b) * like(sxy, 0.5) - f * theta
     return f * r + kdot * sxy, kdot
@@ -287,6 +299,12 @@ def sin_diag(a, b, c, sxx):
 def sign(sxx, syy, sxy):
     """phi = sign(x): K = 1 - 2 theta/pi; Kdot = 0 (the derivative vanishes almost everywhere)."""
     r, theta = _angle(sxx, syy, sxy)
+    return sign_angle(sxy, theta)
+
+
+@jit
+def sign_angle(sxy, theta):
+    """:func:`sign` from the theta of :func:`_angle`."""
     # as (2/pi)(pi/2 - theta): exactly 0 at theta = pi/2 whether or not LLVM fuses a multiply-add
     return like(sxy, 2.0 / math.pi) * (like(sxy, math.pi / 2) - theta), like(sxy, 0.0)
 
@@ -362,6 +380,12 @@ def _arccos_bracket(n, pi_minus_theta, r, c, s):
 def rectified_monomial(n, sxx, syy, sxy):
     """phi = max(x, 0)^n: the arc-cosine kernel of order n; Kdot = n^2 K_{n-1} (0 for n = 0)."""
     r, theta = _angle(sxx, syy, sxy)
+    return rectified_monomial_angle(n, sxx, syy, sxy, r, theta)
+
+
+@jit
+def rectified_monomial_angle(n, sxx, syy, sxy, r, theta):
+    """:func:`rectified_monomial` from the (r, theta) of :func:`_angle`."""
     pmt = like(sxy, math.pi) - theta
     s = sxx * syy
     k = _arccos_bracket(n, pmt, r, sxy, s) * like(sxy, _INV_2PI)
@@ -463,6 +487,22 @@ def dual(code, p0, p1, p2, sxx, syy, sxy):
         return monomial(code - MONOMIAL, sxx, syy, sxy)
 
 
+# The families whose (K, Kdot) is a function of the angle of the pair (``_angle``'s r and theta):
+# the tile loops compute r, theta and the rest in three loops of their own (``dual_angle``).
+ANGLE_CODES = (ABRELU, SIGN) + tuple(range(RECTIFIED_MONOMIAL, MONOMIAL))
+
+
+@jit_inline
+def dual_angle(code, p0, p1, p2, sxx, syy, sxy, r, theta):
+    """``dual`` for ``code`` in ``ANGLE_CODES``, given the (r, theta) of ``_angle(sxx, syy, sxy)``."""
+    if code == ABRELU:
+        return abrelu_angle(p0, p1, sxy, r, theta)
+    elif code == SIGN:
+        return sign_angle(sxy, theta)
+    else:
+        return rectified_monomial_angle(code - RECTIFIED_MONOMIAL, sxx, syy, sxy, r, theta)
+
+
 @jit
 def dual_diag(code, p0, p1, p2, sxx):
     """(K(x, x), Kdot(x, x)), exact."""
@@ -487,15 +527,22 @@ def dual_diag(code, p0, p1, p2, sxx):
 
 
 @jit
-def step(k, kdot, sigma, theta, res, w2, b2, alpha, beta):
+def step(k, kdot, sigma, theta, res, w2, b2, alpha, beta, residual=True):
     """One (activation, Dense) step, given the activation's (K, Kdot).
 
     Sigma <- res Sigma + W^2 K + b^2
     Theta <- res Theta + alpha K + beta + W^2 Kdot Theta
     NTK parameterization: alpha = W^2, beta = b^2; standard: alpha = fan-in, beta = 1 (bias) or 0.
     res = 1 inside a residual block (the identity branch adds its kernels), else 0.
+    ``residual`` False (a constant at the call: the tile loops' step where res = 0) leaves out
+    the res terms, which our fastmath flags cannot fold away (0 * x is not 0 for x = inf).
     """
-    return res * sigma + w2 * k + b2, res * theta + alpha * k + beta + w2 * kdot * theta
+    ns = w2 * k
+    nt = alpha * k
+    if residual:
+        ns = res * sigma + ns
+        nt = res * theta + nt
+    return ns + b2, nt + beta + w2 * kdot * theta
 
 
 # ------------------------------------------------------------------ derivatives (float64 only)
