@@ -32,15 +32,24 @@ def best_time(fn, repeat: int = 3) -> float:
     return min(times)
 
 
-def interleaved_best_times(calls, repeat: int = 5) -> list[float]:
+# OpenBLAS's worker threads spin for about 0.1 s after a threaded call before they sleep
+# (OPENBLAS_THREAD_TIMEOUT): a call timed right after X @ X.T shares its cores with them (measured:
+# the AVX2-code kernel at n = 4000 took 0.20-0.21 s straight after X @ X.T, 0.184 s after a 0.1 s
+# pause).  Each timed call starts after this pause.
+SETTLE_S = 0.2
+
+
+def interleaved_best_times(calls, repeat: int = 5, settle: float = SETTLE_S) -> list[float]:
     """Best wall time of each of ``calls`` over ``repeat`` rounds, the calls taken in turn within
     each round (after one warm-up round), so that a busy machine's bursts fall on all of them
-    alike instead of on whichever was being timed then."""
+    alike instead of on whichever was being timed then; each after ``settle`` seconds' pause, so
+    that none runs beside the BLAS workers the previous one left spinning."""
     for f in calls:
         f()
     best = [math.inf] * len(calls)
     for _ in range(repeat):
         for k, f in enumerate(calls):
+            time.sleep(settle)
             t0 = time.perf_counter()
             f()
             best[k] = min(best[k], time.perf_counter() - t0)
@@ -180,7 +189,7 @@ def main(quick: bool = False, spectrum: bool = False, scale: bool = False, fit: 
         return
     cases = ((1000, 784), (1500, 8)) if quick else GRAM_CASES
     print(f"ReLU NTK, depth {ARCH.depth}, W_std {ARCH.W_std}, b_std {ARCH.b_std}: kernel(X) vs X @ X.T "
-          "(timed in turn, best of 5 rounds)")
+          f"(timed in turn, each after a {SETTLE_S:g} s pause, best of 5 rounds)")
     print(f"{'dtype':>8} {'n':>6} {'d':>5} {'kernel s':>9} {'X@X.T s':>9} {'ratio':>6} {'M entry-layers/s':>17}")
     for dt, n, d, tk, tg, ratio, rate in gram_ratios(cases):
         print(f"{dt:>8} {n:>6} {d:>5} {tk:>9.4f} {tg:>9.4f} {ratio:>6.2f} {rate:>17.0f}")
