@@ -275,9 +275,7 @@ def sin(a, b, c, sxx, syy, sxy):
     so that small variances do not cancel (sin at inputs of size 1e-6 otherwise loses every digit).
     """
     b2 = b * b
-    h = like(sxy, -0.5) * b2
-    e_minus = vexp(h * _sq_distance(sxx, syy, sxy))
-    e_plus = vexp(h * _sq_distance(sxx, syy, -sxy))
+    e_minus, e_plus = sin_exps(b, sxx, syy, sxy)
     x = like(sxy, -2.0) * b2 * sxy
     # e- - e+ = -e- expm1(x): accurate for small |x|; for large |x| the plain difference is (and
     # expm1 could overflow against an underflowed e-)
@@ -287,6 +285,13 @@ def sin(a, b, c, sxx, syy, sxy):
     two = like(sxy, 2.0)
     half_a2 = like(sxy, 0.5) * a * a
     return half_a2 * (diff + two * sc * sc * e_plus), half_a2 * b2 * (diff + two * cc * cc * e_plus)
+
+
+@jit_inline
+def sin_exps(b, sxx, syy, sxy):
+    """The (e-, e+) of :func:`sin`."""
+    h = like(sxy, -0.5) * (b * b)
+    return vexp(h * _sq_distance(sxx, syy, sxy)), vexp(h * _sq_distance(sxx, syy, -sxy))
 
 
 @jit
@@ -679,11 +684,45 @@ def gelu_grad(sxx, syy, sxy):
 
 
 @jit
+def _sq_distance_grad(sxx, syy, sxy):
+    """The partials (d/dsxx, d/dsyy, d/dsxy) of :func:`_sq_distance`: (1, 1, -2), or those of its
+    floor (sqrt sxx - sqrt syy)^2 where it takes the floor (a pair parallel to rounding, whose
+    distance is then held at the floor: along any change that keeps it parallel, such as a
+    duplicate row's W_std, the distance does not move, where 1 + 1 - 2 would leave the rounding
+    of three derivatives of size sxx)."""
+    eps = 2.220446049250313e-16
+    total = sxx + syy
+    d = total - 2.0 * sxy
+    floor = math.sqrt(sxx) - math.sqrt(syy)
+    floor = floor * floor
+    if d <= _DISTANCE_ULPS * eps * total or d < floor:
+        if sxx > 0.0 and syy > 0.0:
+            q = math.sqrt(syy / sxx)
+            return 1.0 - q, 1.0 - 1.0 / q, 0.0
+        return 1.0, 1.0, 0.0
+    return 1.0, 1.0, -2.0
+
+
+@jit
 def sin_grad(a, b, c, sxx, syy, sxy):
-    # K and Kdot are combinations of exp(-b^2 (sxx + syy -+ 2 sxy)/2)
+    """K and Kdot are a^2/2 (e- -+ cos(2c) e+) (times b^2 for Kdot), e-+ = exp(-b^2 d-+ / 2) with
+    d-+ = sxx + syy -+ 2 sxy (:func:`sin`): the partials through those of the distances
+    (:func:`_sq_distance_grad`), so that a parallel pair's stay exact at any variance."""
     k, kdot = sin(a, b, c, sxx, syy, sxy)
     b2 = b * b
-    return k, kdot, -0.5 * b2 * k, -0.5 * b2 * k, kdot, -0.5 * b2 * kdot, -0.5 * b2 * kdot, b2 * b2 * k
+    h = -0.5 * b2
+    e_minus, e_plus = sin_exps(b, sxx, syy, sxy)
+    m0, m1, m2 = _sq_distance_grad(sxx, syy, sxy)
+    p0, p1, p2 = _sq_distance_grad(sxx, syy, -sxy)
+    p2 = -p2  # d+ as a function of sxy
+    half_a2 = 0.5 * a * a
+    cc = math.cos(2.0 * c)
+    # d e-/dv = h e- dm_v, d e+/dv = h e+ dp_v
+    gm = half_a2 * h * e_minus
+    gp = half_a2 * h * cc * e_plus
+    kx, ky, kxy = gm * m0 - gp * p0, gm * m1 - gp * p1, gm * m2 - gp * p2
+    dx, dy, dxy = b2 * (gm * m0 + gp * p0), b2 * (gm * m1 + gp * p1), b2 * (gm * m2 + gp * p2)
+    return k, kdot, kx, ky, kxy, dx, dy, dxy
 
 
 @jit

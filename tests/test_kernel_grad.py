@@ -146,3 +146,29 @@ def test_log_variable_partials_match_dual_grad(name, scale):
         assert (lk, lkdot) == (k, kdot)
         for got, want in zip((kl * hx, kl * hy, lkdot, dl * hx, dl * hy, ldxy), (kx, ky, kxy, dx, dy, dxy)):
             assert got == pytest.approx(want, rel=1e-12, abs=1e-300)
+
+
+@pytest.mark.parametrize("activation", ["sin", "cos", "rbf"])
+@pytest.mark.parametrize("scale", [1.0, 1e50, 1e150])
+def test_sin_family_gradient_of_parallel_pairs_at_any_scale(activation, scale):
+    """A duplicate row's gradient equals the diagonal's, and an antiparallel row's is finite, at
+    any input scale: the sin family's partials go through those of the pair's distance, held at
+    its floor for parallel pairs (``recursion._sq_distance_grad``).  Summed as 1 + 1 - 2 over
+    derivatives of size sxx, they left the rounding of those times Theta: -3e83 times the right
+    value at scale 1e50, -inf at 1e120."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 6))
+    X[1] = X[0]
+    X[2] = -X[0]
+    X *= scale
+    for depth in (1, 2, 3):
+        arch = nf.MLP(depth=depth, activation=activation, W_std=1.4, b_std=0.1)
+        K, dK = kernel_with_gradient(arch, X)
+        assert np.isfinite(K).all() and np.isfinite(dK).all()
+        np.testing.assert_allclose(dK[0, 1], dK[0, 0], rtol=1e-12)
+        np.testing.assert_allclose(dK, dK.transpose(1, 0, 2), rtol=0, atol=0)
+        if scale == 1.0:  # against central differences of the kernel in log W_std
+            h = 1e-5
+            up = nf.kernel(nf.MLP(depth=depth, activation=activation, W_std=1.4 * np.exp(h), b_std=0.1), X)
+            down = nf.kernel(nf.MLP(depth=depth, activation=activation, W_std=1.4 * np.exp(-h), b_std=0.1), X)
+            np.testing.assert_allclose(dK[..., 0], (up - down) / (2 * h), rtol=0, atol=1e-8 * np.abs(dK[..., 0]).max())
