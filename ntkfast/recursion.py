@@ -94,15 +94,9 @@ def _scaled_det1(c, sxx, syy, sxy):
     w = c * sxy * ia
     # x v - w^2 as x (v - |w|) + |w| (x - |w|): exactly 0 for a parallel pair (x = v = |w|) however
     # LLVM contracts it into fused multiply-adds (x v - w w gave +-1 ulp of x^2 depending on
-    # the inlining context), and without the cancellation of x v - w^2 near parallel.  A pair
-    # parallel to within the tolerance of :func:`_angle` (1 - rho^2 <= tol: a duplicate row whose
-    # sxy came from a product and its sxx from a squared norm differs from it by rounding) counts
-    # as parallel: that rounding, ~eps x v, would otherwise swamp the 1/a terms at large
-    # variance (erf's NTK of a duplicate row at input scale 1e50 was 1e-42 of its diagonal)
+    # the inlining context), and without the cancellation of x v - w^2 near parallel
     aw = abs(w)
-    tol = like(sxy, _PARALLEL_TOL32) if is_single(sxy) else like(sxy, _PARALLEL_TOL64)
-    det = x * (v - aw) + aw * (x - aw)
-    dn = ia * (ia + x + v) + (det if det > tol * (x * v) else like(sxy, 0.0))
+    dn = ia * (ia + x + v) + max(x * (v - aw) + aw * (x - aw), like(sxy, 0.0))
     return a, dn, x, v, w
 
 

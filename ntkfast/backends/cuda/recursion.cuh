@@ -47,8 +47,7 @@ template <typename T> __host__ __device__ inline ScaledDet<T> scaled_det1(T c, T
   T x = c * sxx * ia, v = c * syy * ia, w = c * sxy * ia;
   T aw = fabs(w);
   T d = x * (v - aw) + aw * (x - aw);  // x v - w^2, exactly 0 when parallel
-  // parallel to within angle()'s tolerance counts as parallel (the rounding of a duplicate's sxy)
-  return {a, ia * (ia + x + v) + (d > parallel_tol<T>() * (x * v) ? d : T(0)), x, v, w};
+  return {a, ia * (ia + x + v) + (d > T(0) ? d : T(0)), x, v, w};
 }
 
 template <typename T> __host__ __device__ inline Dual<T> abrelu(T a, T b, T sxx, T syy, T sxy) {
