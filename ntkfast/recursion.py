@@ -256,12 +256,19 @@ def _sq_distance(sxx, syy, sxy):
     duplicates are exact and no distance is negative.  (Genuinely distinct pairs keep an error
     ~ eps (sxx + syy) b^2 from the inner products: the kernel only sees Sigma.)
     """
+    d, floor, held = _distance_and_floor(sxx, syy, sxy)
+    return floor if held else d
+
+
+@jit_inline
+def _distance_and_floor(sxx, syy, sxy):
+    """(sxx + syy - 2 sxy, its floor, whether :func:`_sq_distance` holds the pair at the floor)."""
     eps = like(sxy, 1.1920929e-07) if is_single(sxy) else like(sxy, 2.220446049250313e-16)
     total = sxx + syy
     d = total - like(sxy, 2.0) * sxy
     floor = math.sqrt(sxx) - math.sqrt(syy)
     floor = floor * floor
-    return floor if d <= like(sxy, _DISTANCE_ULPS) * eps * total else max(d, floor)
+    return d, floor, d <= like(sxy, _DISTANCE_ULPS) * eps * total or d < floor
 
 
 # ------------------------------------------------------------------ Sin family (Cos, Rbf too)
@@ -690,12 +697,7 @@ def _sq_distance_grad(sxx, syy, sxy):
     distance is then held at the floor: along any change that keeps it parallel, such as a
     duplicate row's W_std, the distance does not move, where 1 + 1 - 2 would leave the rounding
     of three derivatives of size sxx)."""
-    eps = 2.220446049250313e-16
-    total = sxx + syy
-    d = total - 2.0 * sxy
-    floor = math.sqrt(sxx) - math.sqrt(syy)
-    floor = floor * floor
-    if d <= _DISTANCE_ULPS * eps * total or d < floor:
+    if _distance_and_floor(sxx, syy, sxy)[2]:
         if sxx > 0.0 and syy > 0.0:
             q = math.sqrt(syy / sxx)
             return 1.0 - q, 1.0 - 1.0 / q, 0.0
