@@ -110,11 +110,13 @@ template <typename T> __host__ __device__ inline Dual<T> sin_dual(T a, T b, T c,
   T b2 = b * b;
   T h = T(-0.5) * b2;
   T e_minus = exp(h * sq_distance(sxx, syy, sxy));
+  T half_a2 = T(0.5) * a * a;
+  // cos(2c) = 0 to rounding (the RBF): K = a^2/2 e- (ntkfast.recursion.rbf_like)
+  if (fabs(cos(T(2) * c)) <= T(4) * machine_eps<T>()) return {half_a2 * e_minus, half_a2 * b2 * e_minus};
   T e_plus = exp(h * sq_distance(sxx, syy, -sxy));
   T x = T(-2) * b2 * sxy;
   T diff = fabs(x) < T(0.5) ? -e_minus * expm1(x) : e_minus - e_plus;
   T sc = sin(c), cc = cos(c);
-  T half_a2 = T(0.5) * a * a;
   return {half_a2 * (diff + T(2) * sc * sc * e_plus), half_a2 * b2 * (diff + T(2) * cc * cc * e_plus)};
 }
 
