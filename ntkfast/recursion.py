@@ -81,12 +81,29 @@ def _scaled_det1(c, sxx, syy, sxy):
     """(a, dn, x, v, w) with det(I + c Sigma) = a^2 dn, a = 1 + c sxx, and x, v, w = c (sxx, syy, sxy) / a.
 
     det(I + c Sigma) = 1 + c (sxx + syy) + c^2 det(Sigma) in units of a^2, as
-    dn = (1 + x + v) / a + max(x v - w^2, 0), with nothing cancelling between large terms and no
+    dn = (1 + x + v) / a + (x v - w^2), with nothing cancelling between large terms and no
     product of two variances (which overflows at variances around 1e154 in float64, 1e19 in
     float32, while the kernels themselves are still representable).  Needs a > 0; 1/a depends
-    on the row only, so the tile loops hoist it.
+    on the row only, so the tile loops hoist it.  A pair parallel to rounding (x v - w^2 within
+    ``_PARALLEL_TOL64`` of x v, as :func:`angle_radius`) gets x v - w^2 = 0 (:func:`_scaled_det1_held`).
+    """
+    a, dn, x, v, w, held = _scaled_det1_held(c, sxx, syy, sxy)
+    return a, dn, x, v, w
+
+
+@jit_inline
+def _scaled_det1_held(c, sxx, syy, sxy):
+    """:func:`_scaled_det1` and whether it held the pair at parallel (x v - w^2 taken as 0).
+
+    A duplicate row's sxy (a product) and sxx (a squared norm) differ by rounding, ~eps, and at
+    large variance eps x^2 swamps the 1/a terms of dn (erf's duplicate entry was 1e-42 of its
+    diagonal at input scale 1e50).  The gradients (``erf_grad``, ``gelu_grad``, ``gaussian_grad``)
+    then take the partials of the held quantity: x v - w^2 = 0 has partials 0, since a change of
+    W_std or b_std keeps a parallel pair parallel.
     """
     one = like(sxy, 1.0)
+    zero = like(sxy, 0.0)
+    tol = like(sxy, _PARALLEL_TOL32) if is_single(sxy) else like(sxy, _PARALLEL_TOL64)
     a = one + c * sxx
     ia = one / a
     x = c * sxx * ia
@@ -95,6 +112,24 @@ def _scaled_det1(c, sxx, syy, sxy):
     # x v - w^2 as x (v - |w|) + |w| (x - |w|): exactly 0 for a parallel pair (x = v = |w|) however
     # LLVM contracts it into fused multiply-adds (x v - w w gave +-1 ulp of x^2 depending on
     # the inlining context), and without the cancellation of x v - w^2 near parallel
+    aw = abs(w)
+    m = x * (v - aw) + aw * (x - aw)
+    held = not (m > tol * (x * v))
+    dn = ia * (ia + x + v) + (zero if held else m)
+    return a, dn, x, v, w, held
+
+
+@jit
+def _scaled_det1_unheld(c, sxx, syy, sxy):
+    """:func:`_scaled_det1` without holding parallel pairs (GELU: its gradient's partials, summed
+    with those of a held det, cancelled to 1e34 times the diagonal's at input scale 1e50; not
+    resolved yet, so GELU keeps the rounding-level x v - w^2 of a duplicate row)."""
+    one = like(sxy, 1.0)
+    a = one + c * sxx
+    ia = one / a
+    x = c * sxx * ia
+    v = c * syy * ia
+    w = c * sxy * ia
     aw = abs(w)
     dn = ia * (ia + x + v) + max(x * (v - aw) + aw * (x - aw), like(sxy, 0.0))
     return a, dn, x, v, w
@@ -218,7 +253,7 @@ def gelu(sxx, syy, sxy):
     1e-4 of the diagonal to the cancellation) lose digits.
     """
     one = like(sxy, 1.0)
-    a, dn, x, v, w = _scaled_det1(one, sxx, syy, sxy)
+    a, dn, x, v, w = _scaled_det1_unheld(one, sxx, syy, sxy)
     ia = one / a  # hoisted with a
     y = ia + v  # b / a
     iy = one / y
@@ -618,9 +653,12 @@ def erf_grad(a, b, c, sxx, syy, sxy):
     # K and Kdot exactly as ``erf`` computes them, and the partials from the same scaled variables
     # (r = ra sqrt(dn), w = 2 b^2 sxy / ra, v = 2 b^2 syy / ra), so that r^2 = det(I + 2 b^2 Sigma),
     # which overflows at variances around 1e154, is never formed.  Two divisions per pair (1/(ra sqrt(dn)),
-    # 1/(ia + v)); 1/ra depends on the row only.
+    # 1/(ia + v)); 1/ra depends on the row only.  A pair held at parallel (``_scaled_det1_held``:
+    # D = 1 + 2 s'xx + 2 s'yy) takes the partials of K = (2/pi) atan2(2 s'xy, sqrt D) and
+    # Kdot = (4/pi)/sqrt D with that D, whose sum along a change that keeps the pair parallel
+    # does not cancel (the general ones cancel to 1/ra of their size).
     b2 = b * b
-    ra, dn, x, v, w = _scaled_det1(2.0 * b2, sxx, syy, sxy)
+    ra, dn, x, v, w, held = _scaled_det1_held(2.0 * b2, sxx, syy, sxy)
     sdn = math.sqrt(dn)
     ia = 1.0 / ra
     k_out = a * a * ((2.0 / math.pi) * atan2(w, sdn)) + c * c
@@ -629,29 +667,42 @@ def erf_grad(a, b, c, sxx, syy, sxy):
     u = kdot * (math.pi / 4.0)  # 1 / (ra sqrt(dn))
     # partials in the b^2-scaled variables s' (1 + 2 s'xx = ra, 1 + 2 s'yy = ra (ia + v), s'xy = ra w / 2),
     # then the chain rule (d/ds = b^2 d/ds') and the a^2 factor
+    iy = 1.0 / (ia + v)
     kx = -kdot * 0.5 * w
-    ky = kx / (ia + v)
+    ky = kx * iy
     irdn = u * u * ra  # 1 / (ra dn)
     dy = -kdot * irdn
     dx = dy * (ia + v)
     dxy = -2.0 * w * dy
+    kxy = kdot
+    if held:  # dD/ds'xx = dD/ds'yy = 2, dD/ds'xy = 0; dK/ds'xy at fixed D = kdot D / P, P = ra^2 (ia + v)
+        kx = ky * ia
+        ky = kx
+        kxy = kdot * dn * iy
+        dy = dy * ia
+        dx = dy
+        dxy = 0.0
     s1 = a * a * b2
     s2 = s1 * b2
-    return k_out, kdot_out, s1 * kx, s1 * ky, kdot_out, s2 * dx, s2 * dy, s2 * dxy
+    return k_out, kdot_out, s1 * kx, s1 * ky, s1 * kxy, s2 * dx, s2 * dy, s2 * dxy
 
 
 @jit_inline
 def erf_grad_log(a, b, c, sxx, syy, sxy):
-    """(K, Kdot, KL, DL, dKdot/dsxy) of erf, its partials in the variables log(1 + 2 b^2 s), which are
+    """(K, Kdot, KL, DL, dKdot/dsxy, KXY, PX, PZ) of erf, its partials in the variables log(1 + 2 b^2 s), which are
     the same in sxx and syy (K and Kdot depend on the variances through (1 + 2 b^2 sxx)(1 + 2 b^2 syy)
     only): (1 + 2 b^2 sxx) dK/dsxx = (1 + 2 b^2 syy) dK/dsyy = KL, the same for Kdot with DL, and
     dK/dsxy = Kdot.  K and Kdot exactly as ``erf``; the partials as ``erf_grad``'s times
     1 + 2 b^2 s, taken in an order that neither overflows nor underflows at variances ~1e300
-    (``backends.cpu``'s ``layer_grad_row`` uses this form: no division per pair beyond ``erf``'s).
+    (``backends.cpu``'s ``layer_grad_row`` uses this form: no division per pair beyond ``erf``'s),
+    KXY = Kdot, PX = 1, PZ = 0.  A pair held at parallel (``_scaled_det1_held``; see ``erf_grad``)
+    has dK/dsxx = dK/dsyy, which this form takes as KL (PX dlx + dly) with PX = (1 + 2 b^2 sxx) /
+    (1 + 2 b^2 syy) (dlx, dly the changes of the log variables), the same for Kdot with DL, and
+    dK/dsxy = KL PZ, KXY = 0 there (two more divisions, for such pairs).
     """
     b2 = b * b
     cc = 2.0 * b2
-    ra, dn, x, v, w = _scaled_det1(cc, sxx, syy, sxy)
+    ra, dn, x, v, w, held = _scaled_det1_held(cc, sxx, syy, sxy)
     sdn = math.sqrt(dn)
     k_out = a * a * ((2.0 / math.pi) * atan2(w, sdn)) + c * c
     kdot = (4.0 / math.pi) / (ra * sdn)  # as in ``erf``
@@ -665,7 +716,19 @@ def erf_grad_log(a, b, c, sxx, syy, sxy):
     dl = -s2 * kdot * (u * ra) * (u * (1.0 + cc * syy))
     irdn = u * u * ra  # 1 / (ra dn), in ``erf_grad``'s order (kdot u u underflows where irdn does not)
     dxy = s2 * (-2.0 * w * (-kdot * irdn))  # ``erf_grad``'s -2 w dy
-    return k_out, kdot_out, kl, dl, dxy
+    kxy = kdot_out
+    px = 1.0
+    pz = 0.0
+    if held:  # ``erf_grad``'s held partials: dK/dsxx = kl / (ra ay) (ay = ra (ia + v)), dK/dsxy = kdot D / P
+        ia = 1.0 / ra
+        px = 1.0 / (ia + v)
+        kl = kl * ia
+        dl = dl * ia
+        # dK/dsxy = kl pz: kdot D / P itself underflows at variances ~1e300 (~1e-450)
+        kxy = 0.0
+        pz = -2.0 * (dn * px) / w if w != 0.0 else 0.0
+        dxy = 0.0
+    return k_out, kdot_out, kl, dl, dxy, kxy, px, pz
 
 
 @jit_inline
@@ -675,7 +738,7 @@ def gelu_grad(sxx, syy, sxy):
     # b = 1 + syy, D = a b - sxy^2 (partials simplified with sympy; the tests check them against
     # finite differences), each term divided through by D^2 so that nothing of order variance^4 is
     # formed (D^2 overflowed at variances around 1e77): sqrt(D) = a sqrt(dn)
-    a, dn, x, v, w = _scaled_det1(1.0, sxx, syy, sxy)
+    a, dn, x, v, w = _scaled_det1_unheld(1.0, sxx, syy, sxy)
     ia = 1.0 / a
     y = ia + v  # b / a
     iy = 1.0 / y
@@ -803,15 +866,21 @@ def exp_grad(a, b, sxx, syy, sxy):
 def gaussian_grad(a, b, sxx, syy, sxy):
     k, kdot = gaussian(a, b, sxx, syy, sxy)
     two_b = 2.0 * b
-    det = 1.0 - two_b * (sxx + syy) + two_b * two_b * _det(sxx, syy, sxy)
+    # a pair that ``gaussian`` holds at parallel (``_scaled_det1_held``) has det(Sigma) = 0, with
+    # partials 0 (a change of W_std, b_std keeps it parallel): the general ones' sum over them
+    # cancels to rounding times (2 b Sigma)^2 (a duplicate row's gradient was 4.6e7 times off at input scale 1e8)
+    held = _scaled_det1_held(-two_b, sxx, syy, sxy)[5]
+    h = 0.0 if held else 1.0
+    det = 1.0 - two_b * (sxx + syy) + h * (two_b * two_b * _det(sxx, syy, sxy))
     # dK = -K dD / (2 D), with D = det(I - 2 b Sigma)
-    d_x = -two_b + two_b * two_b * syy
-    d_y = -two_b + two_b * two_b * sxx
-    d_xy = -2.0 * two_b * two_b * sxy
+    d_x = -two_b + h * (two_b * two_b * syy)
+    d_y = -two_b + h * (two_b * two_b * sxx)
+    d_xy = -2.0 * h * (two_b * two_b * sxy)
     inv = 1.0 / det
     dxy = 4.0 * b * b * k * inv - 1.5 * kdot * d_xy * inv
     kx, ky = -0.5 * k * d_x * inv, -0.5 * k * d_y * inv
-    return k, kdot, kx, ky, kdot, -1.5 * kdot * d_x * inv, -1.5 * kdot * d_y * inv, dxy
+    kxy = -0.5 * k * d_xy * inv  # = kdot unless held
+    return k, kdot, kx, ky, kxy, -1.5 * kdot * d_x * inv, -1.5 * kdot * d_y * inv, dxy
 
 
 # The families whose partials in sxx and syy are one partial in a log variable of each
@@ -833,13 +902,16 @@ def grad_hoist(code, p0, p1, p2, s):
 
 @jit_inline
 def dual_grad_log(code, p0, p1, p2, sxx, syy, sxy):
-    """(K, Kdot, KL, DL, dKdot/dsxy) for ``code`` in ``LOG_GRAD_CODES``: dK/dsxx = KL grad_hoist(sxx),
-    dK/dsyy = KL grad_hoist(syy), the same for Kdot with DL, dK/dsxy = Kdot (zeros for other codes)."""
+    """(K, Kdot, KL, DL, dKdot/dsxy, KXY, PX, PZ) for ``code`` in ``LOG_GRAD_CODES``: the change of K is
+    KL (PX dlx + dly + PZ dsxy) + KXY dsxy, dlx = grad_hoist(sxx) dsxx, dly = grad_hoist(syy) dsyy,
+    the same for Kdot with DL (and dKdot/dsxy dsxy); PX = 1, PZ = 0 and KXY = Kdot except for a
+    pair ``erf_grad_log`` holds at parallel (zeros for other codes)."""
     if code == ABRELU:
-        return abrelu_grad_log(p0, p1, sxx, syy, sxy)
+        k, kdot, kl, dl, dxy = abrelu_grad_log(p0, p1, sxx, syy, sxy)
+        return k, kdot, kl, dl, dxy, kdot, 1.0, 0.0
     elif code == ERF:
         return erf_grad_log(p0, p1, p2, sxx, syy, sxy)
-    return 0.0, 0.0, 0.0, 0.0, 0.0
+    return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0
 
 
 @jit_inline

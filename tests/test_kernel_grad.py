@@ -141,10 +141,12 @@ def test_log_variable_partials_match_dual_grad(name, scale):
     for sxx, syy, sxy in ((1.3, 0.7, 0.4), (1.3, 0.7, -0.9), (2.0, 0.5, 0.0), (1.0, 1.0, 1.0), (1e-3, 2.0, 0.03)):
         sxx, syy, sxy = sxx * scale, syy * scale, sxy * scale
         k, kdot, kx, ky, kxy, dx, dy, dxy = recursion.dual_grad(code, *act.params, sxx, syy, sxy)
-        lk, lkdot, kl, dl, ldxy = recursion.dual_grad_log(code, *act.params, sxx, syy, sxy)
+        lk, lkdot, kl, dl, ldxy, lkxy, px, pz = recursion.dual_grad_log(code, *act.params, sxx, syy, sxy)
         hx, hy = (recursion.grad_hoist(code, *act.params, s) for s in (sxx, syy))
         assert (lk, lkdot) == (k, kdot)
-        for got, want in zip((kl * hx, kl * hy, lkdot, dl * hx, dl * hy, ldxy), (kx, ky, kxy, dx, dy, dxy)):
+        # px, pz: a pair held at parallel (erf's (1, 1, 1): recursion._scaled_det1_held)
+        gots = (kl * px * hx, kl * hy, kl * pz + lkxy, dl * px * hx, dl * hy, ldxy)
+        for got, want in zip(gots, (kx, ky, kxy, dx, dy, dxy)):
             assert got == pytest.approx(want, rel=1e-12, abs=1e-300)
 
 

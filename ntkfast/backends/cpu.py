@@ -343,12 +343,12 @@ def recursion_kernels(code: int) -> SimpleNamespace:
         a1, b1).  ``residual`` False (a compile-time constant at each call) leaves out the identity
         branch's terms (res = 0 there; 0 * x cannot be folded away under our fastmath flags)."""
         if log_form:  # (folds at compile time) x, y are derivatives of the log variables: one partial each
-            k, kdot, kl, dl, dxy = dual_grad_log(code, p0, p1, p2, sxx, syy, s)
-            v0 = x0 + y0
-            v1 = x1 + y1
-            dk0 = kl * v0 + kdot * a0
+            k, kdot, kl, dl, dxy, kxy, px, pz = dual_grad_log(code, p0, p1, p2, sxx, syy, s)
+            v0 = x0 * px + y0
+            v1 = x1 * px + y1
+            dk0 = kl * (v0 + pz * a0) + kxy * a0
             dd0 = dl * v0 + dxy * a0
-            dk1 = kl * v1 + kdot * a1
+            dk1 = kl * (v1 + pz * a1) + kxy * a1
             dd1 = dl * v1 + dxy * a1
         else:
             k, kdot, kx, ky, kxy, dx, dy, dxy = dual_grad(code, p0, p1, p2, sxx, syy, s)

@@ -41,12 +41,24 @@ template <typename T> __host__ __device__ inline void angle(T sxx, T syy, T sxy,
 // two variances, nothing cancelling between large terms (ntkfast.recursion._scaled_det1).
 template <typename T> struct ScaledDet { T a, dn, x, v, w; };
 
+// A pair parallel to rounding (x v - w^2 <= tol x v, tol as angle's) is held at parallel: x v - w^2 = 0
+// (ntkfast.recursion._scaled_det1_held; erf and the Gaussian).  scaled_det1_unheld: GELU's, unchanged.
 template <typename T> __host__ __device__ inline ScaledDet<T> scaled_det1(T c, T sxx, T syy, T sxy) {
+  const T tol = parallel_tol<T>();
   T a = T(1) + c * sxx;
   T ia = T(1) / a;
   T x = c * sxx * ia, v = c * syy * ia, w = c * sxy * ia;
   T aw = fabs(w);
   T d = x * (v - aw) + aw * (x - aw);  // x v - w^2, exactly 0 when parallel
+  return {a, ia * (ia + x + v) + (d > tol * (x * v) ? d : T(0)), x, v, w};
+}
+
+template <typename T> __host__ __device__ inline ScaledDet<T> scaled_det1_unheld(T c, T sxx, T syy, T sxy) {
+  T a = T(1) + c * sxx;
+  T ia = T(1) / a;
+  T x = c * sxx * ia, v = c * syy * ia, w = c * sxy * ia;
+  T aw = fabs(w);
+  T d = x * (v - aw) + aw * (x - aw);
   return {a, ia * (ia + x + v) + (d > T(0) ? d : T(0)), x, v, w};
 }
 
@@ -78,7 +90,7 @@ template <typename T> __host__ __device__ inline Dual<T> erf_dual(T a, T b, T c,
 // GELU without cancellation and in units of a = 1 + sxx (see ntkfast.recursion.gelu).
 template <typename T> __host__ __device__ inline Dual<T> gelu(T sxx, T syy, T sxy) {
   T one = T(1);
-  ScaledDet<T> m = scaled_det1(one, sxx, syy, sxy);
+  ScaledDet<T> m = scaled_det1_unheld(one, sxx, syy, sxy);
   T ia = one / m.a;
   T y = ia + m.v;
   T iy = one / y;
