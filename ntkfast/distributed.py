@@ -425,7 +425,15 @@ class _ClusterOperator(LinearOperator):
             return self._matmat(V.real) + 1j * self._matmat(V.imag)
         V = _check_rhs(V, self.shape[0], self.dtype, "V")
         _check_running(self.client)
-        return self._product(V)
+        try:
+            return self._product(V)
+        except Exception as exc:
+            # a worker killed mid-product can take a task's inputs with it before the scheduler
+            # recomputes them ("cancelled for reason: lost dependencies"): once more, on fresh futures
+            if type(exc).__name__ != "FutureCancelledError":
+                raise
+            _check_running(self.client)
+            return self._product(V)
 
     def _adjoint(self):
         return self
